@@ -1,0 +1,681 @@
+/* frontend/elab.c — elaboration of statements: scopes, function calls, module instantiation
+ * (parameters become IR globals named by their instance path, "content.proj.w"), weight
+ * sharing, and the lowering of a model into its @forward and @predict functions.
+ * Expressions are in eval.c, built-in functions in builtins.c. */
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "elab.h"
+
+/* ---- values and scopes ------------------------------------------------------------------ */
+
+value v_error(void) { return (value){.kind = V_ERROR}; }
+value v_int(int64_t i) { return (value){.kind = V_INT, .i = i}; }
+value v_float(double f) { return (value){.kind = V_FLOAT, .f = f}; }
+value v_bool(bool b) { return (value){.kind = V_BOOL, .i = b}; }
+value v_tensor(int id) { return id < 0 ? v_error() : (value){.kind = V_TENSOR, .i = id}; }
+
+const char *v_kind_name(const value *v) {
+    static const char *const names[] = {"an erroneous value", "none", "a bool", "an int",
+                                        "a float", "a string", "the batch dimension B",
+                                        "a dtype", "a list", "a tensor", "a tensor",
+                                        "a module", "a module instance", "a function",
+                                        "a built-in function", "an initialiser"};
+    return names[v->kind];
+}
+
+const char *v_describe(elab *e, const value *v) {
+    char b[EM3_TYPE_STR_MAX];
+    switch (v->kind) {
+    case V_TENSOR:
+        return em3_arena_printf(e->arena, "a tensor %s",
+                                em3_type_str(&em3_func_node(e->fn, (int)v->i)->type, b, sizeof b));
+    case V_GLOBAL:
+        return em3_arena_printf(e->arena, "a tensor %s",
+                                em3_type_str(&e->mod->global[v->i].type, b, sizeof b));
+    case V_INT: return em3_arena_printf(e->arena, "the int %lld", (long long)v->i);
+    case V_FLOAT: return em3_arena_printf(e->arena, "the float %g", v->f);
+    case V_MODULE: return em3_arena_printf(e->arena, "module %s", v->decl->str);
+    case V_INSTANCE:
+        return em3_arena_printf(e->arena, "an instance of %s", v->inst->decl->str);
+    case V_FN: return em3_arena_printf(e->arena, "function %s", v->decl->str);
+    case V_BUILTIN: return em3_arena_printf(e->arena, "built-in %s", builtin_name((int)v->i));
+    default: return v_kind_name(v);
+    }
+}
+
+void scope_bind(elab *e, scope *s, const char *name, value v, em3_loc loc) {
+    for (binding *b = s->head; b; b = b->next)
+        if (!strcmp(b->name, name)) {
+            b->v = v;
+            return;
+        }
+    binding *b = em3_arena_alloc(e->arena, sizeof *b);
+    *b = (binding){name, v, loc, s->head};
+    s->head = b;
+}
+
+binding *scope_lookup(scope *s, const char *name) {
+    for (; s; s = s->parent)
+        for (binding *b = s->head; b; b = b->next)
+            if (!strcmp(b->name, name)) return b;
+    return NULL;
+}
+
+bool elab_error(elab *e, em3_loc loc, const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    em3_diag_error(e->diag, loc, "%s", msg);
+    return false;
+}
+
+bool elab_tick(elab *e, em3_loc loc) {
+    if (e->abort) return false;
+    if (++e->steps > EM3_ELAB_MAX_STEPS) {
+        e->abort = true;
+        return elab_error(e, loc, "the model takes too long to elaborate (over %ld steps): "
+                                  "does a loop or a recursion never end?", EM3_ELAB_MAX_STEPS);
+    }
+    if (e->fn && e->fn->n_node > EM3_ELAB_MAX_NODES) {
+        e->abort = true;
+        return elab_error(e, loc, "the model grows beyond %d IR nodes", EM3_ELAB_MAX_NODES);
+    }
+    return true;
+}
+
+/* ---- argument binding (functions and modules share it) ------------------------------------ */
+
+static bool bind_args(elab *e, scope *s, const ast *formals, const char *what, const value *pos,
+                      int npos, const ast *const *kw_names, const value *kw, int nkw, em3_loc loc) {
+    int nf = ast_list_length(formals);
+    if (npos > nf)
+        return elab_error(e, loc, "%s takes %d argument%s, got %d", what, nf, nf == 1 ? "" : "s",
+                          npos);
+    bool ok = true;
+    for (int k = 0; k < nkw; k++) {
+        int idx = 0;
+        const ast *f = formals;
+        for (; f && strcmp(f->str, kw_names[k]->str); f = f->next) idx++;
+        if (!f)
+            ok = elab_error(e, kw_names[k]->loc, "%s has no parameter named '%s'", what,
+                            kw_names[k]->str);
+        else if (idx < npos)
+            ok = elab_error(e, kw_names[k]->loc, "%s: '%s' is given twice", what, f->str);
+        for (int j = 0; j < k; j++)
+            if (!strcmp(kw_names[j]->str, kw_names[k]->str))
+                ok = elab_error(e, kw_names[k]->loc, "%s: '%s' is given twice", what, f ? f->str : kw_names[k]->str);
+    }
+    if (!ok) return false;
+    int i = 0;
+    for (const ast *f = formals; f; f = f->next, i++) {
+        value v;
+        em3_loc at = loc;
+        if (i < npos) {
+            v = pos[i];
+        } else {
+            int k = 0;
+            while (k < nkw && strcmp(kw_names[k]->str, f->str)) k++;
+            if (k < nkw) {
+                v = kw[k];
+                at = kw_names[k]->loc;
+            } else if (f->b) {
+                v = eval(e, s, f->b); /* defaults see the parameters before them */
+            } else {
+                return elab_error(e, loc, "%s: missing argument '%s'", what, f->str);
+            }
+        }
+        if (f->a && v.kind != V_ERROR) {
+            if (v.kind != V_TENSOR && v.kind != V_GLOBAL)
+                return elab_error(e, at, "%s: '%s' must be a tensor, got %s", what, f->str,
+                                  v_describe(e, &v));
+            int id = as_tensor(e, &v, -1, at);
+            if (id < 0) return false;
+            if (!match_type(e, s, f->a, &em3_func_node(e->fn, id)->type, at,
+                            em3_arena_printf(e->arena, "%s: '%s'", what, f->str)))
+                return false;
+        }
+        scope_bind(e, s, f->str, v, f->loc);
+    }
+    return true;
+}
+
+value call_fn(elab *e, const ast *fn, scope *env, const value *pos, int npos,
+              const ast *const *kw_names, const value *kw, int nkw, em3_loc loc) {
+    if (e->depth >= EM3_ELAB_MAX_DEPTH) {
+        e->abort = true;
+        elab_error(e, loc, "calls are nested more than %d deep: is '%s' recursive?",
+                   EM3_ELAB_MAX_DEPTH, fn->str);
+        return v_error();
+    }
+    scope *s = em3_arena_alloc(e->arena, sizeof *s);
+    s->parent = env;
+    const char *what = em3_arena_printf(e->arena, "function %s", fn->str);
+    if (!bind_args(e, s, fn->list, what, pos, npos, kw_names, kw, nkw, loc)) return v_error();
+    e->depth++;
+    value ret = {.kind = V_NONE};
+    exec_block(e, s, fn->list2, CTX_FN, &ret);
+    e->depth--;
+    if (fn->a && ret.kind != V_ERROR) {
+        int id = as_tensor(e, &ret, -1, loc);
+        if (id < 0) return v_error();
+        if (!match_type(e, s, fn->a, &em3_func_node(e->fn, id)->type, loc,
+                        em3_arena_printf(e->arena, "the result of %s", fn->str)))
+            return v_error();
+    }
+    return ret;
+}
+
+/* ---- module instances --------------------------------------------------------------------- */
+
+/* The path of the instance being created: the assignment's name, suffixed when one
+ * assignment creates several. */
+static const char *next_instance_path(elab *e) {
+    int k = e->name_count++;
+    return k == 0 ? e->name_hint : em3_arena_printf(e->arena, "%s.%d", e->name_hint, k);
+}
+
+static instance *new_instance(elab *e, const ast *decl, const char *path) {
+    instance *in = em3_arena_alloc(e->arena, sizeof *in);
+    in->decl = decl;
+    in->path = path;
+    in->env.parent = &e->globals;
+    return in;
+}
+
+static flow exec_module_body(elab *e, instance *in, ctx_kind ctx);
+
+value instantiate(elab *e, const ast *module, const value *pos, int npos,
+                  const ast *const *kw_names, const value *kw, int nkw, em3_loc loc) {
+    if (!e->name_hint) {
+        elab_error(e, loc, "module %s is instantiated where it has no name: instantiate modules "
+                           "in a module or model body, as 'name = %s(...)'",
+                   module->str, module->str);
+        return v_error();
+    }
+    if (e->depth >= EM3_ELAB_MAX_DEPTH) {
+        e->abort = true;
+        elab_error(e, loc, "modules are nested more than %d deep: does %s contain itself?",
+                   EM3_ELAB_MAX_DEPTH, module->str);
+        return v_error();
+    }
+    instance *in = new_instance(e, module, next_instance_path(e));
+    /* sharing goes by parameter name and shape, so a LoRALinear can take a Linear's w and b */
+    if (e->share_src.kind == V_INSTANCE) {
+        in->shares = e->share_src.inst;
+        in->shares_frozen = e->share_frozen;
+    }
+    const char *what = em3_arena_printf(e->arena, "module %s", module->str);
+    /* arguments are evaluated by the caller; defaults and the body see only the module */
+    const char *hint = e->name_hint;
+    int count = e->name_count;
+    value share = e->share_src;
+    e->name_hint = NULL;
+    e->share_src = (value){.kind = V_NONE};
+    bool ok = bind_args(e, &in->env, module->list, what, pos, npos, kw_names, kw, nkw, loc);
+    if (ok) {
+        e->depth++;
+        exec_module_body(e, in, CTX_MODULE);
+        e->depth--;
+    }
+    e->name_hint = hint;
+    e->name_count = count;
+    e->share_src = share;
+    return ok ? (value){.kind = V_INSTANCE, .inst = in} : v_error();
+}
+
+/* A `param` statement: a new global, or the same-named global of the instance shared from. */
+static void declare_param(elab *e, scope *s, instance *in, const ast *st) {
+    em3_type t;
+    if (!eval_type(e, s, st->a, &t)) return;
+    if (em3_type_has_batch(&t)) {
+        elab_error(e, st->a->loc, "a parameter cannot have the batch dimension B");
+        return;
+    }
+    value init = eval(e, s, st->b);
+    em3_init ini = {EM3_INIT_NONE, 0};
+    if (init.kind == V_INIT) {
+        ini = init.init;
+    } else if (init.kind == V_BUILTIN) {
+        const char *n = builtin_name((int)init.i);
+        if (!em3_init_kind_parse(n, &ini.kind) || ini.kind == EM3_INIT_CONST ||
+            ini.kind == EM3_INIT_NORMAL || ini.kind == EM3_INIT_UNIFORM) {
+            elab_error(e, st->b->loc, "'%s' is not an initialiser (zeros, ones, xavier, "
+                                      "normal(std), uniform(a), constant(v))", n);
+            return;
+        }
+    } else if (init.kind == V_INT || init.kind == V_FLOAT) {
+        ini = (em3_init){EM3_INIT_CONST, init.kind == V_INT ? (double)init.i : init.f};
+    } else {
+        if (init.kind != V_ERROR)
+            elab_error(e, st->b->loc, "a parameter's initialiser must be zeros, ones, xavier, "
+                                      "normal(std), uniform(a) or a number, not %s",
+                       v_describe(e, &init));
+        return;
+    }
+    if (in->shares) {
+        binding *b = NULL;
+        for (binding *x = in->shares->env.head; x; x = x->next)
+            if (!strcmp(x->name, st->str)) b = x;
+        if (b && b->v.kind == V_GLOBAL) {
+            const em3_global *g = &e->mod->global[b->v.i];
+            if (!em3_type_eq(&g->type, &t)) {
+                char b0[EM3_TYPE_STR_MAX], b1[EM3_TYPE_STR_MAX];
+                elab_error(e, st->loc, "cannot share parameter %s: it is %s here but %s in %s",
+                           st->str, em3_type_str(&t, b0, sizeof b0),
+                           em3_type_str(&g->type, b1, sizeof b1), g->name);
+                return;
+            }
+            value v = b->v;
+            v.frozen = v.frozen || in->shares_frozen;
+            scope_bind(e, s, st->str, v, st->loc);
+            return;
+        }
+    }
+    const char *name = *in->path ? em3_arena_printf(e->arena, "%s.%s", in->path, st->str) : st->str;
+    int g = em3_module_add_global(e->mod, name, t, st->ival ? EM3_GLOBAL_FROZEN : EM3_GLOBAL_PARAM,
+                                  ini, st->loc);
+    if (g < 0) {
+        elab_error(e, st->loc, "parameter %s is declared twice", name);
+        return;
+    }
+    scope_bind(e, s, st->str, (value){.kind = V_GLOBAL, .i = g}, st->loc);
+}
+
+/* input / label declarations: INPUT nodes of @forward, in declaration order. */
+static void declare_input(elab *e, scope *s, const ast *st) {
+    em3_type t;
+    if (!eval_type(e, s, st->a, &t)) return;
+    em3_node p = em3_node_proto(EM3_OP_INPUT, st->loc);
+    em3_node_set_s(&p, "name", st->str);
+    if (st->kind == AST_LABEL) em3_node_set_i(&p, "label", 1);
+    for (const ast *o = st->list; o; o = o->next) {
+        value v = eval(e, s, o->a);
+        int64_t x;
+        if (strcmp(o->str, "vocab") && strcmp(o->str, "pad")) {
+            elab_error(e, o->loc, "unknown input option '%s' (vocab N, pad N)", o->str);
+            continue;
+        }
+        if (!as_int(e, &v, o->a->loc, o->str, &x)) continue;
+        if (!strcmp(o->str, "vocab") && x <= 0) {
+            elab_error(e, o->a->loc, "vocab must be positive, not %lld", (long long)x);
+            continue;
+        }
+        if (t.dtype != EM3_DTYPE_I32) {
+            elab_error(e, o->loc, "'%s' applies to i32 id inputs only", o->str);
+            continue;
+        }
+        em3_node_set_i(&p, o->str, x);
+    }
+    p.type = t;
+    for (int i = 0; i < e->fn->n_node; i++)
+        if (e->fn->node[i].op == EM3_OP_INPUT && !strcmp(e->fn->node[i].attr[0].s, st->str)) {
+            elab_error(e, st->loc, "input %s is declared twice", st->str);
+            return;
+        }
+    scope_bind(e, s, st->str, v_tensor(emit(e, &p, NULL, 0, st->loc)), st->loc);
+}
+
+static void declare_data(elab *e, scope *s, const ast *st) {
+    em3_type t;
+    if (!eval_type(e, s, st->a, &t)) return;
+    if (em3_type_has_batch(&t)) {
+        elab_error(e, st->a->loc, "a data table has a fixed shape: B is not allowed here");
+        return;
+    }
+    int g = em3_module_add_global(e->mod, st->str, t, EM3_GLOBAL_DATA,
+                                  (em3_init){EM3_INIT_NONE, 0}, st->loc);
+    if (g < 0) {
+        elab_error(e, st->loc, "%s is declared twice", st->str);
+        return;
+    }
+    scope_bind(e, s, st->str, (value){.kind = V_GLOBAL, .i = g}, st->loc);
+}
+
+/* A model-level constant may be overridden from the command line (--set NAME=VALUE). */
+static value override_value(elab *e, const char *name, bool *found) {
+    *found = false;
+    if (!e->opt) return v_error();
+    for (int i = 0; i < e->opt->n_overrides; i++) {
+        const em3_const_override *o = &e->opt->overrides[i];
+        if (strcmp(o->name, name)) continue;
+        *found = true;
+        char *end;
+        long long iv = strtoll(o->value, &end, 10);
+        if (*o->value && !*end) return v_int(iv);
+        double fv = strtod(o->value, &end);
+        if (*o->value && !*end) return v_float(fv);
+        if (!strcmp(o->value, "true") || !strcmp(o->value, "false"))
+            return v_bool(!strcmp(o->value, "true"));
+        return (value){.kind = V_STRING, .s = o->value};
+    }
+    return v_error();
+}
+
+static const char *ctx_name(ctx_kind c) {
+    static const char *const n[] = {"at the top level of a file", "in a module body",
+                                    "in a model body", "in a function",
+                                    "in the model's forward"};
+    return n[c];
+}
+
+static bool is_compile_time(const value *v) {
+    return v->kind != V_TENSOR && v->kind != V_GLOBAL;
+}
+
+static flow exec_stmt(elab *e, scope *s, instance *in, const ast *st, ctx_kind ctx, value *ret);
+
+static flow exec_stmts(elab *e, scope *s, instance *in, const ast *stmts, ctx_kind ctx,
+                       value *ret) {
+    for (const ast *st = stmts; st && !e->abort; st = st->next)
+        if (exec_stmt(e, s, in, st, ctx, ret) == FLOW_RETURN) return FLOW_RETURN;
+    return FLOW_NEXT;
+}
+
+flow exec_block(elab *e, scope *s, const ast *stmts, ctx_kind ctx, value *ret) {
+    return exec_stmts(e, s, NULL, stmts, ctx, ret);
+}
+
+static flow exec_module_body(elab *e, instance *in, ctx_kind ctx) {
+    value ret;
+    return exec_stmts(e, &in->env, in, in->decl->list2, ctx, &ret);
+}
+
+static bool allowed(elab *e, const ast *st, ctx_kind ctx, bool ok, const char *what) {
+    if (!ok) elab_error(e, st->loc, "%s is not allowed %s", what, ctx_name(ctx));
+    return ok;
+}
+
+static void exec_assign(elab *e, scope *s, instance *in, const ast *st, ctx_kind ctx) {
+    bool module_level = ctx == CTX_MODULE || ctx == CTX_MODEL;
+    if (st->b && !allowed(e, st, ctx, module_level, "'shares'")) return;
+    const char *hint = e->name_hint;
+    int count = e->name_count;
+    value share = e->share_src;
+    bool share_frozen = e->share_frozen;
+    if (module_level) {
+        e->name_hint = *in->path ? em3_arena_printf(e->arena, "%s.%s", in->path, st->str) : st->str;
+        e->name_count = 0;
+        e->share_src = (value){.kind = V_NONE};
+        /* inside an instance that shares weights, same-named children share too */
+        if (in->shares) {
+            binding *b = NULL;
+            for (binding *x = in->shares->env.head; x; x = x->next)
+                if (!strcmp(x->name, st->str)) b = x;
+            if (b) e->share_src = b->v;
+            e->share_frozen = in->shares_frozen;
+        }
+        if (st->b) {
+            value src = eval(e, s, st->b);
+            if (src.kind != V_INSTANCE && src.kind != V_ERROR)
+                elab_error(e, st->b->loc, "'shares' needs a module instance, got %s",
+                           v_describe(e, &src));
+            e->share_src = src;
+            e->share_frozen = st->ival != 0;
+        }
+    }
+    value v = eval(e, s, st->a);
+    if (module_level && st->b && v.kind != V_INSTANCE && v.kind != V_ERROR)
+        elab_error(e, st->loc, "'shares' applies to a module instantiation");
+    e->name_hint = hint;
+    e->name_count = count;
+    e->share_src = share;
+    e->share_frozen = share_frozen;
+    scope_bind(e, s, st->str, v, st->loc);
+}
+
+static void exec_if(elab *e, scope *s, instance *in, const ast *st, ctx_kind ctx, value *ret,
+                    flow *fl) {
+    value c = eval(e, s, st->a);
+    bool b = false;
+    if (c.kind == V_TENSOR || c.kind == V_GLOBAL) {
+        elab_error(e, st->a->loc, "'if' needs a condition known at compile time; for a choice "
+                                  "per element use where(cond, a, b)");
+        return;
+    }
+    if (!as_bool(e, &c, st->a->loc, "the condition of 'if'", &b)) return;
+    const ast *branch = b ? st->list2 : st->list;
+    if (branch && branch->kind == AST_NONE) branch = NULL; /* the empty-else marker */
+    *fl = exec_stmts(e, s, in, branch, ctx, ret);
+}
+
+static void exec_for(elab *e, scope *s, instance *in, const ast *st, ctx_kind ctx, value *ret,
+                     flow *fl) {
+    value a = eval(e, s, st->a);
+    if (st->b) {
+        value b = eval(e, s, st->b);
+        int64_t lo, hi;
+        if (!as_int(e, &a, st->a->loc, "a range start", &lo) ||
+            !as_int(e, &b, st->b->loc, "a range end", &hi))
+            return;
+        for (int64_t i = lo; i < hi && !e->abort; i++) {
+            scope_bind(e, s, st->str, v_int(i), st->loc);
+            if ((*fl = exec_stmts(e, s, in, st->list2, ctx, ret)) == FLOW_RETURN) return;
+        }
+        return;
+    }
+    if (a.kind != V_LIST) {
+        if (a.kind != V_ERROR)
+            elab_error(e, st->a->loc, "'for' iterates over a list or a range a .. b, not %s",
+                       v_describe(e, &a));
+        return;
+    }
+    for (int i = 0; i < a.list.n && !e->abort; i++) {
+        scope_bind(e, s, st->str, a.list.items[i], st->loc);
+        if ((*fl = exec_stmts(e, s, in, st->list2, ctx, ret)) == FLOW_RETURN) return;
+    }
+}
+
+static void exec_output(elab *e, scope *s, const ast *st) {
+    value v = eval(e, s, st->a);
+    int id = as_tensor(e, &v, -1, st->a->loc);
+    if (id < 0) return;
+    for (int i = 0; i < e->n_out; i++)
+        if (!strcmp(e->out[i].name, st->str)) {
+            elab_error(e, st->loc, "output %s is given twice", st->str);
+            return;
+        }
+    if (!strcmp(st->str, "loss")) {
+        elab_error(e, st->loc, "'loss' is reserved for the loss statement: loss = ...");
+        return;
+    }
+    EM3_GROW(e->out, e->cap_out, e->n_out + 1);
+    e->out[e->n_out++] = (elab_output){st->str, id, st->loc};
+}
+
+static void exec_loss(elab *e, scope *s, const ast *st) {
+    value v = eval(e, s, st->a);
+    int id = as_tensor(e, &v, -1, st->a->loc);
+    if (id < 0) return;
+    const em3_type *t = &em3_func_node(e->fn, id)->type;
+    char b[EM3_TYPE_STR_MAX];
+    if (t->rank != 0 || t->dtype != EM3_DTYPE_F32) {
+        elab_error(e, st->a->loc, "the loss must be an f32 scalar, got %s (reduce it with mean or sum)",
+                   em3_type_str(t, b, sizeof b));
+        return;
+    }
+    if (e->loss >= 0) {
+        elab_error(e, st->loc, "the loss is given twice (add the terms into one loss)");
+        return;
+    }
+    e->loss = id;
+    e->loss_loc = st->loc;
+}
+
+static flow exec_stmt(elab *e, scope *s, instance *in, const ast *st, ctx_kind ctx, value *ret) {
+    if (!elab_tick(e, st->loc)) return FLOW_NEXT;
+    bool body = ctx == CTX_MODULE || ctx == CTX_MODEL;
+    bool code = ctx == CTX_FN || ctx == CTX_FORWARD;
+    flow fl = FLOW_NEXT;
+    switch (st->kind) {
+    case AST_NONE: break;
+    case AST_IMPORT: allowed(e, st, ctx, false, "import"); break;
+    case AST_MODULE: allowed(e, st, ctx, ctx == CTX_FILE, "a module declaration"); break;
+    case AST_MODEL: allowed(e, st, ctx, ctx == CTX_FILE, "a model declaration"); break;
+    case AST_CONST:
+        for (const ast *c = st->list; c; c = c->next) {
+            bool over = false;
+            value v = ctx == CTX_MODEL ? override_value(e, c->str, &over) : v_error();
+            if (!over) v = eval(e, s, c->a);
+            if (!is_compile_time(&v)) {
+                elab_error(e, c->loc, "const %s must be known at compile time, but it is %s "
+                                      "(use a plain assignment for tensors)", c->str,
+                           v_describe(e, &v));
+                v = v_error();
+            }
+            scope_bind(e, s, c->str, v, c->loc);
+        }
+        break;
+    case AST_PARAM:
+        if (allowed(e, st, ctx, body, "a parameter declaration")) declare_param(e, s, in, st);
+        break;
+    case AST_INPUT:
+    case AST_LABEL:
+        if (allowed(e, st, ctx, ctx == CTX_MODEL,
+                    st->kind == AST_INPUT ? "an input declaration" : "a label declaration"))
+            declare_input(e, s, st);
+        break;
+    case AST_DATA:
+        if (allowed(e, st, ctx, ctx == CTX_MODEL, "a data table declaration")) declare_data(e, s, st);
+        break;
+    case AST_FN:
+        if (allowed(e, st, ctx, body || ctx == CTX_FILE, "a function declaration"))
+            scope_bind(e, s, st->str, (value){.kind = V_FN, .decl = st, .env = s}, st->loc);
+        break;
+    case AST_ASSIGN:
+        if (allowed(e, st, ctx, ctx != CTX_FILE, "an assignment (top-level names use const)"))
+            exec_assign(e, s, in, st, ctx);
+        break;
+    case AST_OUTPUT:
+        if (allowed(e, st, ctx, ctx == CTX_FORWARD, "an output statement")) exec_output(e, s, st);
+        break;
+    case AST_LOSS:
+        if (allowed(e, st, ctx, ctx == CTX_FORWARD, "a loss statement")) exec_loss(e, s, st);
+        break;
+    case AST_RETURN:
+        if (!allowed(e, st, ctx, ctx == CTX_FN,
+                     ctx == CTX_FORWARD ? "'return' (the model's forward ends with output and "
+                                          "loss statements)"
+                                        : "'return'"))
+            break;
+        *ret = st->a ? eval(e, s, st->a) : (value){.kind = V_NONE};
+        fl = FLOW_RETURN;
+        break;
+    case AST_FOR:
+        if (allowed(e, st, ctx, code, "a for loop (use repeat for lists of modules)"))
+            exec_for(e, s, in, st, ctx, ret, &fl);
+        break;
+    case AST_IF:
+        if (allowed(e, st, ctx, ctx != CTX_FILE, "an if statement")) exec_if(e, s, in, st, ctx, ret, &fl);
+        break;
+    case AST_ASSERT: {
+        value c = eval(e, s, st->a);
+        bool b = false;
+        if (!as_bool(e, &c, st->a->loc, "an assertion", &b) || b) break;
+        value m = st->b ? eval(e, s, st->b) : (value){.kind = V_NONE};
+        elab_error(e, st->loc, "assertion failed%s%s", m.kind == V_STRING ? ": " : "",
+                   m.kind == V_STRING ? m.s : "");
+        break;
+    }
+    case AST_EXPR:
+        if (allowed(e, st, ctx, ctx != CTX_FILE, "an expression statement")) {
+            const char *hint = e->name_hint;
+            e->name_hint = NULL;
+            eval(e, s, st->a);
+            e->name_hint = hint;
+        }
+        break;
+    default: EM3_ASSERT(0, "statement kind %d in a statement list", (int)st->kind);
+    }
+    return fl;
+}
+
+/* ---- models ------------------------------------------------------------------------------- */
+
+/* @predict: the outputs' slice of @forward. Labels must not reach it. */
+static void build_predict(elab *e) {
+    em3_func *f = e->fn;
+    bool *live = em3_xcalloc((size_t)f->n_node, sizeof(bool));
+    for (int i = 0; i < e->n_out; i++) live[e->out[i].value] = true;
+    for (int i = f->n_node - 1; i >= 0; i--)
+        if (live[i])
+            for (int k = 0; k < f->node[i].n_in; k++) live[f->node[i].in[k]] = true;
+    bool label_reached = false;
+    for (int i = 0; i < f->n_node; i++)
+        if (live[i] && f->node[i].op == EM3_OP_INPUT && em3_node_i(&f->node[i], "label")) {
+            /* name the output that depends on it */
+            for (int o = 0; o < e->n_out && !label_reached; o++) {
+                bool *dep = em3_xcalloc((size_t)f->n_node, sizeof(bool));
+                dep[e->out[o].value] = true;
+                for (int j = e->out[o].value; j >= 0; j--)
+                    if (dep[j])
+                        for (int k = 0; k < f->node[j].n_in; k++) dep[f->node[j].in[k]] = true;
+                if (dep[i]) {
+                    elab_error(e, e->out[o].loc, "output %s depends on the label %s: outputs "
+                                                 "are what the model predicts without labels",
+                               e->out[o].name, f->node[i].attr[0].s);
+                    label_reached = true;
+                }
+                free(dep);
+            }
+        }
+    if (!label_reached) {
+        em3_func *p = em3_module_add_func(e->mod, "predict");
+        int *map = em3_xmalloc(sizeof(int) * (size_t)f->n_node);
+        for (int i = 0; i < f->n_node; i++) {
+            map[i] = -1;
+            if (!live[i]) continue;
+            int in[64], *ins = f->node[i].n_in <= 64 ? in : em3_xmalloc(sizeof(int) * (size_t)f->node[i].n_in);
+            for (int k = 0; k < f->node[i].n_in; k++) ins[k] = map[f->node[i].in[k]];
+            map[i] = em3_func_add_checked(p, &f->node[i], ins, f->node[i].n_in);
+            if (ins != in) free(ins);
+        }
+        for (int i = 0; i < e->n_out; i++)
+            em3_func_add_output(p, e->out[i].name, map[e->out[i].value]);
+        free(map);
+    }
+    free(live);
+}
+
+bool elab_model(elab *e, const ast *model) {
+    instance *in = new_instance(e, model, "");
+    e->fn = em3_module_add_func(e->mod, "forward");
+    e->loss = -1;
+    exec_module_body(e, in, CTX_MODEL);
+    if (e->abort) return false;
+    if (e->opt)
+        for (int i = 0; i < e->opt->n_overrides; i++) {
+            bool declared = false;
+            for (const ast *st = model->list2; st; st = st->next)
+                if (st->kind == AST_CONST)
+                    for (const ast *c = st->list; c; c = c->next)
+                        if (!strcmp(c->str, e->opt->overrides[i].name)) declared = true;
+            if (!declared)
+                elab_error(e, model->loc, "--set %s: model %s has no constant %s",
+                           e->opt->overrides[i].name, model->str, e->opt->overrides[i].name);
+        }
+    binding *fwd = NULL;
+    for (binding *b = in->env.head; b; b = b->next)
+        if (!strcmp(b->name, "forward")) fwd = b;
+    if (!fwd || fwd->v.kind != V_FN)
+        return elab_error(e, model->loc, "model %s needs a function 'fn forward() { ... }' that "
+                                         "ends with output and loss statements", model->str);
+    if (fwd->v.decl->list)
+        return elab_error(e, fwd->v.decl->loc, "a model's forward takes no parameters: it "
+                                               "reads the model's inputs by name");
+    scope *s = em3_arena_alloc(e->arena, sizeof *s);
+    s->parent = &in->env;
+    value ret;
+    exec_stmts(e, s, in, fwd->v.decl->list2, CTX_FORWARD, &ret);
+    if (e->abort || em3_diag_error_count(e->diag)) return false;
+    if (e->n_out == 0)
+        return elab_error(e, fwd->v.decl->loc, "model %s has no outputs: add 'output NAME = ...' "
+                                               "to its forward", model->str);
+    if (e->loss >= 0) em3_func_add_output(e->fn, "loss", e->loss);
+    for (int i = 0; i < e->n_out; i++) em3_func_add_output(e->fn, e->out[i].name, e->out[i].value);
+    build_predict(e);
+    return em3_diag_error_count(e->diag) == 0;
+}

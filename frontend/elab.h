@@ -1,0 +1,164 @@
+/* frontend/elab.h — internal to the frontend: compile-time values, scopes, module instances
+ * and the elaboration context shared by elab.c (statements, modules, models), eval.c
+ * (expressions) and builtins.c (the built-in functions). Elaboration runs the program at
+ * compile time: constants fold, modules instantiate, loops unroll, and every tensor
+ * operation becomes an IR node of the model's @forward function. */
+#ifndef EM3_ELAB_H
+#define EM3_ELAB_H
+
+#include "ast.h"
+#include "frontend.h"
+#include "ir/ir.h"
+
+typedef enum {
+    V_ERROR,    /* poison: an error was already reported; using it reports nothing more */
+    V_NONE,
+    V_BOOL,     /* i */
+    V_INT,      /* i */
+    V_FLOAT,    /* f */
+    V_STRING,   /* s */
+    V_BATCH,    /* the batch dimension B */
+    V_DTYPE,    /* i: em3_dtype */
+    V_LIST,     /* list */
+    V_TENSOR,   /* i: value id in the function being built */
+    V_GLOBAL,   /* i: global index; frozen: uses get stop_gradient */
+    V_MODULE,   /* decl: AST_MODULE, called to instantiate */
+    V_INSTANCE, /* inst */
+    V_FN,       /* decl: AST_FN; env: where it was defined (a module's functions see its names) */
+    V_BUILTIN,  /* i: index into the builtin table */
+    V_INIT,     /* init: a parameter initialiser */
+} vkind;
+
+typedef struct value value;
+typedef struct scope scope;
+typedef struct instance instance;
+
+struct value {
+    vkind kind;
+    bool frozen;
+    int64_t i;
+    double f;
+    const char *s;
+    em3_init init;
+    struct {
+        value *items;
+        int n;
+    } list;
+    const ast *decl;
+    scope *env;
+    instance *inst;
+};
+
+typedef struct binding {
+    const char *name;
+    value v;
+    em3_loc loc;
+    struct binding *next;
+} binding;
+
+struct scope {
+    binding *head;
+    scope *parent;
+};
+
+struct instance {
+    const ast *decl; /* AST_MODULE or AST_MODEL */
+    const char *path; /* "content.proj"; "" for the model itself */
+    scope env;        /* its names; parent: the global scope */
+    instance *shares; /* weights taken from this instance (or NULL) */
+    bool shares_frozen;
+};
+
+/* Where statements run: which ones are allowed follows from it. */
+typedef enum { CTX_FILE, CTX_MODULE, CTX_MODEL, CTX_FN, CTX_FORWARD } ctx_kind;
+
+typedef struct {
+    const char *name;
+    int value;
+    em3_loc loc;
+} elab_output;
+
+typedef struct {
+    em3_diag *diag;
+    em3_arena *arena; /* values, scopes, instances: freed when elaboration ends */
+    em3_module *mod;
+    em3_func *fn;     /* @forward, being built */
+    scope globals;    /* top-level declarations of every loaded file */
+    const em3_frontend_options *opt;
+    int *param_node, *frozen_node; /* per global: its param node in @forward (or -1) */
+    int cap_nodes;
+    int depth;           /* function call depth */
+    long steps;          /* statements and expressions evaluated, bounded */
+    bool abort;          /* stop elaborating: a limit was hit */
+    const char *name_hint; /* module-level assignment target: names new instances */
+    int name_count;
+    value share_src;       /* the instance (or list of them) a new instance takes weights from */
+    bool share_frozen;
+    int loss;            /* value id of the loss, or -1 */
+    em3_loc loss_loc;
+    elab_output *out;
+    int n_out, cap_out;
+} elab;
+
+#define EM3_ELAB_MAX_DEPTH 200
+#define EM3_ELAB_MAX_STEPS 20000000L
+#define EM3_ELAB_MAX_NODES 4000000
+
+/* ---- values and scopes (elab.c) ---- */
+value v_error(void);
+value v_int(int64_t i);
+value v_float(double f);
+value v_bool(bool b);
+value v_tensor(int id);
+const char *v_kind_name(const value *v);
+/* "f32[B, 64]", "int 3", "module Linear": for messages. */
+const char *v_describe(elab *e, const value *v);
+void scope_bind(elab *e, scope *s, const char *name, value v, em3_loc loc);
+binding *scope_lookup(scope *s, const char *name);
+/* Reports and returns false when the step budget or the abort flag says stop. */
+bool elab_tick(elab *e, em3_loc loc);
+bool elab_error(elab *e, em3_loc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* ---- statements (elab.c) ---- */
+typedef enum { FLOW_NEXT, FLOW_RETURN } flow;
+flow exec_block(elab *e, scope *s, const ast *stmts, ctx_kind ctx, value *ret);
+/* Calls a user function (AST_FN) with already evaluated arguments. */
+value call_fn(elab *e, const ast *fn, scope *env, const value *pos, int npos,
+              const ast *const *kw_names, const value *kw, int nkw, em3_loc loc);
+value instantiate(elab *e, const ast *module, const value *pos, int npos,
+                  const ast *const *kw_names, const value *kw, int nkw, em3_loc loc);
+
+/* ---- expressions (eval.c) ---- */
+value eval(elab *e, scope *s, const ast *x);
+/* The value as an IR tensor of @forward (materialising parameters and constants); -1 with an
+ * error reported when it is not a tensor. `like` gives the dtype for numbers (-1: by value). */
+int as_tensor(elab *e, const value *v, int like, em3_loc loc);
+/* Compile-time integer / number / dims; false with an error reported otherwise. */
+bool as_int(elab *e, const value *v, em3_loc loc, const char *what, int64_t *out);
+bool as_number(elab *e, const value *v, em3_loc loc, const char *what, double *out);
+bool as_bool(elab *e, const value *v, em3_loc loc, const char *what, bool *out);
+/* A type expression; with `bind` (function parameters) unknown dimension names bind. */
+bool eval_type(elab *e, scope *s, const ast *t, em3_type *out);
+/* Checks `actual` against a type pattern (a function parameter's or result's annotation):
+ * a dimension written as an unbound name binds to the actual dimension in `s`. */
+bool match_type(elab *e, scope *s, const ast *t, const em3_type *actual, em3_loc loc,
+                const char *what);
+/* Adds an IR node, reporting a shape-rule error at `loc`. Returns the value or -1. */
+int emit(elab *e, em3_node *proto, const int *in, int n_in, em3_loc loc);
+int emit_const(elab *e, double v, em3_dtype dt, em3_loc loc);
+int emit_unary(elab *e, em3_op op, int x, em3_loc loc);
+int emit_binary(elab *e, em3_op op, int a, int b, em3_loc loc);
+int emit_reduce(elab *e, em3_op op, int x, const int64_t *axes, int n_axes, bool keep,
+                em3_loc loc);
+int emit_reshape(elab *e, int x, const int64_t *dims, int rank, em3_loc loc);
+/* Normalises a possibly negative axis against `rank`; reports and returns -1 if outside. */
+int norm_axis(elab *e, int64_t axis, int rank, em3_loc loc);
+value call_value(elab *e, scope *s, const value *callee, const ast *call);
+
+/* ---- builtins (builtins.c) ---- */
+int builtin_find(const char *name);
+const char *builtin_name(int b);
+value builtin_call(elab *e, int b, const value *pos, int npos, const ast *const *kw_names,
+                   const value *kw, int nkw, em3_loc loc);
+
+#endif

@@ -1,0 +1,237 @@
+/* ir/ir.h — the EM3 tensor IR: a module of globals (parameters, data tables, optimizer state)
+ * and SSA functions whose nodes are ops from ops.def with static shapes and one symbolic batch
+ * dimension B. Nodes live in topological order; a value is the index of the node producing it. */
+#ifndef EM3_IR_H
+#define EM3_IR_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "diag.h"
+#include "support.h"
+
+/* ---- types ------------------------------------------------------------------------------ */
+
+typedef enum { EM3_DTYPE_F32, EM3_DTYPE_I32, EM3_DTYPE_COUNT } em3_dtype;
+
+#define EM3_MAX_RANK 8
+#define EM3_DIM_BATCH (-1) /* the symbolic batch dimension, printed "B" */
+
+typedef struct {
+    em3_dtype dtype;
+    int rank;
+    int64_t dim[EM3_MAX_RANK];
+} em3_type;
+
+const char *em3_dtype_name(em3_dtype t);
+bool em3_dtype_parse(const char *s, em3_dtype *out);
+em3_type em3_type_make(em3_dtype dt, int rank, const int64_t *dims);
+bool em3_type_eq(const em3_type *a, const em3_type *b);
+bool em3_type_has_batch(const em3_type *t);
+/* Element count with B taken as `batch`. */
+int64_t em3_type_numel(const em3_type *t, int64_t batch);
+/* "f32[B, 64]"; returns `buf`. */
+char *em3_type_str(const em3_type *t, char *buf, size_t n);
+#define EM3_TYPE_STR_MAX 160
+
+/* ---- ops (from ops.def) ----------------------------------------------------------------- */
+
+typedef enum {
+#define OP(E, ...) EM3_OP_##E,
+#include "ops.def"
+#undef OP
+    EM3_OP_COUNT
+} em3_op;
+
+typedef enum {
+    EM3_KIND_LEAF,
+    EM3_KIND_ELEMWISE,
+    EM3_KIND_REDUCE,
+    EM3_KIND_SHAPE,
+    EM3_KIND_GEMM,
+    EM3_KIND_GATHER,
+    EM3_KIND_OPAQUE,
+} em3_op_kind;
+
+enum {
+    EM3_OPF_INPLACE = 1 << 0,     /* the result may take operand 0's buffer when it dies here */
+    EM3_OPF_NOGRAD_IN0 = 1 << 1,  /* operand 0 receives no gradient */
+    EM3_OPF_NOGRAD_IN1 = 1 << 2,  /* operand 1 receives no gradient (ids, labels) */
+    EM3_OPF_NOGRAD_ALL = 1 << 3,  /* no operand receives a gradient */
+    EM3_OPF_SIDE_EFFECT = 1 << 4, /* writes a global: never removed, ordered after its reads */
+};
+
+typedef enum {
+    EM3_ATTR_INT = 'i',
+    EM3_ATTR_FLOAT = 'f',
+    EM3_ATTR_BOOL = 'b',
+    EM3_ATTR_DTYPE = 't',
+    EM3_ATTR_SYMBOL = '@',
+    EM3_ATTR_INTS = 'I',
+    EM3_ATTR_SHAPE = 'S',
+} em3_attr_kind;
+
+#define EM3_MAX_ATTRS 6
+
+/* One attribute slot; which member is meaningful follows the op's attribute spec. */
+typedef struct {
+    int64_t i;            /* INT, BOOL, DTYPE */
+    double f;             /* FLOAT */
+    const char *s;        /* SYMBOL */
+    const int64_t *list;  /* INTS, SHAPE (B as EM3_DIM_BATCH) */
+    int n;                /* length of list */
+} em3_attrval;
+
+typedef struct {
+    char name[24];
+    em3_attr_kind kind;
+    bool has_default;
+    em3_attrval def;
+} em3_attr_spec;
+
+const char *em3_op_name(em3_op op);
+bool em3_op_parse(const char *name, em3_op *out);
+int em3_op_arity(em3_op op);
+em3_op_kind em3_op_kind_of(em3_op op);
+const char *em3_op_kind_name(em3_op_kind k);
+unsigned em3_op_flags(em3_op op);
+const char *em3_op_attr_text(em3_op op); /* the raw spec string, for docs */
+int em3_op_attr_count(em3_op op);
+em3_attr_spec em3_op_attr(em3_op op, int slot);
+int em3_op_attr_slot(em3_op op, const char *name); /* -1 when the op has no such attribute */
+/* Whether operand `i` of `op` can carry a gradient (from the NOGRAD flags). */
+bool em3_op_operand_differentiable(em3_op op, int i);
+
+/* ---- nodes, functions, modules ------------------------------------------------------------ */
+
+typedef struct {
+    em3_op op;
+    em3_type type;
+    int n_in;
+    const int *in; /* operand value ids, all smaller than this node's id */
+    em3_attrval attr[EM3_MAX_ATTRS];
+    em3_loc loc;        /* where the DSL wrote it (line 0 when unknown) */
+    const char *origin; /* for fused nodes: the source ops, "matmul,mul,softmax,matmul" */
+} em3_node;
+
+typedef struct em3_module em3_module;
+
+typedef struct {
+    const char *name;
+    int value;
+} em3_output;
+
+typedef struct {
+    em3_module *mod;
+    const char *name;
+    em3_node *node;
+    int n_node, cap_node;
+    em3_output *out;
+    int n_out, cap_out;
+} em3_func;
+
+typedef enum {
+    EM3_GLOBAL_PARAM,  /* trainable parameter */
+    EM3_GLOBAL_FROZEN, /* parameter that is never trained */
+    EM3_GLOBAL_DATA,   /* a table supplied by the dataset (item side table) */
+    EM3_GLOBAL_STATE,  /* optimizer or runtime state */
+} em3_global_kind;
+
+typedef enum {
+    EM3_INIT_NONE,
+    EM3_INIT_ZEROS,
+    EM3_INIT_ONES,
+    EM3_INIT_CONST,   /* a */
+    EM3_INIT_NORMAL,  /* N(0, a^2) */
+    EM3_INIT_UNIFORM, /* U(-a, a) */
+    EM3_INIT_XAVIER,  /* Glorot uniform over the last two dims */
+} em3_init_kind;
+
+typedef struct {
+    em3_init_kind kind;
+    double a;
+} em3_init;
+
+typedef struct {
+    const char *name;
+    em3_type type;
+    em3_global_kind kind;
+    em3_init init;
+    em3_loc loc;
+} em3_global;
+
+struct em3_module {
+    em3_arena *arena;
+    const char *name;
+    em3_global *global;
+    int n_global, cap_global;
+    em3_func **func;
+    int n_func, cap_func;
+};
+
+em3_module *em3_module_create(const char *name);
+void em3_module_free(em3_module *m);
+
+/* Adds a global; returns its index, or -1 if the name is taken. */
+int em3_module_add_global(em3_module *m, const char *name, em3_type type, em3_global_kind kind,
+                          em3_init init, em3_loc loc);
+int em3_module_find_global(const em3_module *m, const char *name);
+em3_func *em3_module_add_func(em3_module *m, const char *name);
+em3_func *em3_module_find_func(const em3_module *m, const char *name);
+/* Removes and frees function `f` from its module. */
+void em3_module_remove_func(em3_module *m, em3_func *f);
+
+const char *em3_global_kind_name(em3_global_kind k);
+const char *em3_init_kind_name(em3_init_kind k);
+bool em3_init_kind_parse(const char *s, em3_init_kind *out);
+
+/* A node under construction: set op, operands, attributes (start from em3_node_proto, which
+ * fills the defaults), the location, and for leaves the type. */
+em3_node em3_node_proto(em3_op op, em3_loc loc);
+void em3_node_set_i(em3_node *n, const char *attr, int64_t v);
+void em3_node_set_f(em3_node *n, const char *attr, double v);
+void em3_node_set_s(em3_node *n, const char *attr, const char *s);       /* copied into arena on add */
+void em3_node_set_list(em3_node *n, const char *attr, const int64_t *v, int count); /* likewise */
+int64_t em3_node_i(const em3_node *n, const char *attr);
+double em3_node_f(const em3_node *n, const char *attr);
+const char *em3_node_s(const em3_node *n, const char *attr);
+const int64_t *em3_node_list(const em3_node *n, const char *attr, int *count);
+
+/* Append a node to `f`, computing its type with the op's shape rule. Operands, strings and
+ * lists are copied into the module's arena. Returns the new value id, or -1 when the rule
+ * rejects the operands, with the reason in `err` (a user error for the caller to locate). */
+int em3_func_add(em3_func *f, const em3_node *proto, const int *in, int n_in, char *err,
+                 size_t errlen);
+/* The same for an IR producer that cannot be wrong: an error is an internal assertion. */
+int em3_func_add_checked(em3_func *f, const em3_node *proto, const int *in, int n_in);
+int em3_func_add_output(em3_func *f, const char *name, int value);
+const em3_node *em3_func_node(const em3_func *f, int id);
+
+/* ---- shape rules (ir/shape.c), used by em3_func_add and the verifier ------------------------ */
+
+typedef bool em3_shape_fn(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out,
+                          char *err, size_t errlen);
+em3_shape_fn *em3_op_shape_rule(em3_op op);
+
+/* Numpy broadcasting of two shapes (B meets only B or 1). */
+bool em3_broadcast_shapes(const em3_type *a, const em3_type *b, em3_type *out);
+
+/* ---- verifier, printer ---------------------------------------------------------------------- */
+
+/* Checks every structural rule of the IR. Returns true when valid; otherwise writes the first
+ * problem, naming the function and value, into `err`. */
+bool em3_module_verify(const em3_module *m, char *err, size_t errlen);
+bool em3_func_verify(const em3_func *f, char *err, size_t errlen);
+
+enum {
+    EM3_PRINT_LOC = 1 << 0, /* append loc("file":line:col) to nodes that have one */
+};
+void em3_module_print(const em3_module *m, FILE *out, unsigned flags);
+void em3_func_print(const em3_func *f, FILE *out, unsigned flags);
+char *em3_module_to_string(const em3_module *m, unsigned flags); /* malloc'ed */
+
+/* Parses the printed form back (ir/parse.c). Errors go to `d` located in `file`. */
+em3_module *em3_module_parse(const char *text, size_t len, const char *file, em3_diag *d);
+
+#endif

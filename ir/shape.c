@@ -1,0 +1,377 @@
+/* ir/shape.c — the shape rules named in ops.def. Each computes a node's result type from its
+ * operand types and attributes, or explains in `err` why the operands do not fit; the frontend
+ * reports that message at the DSL expression, the IR parser at the IR line. */
+#include <stdarg.h>
+#include <string.h>
+
+#include "ir.h"
+
+static bool fail(char *err, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static bool fail(char *err, size_t n, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, n, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+#define TS(t, buf) em3_type_str((t), (buf), sizeof(buf))
+
+static bool dims_ok(const em3_type *t, char *err, size_t n) {
+    for (int i = 0; i < t->rank; i++)
+        if (t->dim[i] <= 0 && t->dim[i] != EM3_DIM_BATCH)
+            return fail(err, n, "dimension %d of a tensor must be positive, not %lld", i,
+                        (long long)t->dim[i]);
+    return true;
+}
+
+bool shape_leaf(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out, char *err,
+                size_t el) {
+    (void)f, (void)in;
+    *out = n->type;
+    return dims_ok(out, err, el);
+}
+
+bool shape_const(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out,
+                 char *err, size_t el) {
+    return shape_leaf(f, n, in, out, err, el);
+}
+
+bool shape_global(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out,
+                  char *err, size_t el) {
+    (void)in;
+    const char *name = n->attr[0].s;
+    int g = name ? em3_module_find_global(f->mod, name) : -1;
+    if (g < 0) return fail(err, el, "no global named @%s", name ? name : "");
+    *out = f->mod->global[g].type;
+    return true;
+}
+
+static bool is_float(const em3_type *t) { return t->dtype == EM3_DTYPE_F32; }
+
+bool shape_unary_num(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out,
+                     char *err, size_t el) {
+    (void)f, (void)n, (void)err, (void)el;
+    *out = in[0];
+    return true;
+}
+
+bool shape_unary_float(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out,
+                       char *err, size_t el) {
+    char b[EM3_TYPE_STR_MAX];
+    if (!is_float(&in[0]))
+        return fail(err, el, "%s needs a float tensor, got %s (use cast)", em3_op_name(n->op),
+                    TS(&in[0], b));
+    return shape_unary_num(f, n, in, out, err, el);
+}
+
+bool shape_cast(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out, char *err,
+                size_t el) {
+    (void)f;
+    if (n->attr[0].i < 0 || n->attr[0].i >= EM3_DTYPE_COUNT)
+        return fail(err, el, "cast to an unknown dtype");
+    *out = in[0];
+    out->dtype = (em3_dtype)n->attr[0].i;
+    return true;
+}
+
+bool em3_broadcast_shapes(const em3_type *a, const em3_type *b, em3_type *out) {
+    int r = a->rank > b->rank ? a->rank : b->rank;
+    em3_type t = {.dtype = a->dtype, .rank = r};
+    for (int i = 0; i < r; i++) {
+        int ia = a->rank - r + i, ib = b->rank - r + i;
+        int64_t da = ia >= 0 ? a->dim[ia] : 1, db = ib >= 0 ? b->dim[ib] : 1;
+        if (da == db || db == 1)
+            t.dim[i] = da;
+        else if (da == 1)
+            t.dim[i] = db;
+        else
+            return false;
+    }
+    *out = t;
+    return true;
+}
+
+static bool binary(const em3_node *n, const em3_type *in, em3_type *out, char *err, size_t el) {
+    char b0[EM3_TYPE_STR_MAX], b1[EM3_TYPE_STR_MAX];
+    if (in[0].dtype != in[1].dtype)
+        return fail(err, el, "%s of %s and %s: element types differ (use cast)",
+                    em3_op_name(n->op), TS(&in[0], b0), TS(&in[1], b1));
+    if (!em3_broadcast_shapes(&in[0], &in[1], out))
+        return fail(err, el, "cannot %s %s and %s: shapes do not broadcast", em3_op_name(n->op),
+                    TS(&in[0], b0), TS(&in[1], b1));
+    return true;
+}
+
+bool shape_binary_num(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out,
+                      char *err, size_t el) {
+    (void)f;
+    return binary(n, in, out, err, el);
+}
+
+bool shape_binary_float(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out,
+                        char *err, size_t el) {
+    char b[EM3_TYPE_STR_MAX];
+    (void)f;
+    for (int i = 0; i < 2; i++)
+        if (!is_float(&in[i]))
+            return fail(err, el, "%s needs float operands, got %s (use cast)",
+                        em3_op_name(n->op), TS(&in[i], b));
+    return binary(n, in, out, err, el);
+}
+
+bool shape_compare(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out,
+                   char *err, size_t el) {
+    (void)f;
+    if (!binary(n, in, out, err, el)) return false;
+    out->dtype = EM3_DTYPE_F32;
+    return true;
+}
+
+bool shape_where(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out,
+                 char *err, size_t el) {
+    (void)f, (void)n;
+    char b0[EM3_TYPE_STR_MAX], b1[EM3_TYPE_STR_MAX], b2[EM3_TYPE_STR_MAX];
+    if (in[1].dtype != in[2].dtype)
+        return fail(err, el, "where: the two branches have different element types (%s, %s)",
+                    TS(&in[1], b1), TS(&in[2], b2));
+    em3_type ab;
+    if (!em3_broadcast_shapes(&in[1], &in[2], &ab) || !em3_broadcast_shapes(&in[0], &ab, out))
+        return fail(err, el, "where: shapes %s, %s and %s do not broadcast", TS(&in[0], b0),
+                    TS(&in[1], b1), TS(&in[2], b2));
+    out->dtype = in[1].dtype;
+    return true;
+}
+
+static bool axis_ok(const em3_type *t, int64_t axis, const char *what, char *err, size_t el) {
+    char b[EM3_TYPE_STR_MAX];
+    if (axis < 0 || axis >= t->rank)
+        return fail(err, el, "%s axis %lld is out of range for %s", what, (long long)axis,
+                    TS(t, b));
+    return true;
+}
+
+static bool reduce_to(const em3_type *in, const bool *drop, bool keep, em3_type *out) {
+    em3_type t = {.dtype = in->dtype};
+    for (int i = 0; i < in->rank; i++) {
+        if (!drop[i])
+            t.dim[t.rank++] = in->dim[i];
+        else if (keep)
+            t.dim[t.rank++] = 1;
+    }
+    *out = t;
+    return true;
+}
+
+bool shape_reduce(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out,
+                  char *err, size_t el) {
+    (void)f;
+    bool drop[EM3_MAX_RANK] = {0};
+    const em3_attrval *axes = &n->attr[0];
+    if (axes->n < 1) return fail(err, el, "%s needs at least one axis", em3_op_name(n->op));
+    for (int i = 0; i < axes->n; i++) {
+        if (!axis_ok(&in[0], axes->list[i], em3_op_name(n->op), err, el)) return false;
+        if (drop[axes->list[i]])
+            return fail(err, el, "%s: axis %lld given twice", em3_op_name(n->op),
+                        (long long)axes->list[i]);
+        drop[axes->list[i]] = true;
+    }
+    if (n->op == EM3_OP_MEAN && !is_float(&in[0]))
+        return fail(err, el, "mean needs a float tensor (use cast)");
+    return reduce_to(&in[0], drop, n->attr[1].i != 0, out);
+}
+
+bool shape_reduce_axis(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out,
+                       char *err, size_t el) {
+    (void)f;
+    bool drop[EM3_MAX_RANK] = {0};
+    if (!axis_ok(&in[0], n->attr[0].i, em3_op_name(n->op), err, el)) return false;
+    if (!is_float(&in[0])) return fail(err, el, "%s needs a float tensor", em3_op_name(n->op));
+    drop[n->attr[0].i] = true;
+    return reduce_to(&in[0], drop, n->attr[1].i != 0, out);
+}
+
+bool shape_softmax(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out,
+                   char *err, size_t el) {
+    (void)f;
+    if (!axis_ok(&in[0], n->attr[0].i, em3_op_name(n->op), err, el)) return false;
+    if (!is_float(&in[0])) return fail(err, el, "%s needs a float tensor", em3_op_name(n->op));
+    *out = in[0];
+    return true;
+}
+
+bool shape_layer_norm(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out,
+                      char *err, size_t el) {
+    (void)f, (void)n;
+    char b0[EM3_TYPE_STR_MAX], b1[EM3_TYPE_STR_MAX];
+    if (in[0].rank < 1 || !is_float(&in[0]))
+        return fail(err, el, "layer_norm needs a float tensor of rank >= 1, got %s",
+                    TS(&in[0], b0));
+    int64_t d = in[0].dim[in[0].rank - 1];
+    if (d == EM3_DIM_BATCH) return fail(err, el, "layer_norm cannot normalise over the batch");
+    for (int i = 1; i < 3; i++)
+        if (in[i].rank != 1 || in[i].dim[0] != d || !is_float(&in[i]))
+            return fail(err, el, "layer_norm of %s needs %s of f32[%lld], got %s",
+                        TS(&in[0], b0), i == 1 ? "gamma" : "beta", (long long)d,
+                        TS(&in[i], b1));
+    *out = in[0];
+    return true;
+}
+
+/* Number of B dims, or -1 when the static element count overflows int64 (a shape written in
+ * hostile IR text can ask for that). */
+static int count_batch(const int64_t *d, int r, int64_t *static_numel) {
+    int nb = 0;
+    *static_numel = 1;
+    for (int i = 0; i < r; i++) {
+        if (d[i] == EM3_DIM_BATCH)
+            nb++;
+        else if (__builtin_mul_overflow(*static_numel, d[i], static_numel))
+            return -1;
+    }
+    return nb;
+}
+
+bool shape_reshape(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out,
+                   char *err, size_t el) {
+    (void)f;
+    char b0[EM3_TYPE_STR_MAX], b1[EM3_TYPE_STR_MAX];
+    const em3_attrval *s = &n->attr[0];
+    if (s->n > EM3_MAX_RANK) return fail(err, el, "reshape to more than %d dims", EM3_MAX_RANK);
+    em3_type t = em3_type_make(in[0].dtype, s->n, s->list);
+    if (!dims_ok(&t, err, el)) return false;
+    int64_t na, nb;
+    int ba = count_batch(in[0].dim, in[0].rank, &na), bb = count_batch(t.dim, t.rank, &nb);
+    if (ba < 0 || bb < 0)
+        return fail(err, el, "cannot reshape %s to %s: too many elements", TS(&in[0], b0),
+                    TS(&t, b1));
+    if (ba != bb || na != nb)
+        return fail(err, el, "cannot reshape %s to %s: element counts differ%s", TS(&in[0], b0),
+                    TS(&t, b1), ba != bb ? " (the batch dimension B must stay a dimension)" : "");
+    *out = t;
+    return true;
+}
+
+bool shape_transpose(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out,
+                     char *err, size_t el) {
+    (void)f;
+    char b[EM3_TYPE_STR_MAX];
+    const em3_attrval *p = &n->attr[0];
+    if (p->n != in[0].rank)
+        return fail(err, el, "transpose of %s needs a permutation of %d axes, got %d",
+                    TS(&in[0], b), in[0].rank, p->n);
+    bool seen[EM3_MAX_RANK] = {0};
+    em3_type t = in[0];
+    for (int i = 0; i < p->n; i++) {
+        if (p->list[i] < 0 || p->list[i] >= in[0].rank || seen[p->list[i]])
+            return fail(err, el, "transpose: perm is not a permutation of the axes of %s",
+                        TS(&in[0], b));
+        seen[p->list[i]] = true;
+        t.dim[i] = in[0].dim[p->list[i]];
+    }
+    *out = t;
+    return true;
+}
+
+bool shape_concat(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out,
+                  char *err, size_t el) {
+    (void)f;
+    char b0[EM3_TYPE_STR_MAX], b1[EM3_TYPE_STR_MAX];
+    int64_t axis = n->attr[0].i;
+    if (!axis_ok(&in[0], axis, "concat", err, el)) return false;
+    em3_type t = in[0];
+    for (int k = 1; k < n->n_in; k++) {
+        const em3_type *u = &in[k];
+        bool ok = u->dtype == t.dtype && u->rank == t.rank;
+        for (int i = 0; ok && i < t.rank; i++)
+            if (i != axis && u->dim[i] != t.dim[i]) ok = false;
+        if (!ok)
+            return fail(err, el,
+                        "concat along axis %lld: operand %d is %s, which does not fit %s",
+                        (long long)axis, k, TS(u, b1), TS(&in[0], b0));
+        if (u->dim[axis] == EM3_DIM_BATCH || t.dim[axis] == EM3_DIM_BATCH)
+            return fail(err, el, "concat cannot join along the batch dimension");
+        t.dim[axis] += u->dim[axis];
+    }
+    if (t.dim[axis] == EM3_DIM_BATCH)
+        return fail(err, el, "concat cannot join along the batch dimension");
+    *out = t;
+    return true;
+}
+
+bool shape_slice(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out,
+                 char *err, size_t el) {
+    (void)f;
+    char b[EM3_TYPE_STR_MAX];
+    int64_t axis = n->attr[0].i, s = n->attr[1].i, e = n->attr[2].i;
+    if (!axis_ok(&in[0], axis, "slice", err, el)) return false;
+    int64_t d = in[0].dim[axis];
+    if (d == EM3_DIM_BATCH) return fail(err, el, "cannot slice along the batch dimension");
+    if (s < 0 || e > d || s >= e)
+        return fail(err, el, "slice [%lld:%lld] of axis %lld is out of range for %s",
+                    (long long)s, (long long)e, (long long)axis, TS(&in[0], b));
+    *out = in[0];
+    out->dim[axis] = e - s;
+    return true;
+}
+
+bool shape_broadcast_to(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out,
+                        char *err, size_t el) {
+    (void)f;
+    char b0[EM3_TYPE_STR_MAX], b1[EM3_TYPE_STR_MAX];
+    const em3_attrval *s = &n->attr[0];
+    if (s->n > EM3_MAX_RANK) return fail(err, el, "broadcast to more than %d dims", EM3_MAX_RANK);
+    em3_type t = em3_type_make(in[0].dtype, s->n, s->list), chk;
+    if (!dims_ok(&t, err, el)) return false;
+    if (in[0].rank > t.rank || !em3_broadcast_shapes(&t, &in[0], &chk) || !em3_type_eq(&chk, &t))
+        return fail(err, el, "cannot broadcast %s to %s", TS(&in[0], b0), TS(&t, b1));
+    *out = t;
+    return true;
+}
+
+bool shape_matmul(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out,
+                  char *err, size_t el) {
+    (void)f;
+    char b0[EM3_TYPE_STR_MAX], b1[EM3_TYPE_STR_MAX];
+    const em3_type *a = &in[0], *b = &in[1];
+    if (a->rank < 2 || b->rank < 2)
+        return fail(err, el, "matmul needs operands of rank >= 2, got %s and %s", TS(a, b0),
+                    TS(b, b1));
+    if (!is_float(a) || !is_float(b)) return fail(err, el, "matmul needs float operands");
+    bool ta = n->attr[0].i, tb = n->attr[1].i;
+    int64_t m = a->dim[a->rank - (ta ? 1 : 2)], ka = a->dim[a->rank - (ta ? 2 : 1)];
+    int64_t kb = b->dim[b->rank - (tb ? 1 : 2)], nn = b->dim[b->rank - (tb ? 2 : 1)];
+    if (ka != kb)
+        return fail(err, el, "matmul of %s%s and %s%s: inner dimensions differ", TS(a, b0),
+                    ta ? " (transposed)" : "", TS(b, b1), tb ? " (transposed)" : "");
+    em3_type la = *a, lb = *b, lead;
+    la.rank -= 2;
+    lb.rank -= 2;
+    if (!em3_broadcast_shapes(&la, &lb, &lead))
+        return fail(err, el, "matmul of %s and %s: batch dimensions do not broadcast",
+                    TS(a, b0), TS(b, b1));
+    if (lead.rank + 2 > EM3_MAX_RANK) return fail(err, el, "matmul result rank too large");
+    lead.dim[lead.rank++] = m;
+    lead.dim[lead.rank++] = nn;
+    lead.dtype = EM3_DTYPE_F32;
+    *out = lead;
+    return true;
+}
+
+bool shape_gather(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out,
+                  char *err, size_t el) {
+    (void)f, (void)n;
+    char b0[EM3_TYPE_STR_MAX], b1[EM3_TYPE_STR_MAX];
+    const em3_type *t = &in[0], *ids = &in[1];
+    if (t->rank < 1 || t->dim[0] == EM3_DIM_BATCH)
+        return fail(err, el, "gather needs a table with a fixed number of rows, got %s",
+                    TS(t, b0));
+    if (ids->dtype != EM3_DTYPE_I32)
+        return fail(err, el, "gather needs i32 ids, got %s", TS(ids, b1));
+    if (ids->rank + t->rank - 1 > EM3_MAX_RANK) return fail(err, el, "gather result rank too large");
+    em3_type o = *ids;
+    o.dtype = t->dtype;
+    for (int i = 1; i < t->rank; i++) o.dim[o.rank++] = t->dim[i];
+    *out = o;
+    return true;
+}

@@ -1,0 +1,53 @@
+/* ir/support.h — the few helpers every layer shares: the internal-invariant assert, checked
+ * allocation, a bump arena for IR lifetime data, and a growable string buffer. */
+#ifndef EM3_SUPPORT_H
+#define EM3_SUPPORT_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define EM3_VERSION "0.1.0"
+
+/* An internal invariant: when it fails it is our bug, never the user's, so abort with file:line. */
+#define EM3_ASSERT(cond, ...)                                                                 \
+    do {                                                                                      \
+        if (!(cond)) em3_assert_fail(__FILE__, __LINE__, #cond, __VA_ARGS__);                 \
+    } while (0)
+
+_Noreturn void em3_assert_fail(const char *file, int line, const char *cond, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Allocation failure is not recoverable anywhere in this project: these abort with a message. */
+void *em3_xmalloc(size_t n);
+void *em3_xcalloc(size_t n, size_t size);
+void *em3_xrealloc(void *p, size_t n);
+char *em3_xstrdup(const char *s);
+
+/* Grow `*buf` (with `*cap` elements of `elem` bytes) so that it holds at least `need` elements. */
+void em3_grow(void **buf, int *cap, int need, size_t elem);
+#define EM3_GROW(arr, cap, need) em3_grow((void **)&(arr), &(cap), (need), sizeof(*(arr)))
+
+/* Bump arena: everything an IR module owns lives here and is freed at once. */
+typedef struct em3_arena em3_arena;
+em3_arena *em3_arena_create(void);
+void em3_arena_free(em3_arena *a);
+void *em3_arena_alloc(em3_arena *a, size_t n);
+char *em3_arena_strdup(em3_arena *a, const char *s);
+char *em3_arena_strndup(em3_arena *a, const char *s, size_t n);
+char *em3_arena_printf(em3_arena *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Growable NUL-terminated string buffer. */
+typedef struct {
+    char *data;
+    size_t len, cap;
+} em3_strbuf;
+void em3_sb_printf(em3_strbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void em3_sb_vprintf(em3_strbuf *sb, const char *fmt, va_list ap);
+void em3_sb_putc(em3_strbuf *sb, char c);
+void em3_sb_free(em3_strbuf *sb);
+
+/* Shortest "%g" text that reads back to the same double: IR dumps must round-trip exactly. */
+void em3_format_double(char *out, size_t n, double v);
+
+#endif

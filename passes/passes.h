@@ -1,0 +1,55 @@
+/* passes/passes.h — the pass manager: passes listed in passes.def run in order over a module,
+ * with the dump options every stage of the compiler shares (--print-after-all,
+ * --print-after=PASS, --print-changed, --dump-dir). */
+#ifndef EM3_PASSES_H
+#define EM3_PASSES_H
+
+#include "ir/ir.h"
+
+typedef enum {
+#define PASS(E, ...) EM3_PASS_##E,
+#include "passes.def"
+#undef PASS
+    EM3_PASS_COUNT
+} em3_pass_id;
+
+typedef struct {
+    bool print_after_all;
+    const char *print_after; /* comma-separated pass names, or NULL */
+    bool print_changed;      /* print only after passes that changed the module */
+    const char *dump_dir;    /* one numbered file per pass, or NULL */
+    bool verify_each;        /* verify after each pass (an internal error if it fails) */
+    unsigned print_flags;    /* EM3_PRINT_* */
+    FILE *out;               /* where printing goes (stdout when NULL) */
+} em3_pass_options;
+
+typedef struct {
+    const em3_pass_options *opt;
+    em3_diag *diag;
+} em3_pass_ctx;
+
+/* A pass returns 1 when it changed the module, 0 when not, -1 on a user error (reported to
+ * ctx->diag). Internal errors are assertions. */
+typedef int em3_pass_fn(em3_module *m, const em3_pass_ctx *ctx);
+
+const char *em3_pass_name(em3_pass_id p);
+const char *em3_pass_description(em3_pass_id p);
+bool em3_pass_parse(const char *name, em3_pass_id *out);
+
+typedef struct em3_pipeline em3_pipeline;
+em3_pipeline *em3_pipeline_create(void);
+void em3_pipeline_free(em3_pipeline *pl);
+void em3_pipeline_add(em3_pipeline *pl, em3_pass_id p);
+/* "p1,p2,..." → appended passes; false (with a message on `d`) on an unknown name. */
+bool em3_pipeline_parse(em3_pipeline *pl, const char *list, em3_diag *d);
+/* The default optimisation pipeline for -O0 / -O2. */
+void em3_pipeline_add_default(em3_pipeline *pl, int opt_level);
+/* Runs the passes; false when one reported a user error. */
+bool em3_pipeline_run(em3_pipeline *pl, em3_module *m, const em3_pass_options *opt, em3_diag *d);
+
+/* The passes themselves (declared from passes.def). */
+#define PASS(E, NAME, FN, O2, DESC) em3_pass_fn FN;
+#include "passes.def"
+#undef PASS
+
+#endif

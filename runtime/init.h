@@ -1,0 +1,27 @@
+/* runtime/init.h — the deterministic random number generator and parameter initialisation
+ * shared by every backend (interpreter, JIT, AOT), so that the same seed gives the same
+ * initial weights everywhere. */
+#ifndef EM3_INIT_H
+#define EM3_INIT_H
+
+#include <stdint.h>
+
+#include "ir/ir.h"
+
+/* xoshiro256** seeded through splitmix64: fast, small state, reproducible across machines. */
+typedef struct {
+    uint64_t s[4];
+} em3_rng;
+
+void em3_rng_seed(em3_rng *r, uint64_t seed);
+uint64_t em3_rng_next(em3_rng *r);
+double em3_rng_uniform(em3_rng *r); /* [0, 1) with 53 random bits */
+double em3_rng_normal(em3_rng *r);  /* N(0, 1) */
+uint64_t em3_rng_below(em3_rng *r, uint64_t n); /* uniform in [0, n), unbiased */
+
+/* Fill a global's storage from its init spec. The stream depends only on `seed` and the
+ * global's name, so adding a parameter never changes another's initial values. `elem_size`
+ * is sizeof(float) or sizeof(double). */
+void em3_init_global(const em3_global *g, uint64_t seed, void *out, size_t elem_size);
+
+#endif

@@ -1,0 +1,145 @@
+/* tools/cmd_check.c — `em3 check` and `em3 ir`: the frontend and the pass pipeline on a model
+ * file, for users who write models and compiler people who read their IR. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "commands.h"
+#include "driver.h"
+
+int em3_cmd_check(int argc, char **argv) {
+    static const struct option longopts[] = {EM3_SOURCE_OPTIONS, {0, 0, 0, 0}};
+    em3_source_opts so = {0};
+    bool ok = true;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "I:", longopts, NULL)) != -1)
+        if (!em3_source_option(&so, c, optarg, &ok)) {
+            em3_source_opts_free(&so);
+            return em3_usage_error("check", "unknown option");
+        }
+    if (!ok || optind >= argc) {
+        em3_source_opts_free(&so);
+        return ok ? em3_usage_error("check", "no input files") : 2;
+    }
+    int status = 0;
+    for (int i = optind; i < argc; i++) {
+        em3_diag *d = em3_diag_create(stderr);
+        em3_module *m = em3_frontend_compile(argv[i], &so.fe, d);
+        if (m) {
+            int params = 0;
+            int64_t weights = 0;
+            for (int g = 0; g < m->n_global; g++)
+                if (m->global[g].kind == EM3_GLOBAL_PARAM || m->global[g].kind == EM3_GLOBAL_FROZEN) {
+                    params++;
+                    weights += em3_type_numel(&m->global[g].type, 1);
+                }
+            em3_func *f = em3_module_find_func(m, "forward");
+            if (f)
+                printf("%s: ok: model %s, %d parameter tensors (%lld weights), %d IR nodes\n",
+                       argv[i], m->name, params, (long long)weights, f->n_node);
+            else
+                printf("%s: ok (no model: syntax and declarations checked)\n", argv[i]);
+        } else {
+            status = 1;
+        }
+        em3_module_free(m);
+        em3_diag_free(d);
+    }
+    em3_source_opts_free(&so);
+    return status;
+}
+
+enum { OPT_PASSES = 256, OPT_PAA, OPT_PA, OPT_PC, OPT_DUMP, OPT_LOC, OPT_FUNC };
+
+/* Writes through a temporary file renamed into place, so that a failure leaves no partial
+ * output behind. */
+static int write_ir(const em3_module *m, const char *func, const char *out_path, unsigned flags) {
+    FILE *out = stdout;
+    char tmp[4096];
+    if (out_path) {
+        snprintf(tmp, sizeof tmp, "%s.tmp", out_path);
+        if (!(out = fopen(tmp, "w"))) {
+            perror(out_path);
+            return 1;
+        }
+    }
+    if (func) {
+        em3_func *f = em3_module_find_func(m, func);
+        if (!f) {
+            fprintf(stderr, "em3: error: no function @%s in the module\n", func);
+            if (out_path) {
+                fclose(out);
+                remove(tmp);
+            }
+            return 1;
+        }
+        em3_func_print(f, out, flags);
+    } else {
+        em3_module_print(m, out, flags);
+    }
+    if (out_path) {
+        if (fclose(out) || rename(tmp, out_path)) {
+            perror(out_path);
+            remove(tmp);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int em3_cmd_ir(int argc, char **argv) {
+    static const struct option longopts[] = {
+        EM3_SOURCE_OPTIONS,
+        {"passes", required_argument, 0, OPT_PASSES},
+        {"print-after-all", no_argument, 0, OPT_PAA},
+        {"print-after", required_argument, 0, OPT_PA},
+        {"print-changed", no_argument, 0, OPT_PC},
+        {"dump-dir", required_argument, 0, OPT_DUMP},
+        {"print-loc", no_argument, 0, OPT_LOC},
+        {"func", required_argument, 0, OPT_FUNC},
+        {0, 0, 0, 0}};
+    em3_source_opts so = {0};
+    em3_pass_options po = {.verify_each = true};
+    const char *passes = NULL, *out_path = NULL, *func = NULL;
+    int level = 2, c;
+    bool ok = true;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "I:O:o:", longopts, NULL)) != -1) {
+        if (em3_source_option(&so, c, optarg, &ok)) continue;
+        switch (c) {
+        case 'O':
+            if (strcmp(optarg, "0") && strcmp(optarg, "2")) ok = !em3_usage_error("ir", "-O takes 0 or 2");
+            level = atoi(optarg);
+            break;
+        case 'o': out_path = optarg; break;
+        case OPT_PASSES: passes = optarg; break;
+        case OPT_PAA: po.print_after_all = true; break;
+        case OPT_PA: po.print_after = optarg; break;
+        case OPT_PC: po.print_changed = true; break;
+        case OPT_DUMP: po.dump_dir = optarg; break;
+        case OPT_LOC: po.print_flags |= EM3_PRINT_LOC; break;
+        case OPT_FUNC: func = optarg; break;
+        default: ok = false; em3_usage_error("ir", "unknown option"); break;
+        }
+    }
+    if (ok && optind != argc - 1) ok = !em3_usage_error("ir", "expected one model file");
+    if (!ok) {
+        em3_source_opts_free(&so);
+        return 2;
+    }
+    em3_diag *d = em3_diag_create(stderr);
+    em3_module *m = em3_frontend_compile(argv[optind], &so.fe, d);
+    int status = 1;
+    if (m) {
+        em3_pipeline *pl = em3_pipeline_create();
+        bool built = passes ? em3_pipeline_parse(pl, passes, d) : (em3_pipeline_add_default(pl, level), true);
+        if (built && em3_pipeline_run(pl, m, &po, d)) status = write_ir(m, func, out_path, po.print_flags);
+        em3_pipeline_free(pl);
+    }
+    em3_module_free(m);
+    em3_diag_free(d);
+    em3_source_opts_free(&so);
+    return status;
+}
