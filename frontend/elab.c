@@ -70,6 +70,10 @@ bool elab_error(elab *e, em3_loc loc, const char *fmt, ...) {
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     em3_diag_error(e->diag, loc, "%s", msg);
+    /* an error inside a library function is found through the user's calls: show them,
+       innermost first, but not more than a handful */
+    for (int i = e->depth - 1, shown = 0; i >= 0 && shown < 6; i--, shown++)
+        em3_diag_note(e->diag, e->call_site[i], "in %s, called here", e->call_name[i]);
     return false;
 }
 
@@ -155,7 +159,8 @@ value call_fn(elab *e, const ast *fn, scope *env, const value *pos, int npos,
     s->parent = env;
     const char *what = em3_arena_printf(e->arena, "function %s", fn->str);
     if (!bind_args(e, s, fn->list, what, pos, npos, kw_names, kw, nkw, loc)) return v_error();
-    e->depth++;
+    e->call_site[e->depth] = loc;
+    e->call_name[e->depth++] = what;
     value ret = {.kind = V_NONE};
     exec_block(e, s, fn->list2, CTX_FN, &ret);
     e->depth--;
@@ -217,7 +222,8 @@ value instantiate(elab *e, const ast *module, const value *pos, int npos,
     e->share_src = (value){.kind = V_NONE};
     bool ok = bind_args(e, &in->env, module->list, what, pos, npos, kw_names, kw, nkw, loc);
     if (ok) {
-        e->depth++;
+        e->call_site[e->depth] = loc;
+        e->call_name[e->depth++] = em3_arena_printf(e->arena, "instance %s of %s", in->path, module->str);
         exec_module_body(e, in, CTX_MODULE);
         e->depth--;
     }

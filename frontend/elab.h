@@ -78,6 +78,11 @@ typedef struct {
     em3_loc loc;
 } elab_output;
 
+#define EM3_ELAB_MAX_DEPTH 200
+#define EM3_ELAB_MAX_DEPTH_DECL (EM3_ELAB_MAX_DEPTH + 1)
+#define EM3_ELAB_MAX_STEPS 20000000L
+#define EM3_ELAB_MAX_NODES 4000000
+
 typedef struct {
     em3_diag *diag;
     em3_arena *arena; /* values, scopes, instances: freed when elaboration ends */
@@ -87,7 +92,9 @@ typedef struct {
     const em3_frontend_options *opt;
     int *param_node, *frozen_node; /* per global: its param node in @forward (or -1) */
     int cap_nodes;
-    int depth;           /* function call depth */
+    int depth;           /* function call and instantiation depth */
+    em3_loc call_site[EM3_ELAB_MAX_DEPTH_DECL]; /* where each active call was made */
+    const char *call_name[EM3_ELAB_MAX_DEPTH_DECL];
     long steps;          /* statements and expressions evaluated, bounded */
     bool abort;          /* stop elaborating: a limit was hit */
     const char *name_hint; /* module-level assignment target: names new instances */
@@ -100,9 +107,6 @@ typedef struct {
     int n_out, cap_out;
 } elab;
 
-#define EM3_ELAB_MAX_DEPTH 200
-#define EM3_ELAB_MAX_STEPS 20000000L
-#define EM3_ELAB_MAX_NODES 4000000
 
 /* ---- values and scopes (elab.c) ---- */
 value v_error(void);

@@ -743,9 +743,14 @@ static void parse_func(parser *p) {
         if (p->tok.kind == TOK_VALUE) {
             pnode n;
             memset(&n, 0, sizeof n);
+            n.id = -1;
             bool ok = parse_node(p, &n);
-            if (ok) ok = build_node(p, f, &next_id, &n);
-            else skip_line(p);
+            if (ok) {
+                ok = build_node(p, f, &next_id, &n);
+            } else {
+                skip_line(p);
+                if (n.id == next_id) next_id++; /* the broken line still defined its value */
+            }
             if (!ok) f = NULL;
             pnode_free(&n);
         } else if (is_word(p, "return")) {

@@ -113,7 +113,8 @@ static dims arg_dims(const em3_run *r, int id, int k) {
     return dims_of(r, r->f->node[id].in[k]);
 }
 
-static bool user_error(const em3_run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static bool user_error(const em3_run *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static bool user_error(const em3_run *r, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);

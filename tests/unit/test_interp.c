@@ -509,7 +509,8 @@ static void naive_matmul(const double *a, const int64_t *ad, int ar, bool ta, co
             for (int64_t j = 0; j < n; j++) {
                 double s = 0;
                 for (int64_t q = 0; q < k; q++)
-                    s += (ta ? am[q * m + i] : am[i * k + q]) * (tb ? bm[j * k + q] : bm[q * n + j]);
+                    s += (ta ? am[q * m + i] : am[i * k + q]) *
+                         (tb ? bm[j * k + q] : bm[q * n + j]);
                 c[(l * m + i) * n + j] = s;
             }
     }
@@ -569,7 +570,8 @@ static void test_matmul(void **state) {
 
 static void test_gather(void **state) {
     (void)state;
-    static const double table[] = {0, 1, 10, 11, 20, 21, 30, 31, 40, 41}, ids[] = {4, 0, 4, 2, 2, 1};
+    static const double table[] = {0, 1, 10, 11, 20, 21, 30, 31, 40, 41},
+                        ids[] = {4, 0, 4, 2, 2, 1};
     em3_interp_input in[] = {{"t", table}, {"ids", ids}};
     bld b = bld_new(); /* repeated ids, 2-D ids: [B,3] of rows of [5,2] -> [B,3,2] */
     int t = input(&b, "t", ty(F32, 2, 5, 2), 0), i = input(&b, "ids", ty(I32, 2, B, 3), 5);

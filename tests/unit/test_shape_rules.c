@@ -246,7 +246,7 @@ static void apply_attrs(em3_node *n, const char *text, attr_store *st) {
     }
 }
 
-/* ---- the tests ---------------------------------------------------------------------------------- */
+/* ---- the tests ---------------------------------------------------------------------------- */
 
 static bool is_leaf(em3_op op) { return em3_op_kind_of(op) == EM3_KIND_LEAF; }
 
