@@ -220,7 +220,7 @@ static int shape_of(elab *e, const value *v, em3_loc loc, int64_t *dims) {
     }
     for (int i = 0; i < v->list.n; i++) {
         if (v->list.items[i].kind == V_BATCH) {
-            dims[i] = EM3_DIM_BATCH;
+            dims[i] = -v->list.items[i].i;
             continue;
         }
         if (!as_int(e, &v->list.items[i], loc, "a dimension", &dims[i])) return -1;
@@ -229,7 +229,7 @@ static int shape_of(elab *e, const value *v, em3_loc loc, int64_t *dims) {
             return -1;
         }
     }
-    return v->list.n;
+    return check_numel(e, dims, v->list.n, loc) ? v->list.n : -1;
 }
 
 static value b_reshape(elab *e, int self, const value *a, em3_loc loc) {
@@ -352,7 +352,7 @@ static value b_flatten(elab *e, int self, const value *a, em3_loc loc) {
     if (t->rank < 2) return v_tensor(x);
     int64_t rest = 1;
     for (int i = 1; i < t->rank; i++) {
-        if (t->dim[i] == EM3_DIM_BATCH) {
+        if (em3_dim_has_batch(t->dim[i])) {
             elab_error(e, loc, "flatten keeps the first dimension and merges the others, which "
                                "must not hold B");
             return v_error();
@@ -373,7 +373,7 @@ static value b_slice(elab *e, int self, const value *a, em3_loc loc) {
     const em3_type *t = type_of(e, x);
     int ax = norm_axis(e, axis, t->rank, loc);
     if (ax < 0) return v_error();
-    if (t->dim[ax] != EM3_DIM_BATCH) {
+    if (!em3_dim_has_batch(t->dim[ax])) {
         if (lo < 0) lo += t->dim[ax];
         if (hi < 0) hi += t->dim[ax];
         if (lo == 0 && hi == t->dim[ax]) return v_tensor(x);

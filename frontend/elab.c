@@ -35,6 +35,10 @@ const char *v_describe(elab *e, const value *v) {
         return em3_arena_printf(e->arena, "a tensor %s",
                                 em3_type_str(&e->mod->global[v->i].type, b, sizeof b));
     case V_INT: return em3_arena_printf(e->arena, "the int %lld", (long long)v->i);
+    case V_BATCH: {
+        char d[32];
+        return em3_arena_printf(e->arena, "the batch dimension %s", em3_dim_str(-v->i, d, sizeof d));
+    }
     case V_FLOAT: return em3_arena_printf(e->arena, "the float %g", v->f);
     case V_MODULE: return em3_arena_printf(e->arena, "module %s", v->decl->str);
     case V_INSTANCE:
@@ -71,15 +75,28 @@ bool elab_error(elab *e, em3_loc loc, const char *fmt, ...) {
     va_end(ap);
     em3_diag_error(e->diag, loc, "%s", msg);
     /* an error inside a library function is found through the user's calls: show them,
-       innermost first, but not more than a handful */
-    for (int i = e->depth - 1, shown = 0; i >= 0 && shown < 6; i--, shown++)
-        em3_diag_note(e->diag, e->call_site[i], "in %s, called here", e->call_name[i]);
+       innermost first, but not more than a handful; a recursion is one note, not 200 */
+    for (int i = e->depth - 1, shown = 0; i >= 0 && shown < 6; shown++) {
+        int j = i;
+        while (j > 0 && e->call_site[j - 1].file == e->call_site[i].file &&
+               e->call_site[j - 1].line == e->call_site[i].line &&
+               e->call_site[j - 1].col == e->call_site[i].col)
+            j--;
+        if (j == i)
+            em3_diag_note(e->diag, e->call_site[i], "in %s, called here", e->call_name[i]);
+        else
+            em3_diag_note(e->diag, e->call_site[i], "in %s, called here %d times in a row",
+                          e->call_name[i], i - j + 1);
+        i = j - 1;
+    }
     return false;
 }
 
-bool elab_tick(elab *e, em3_loc loc) {
+bool elab_tick(elab *e, em3_loc loc) { return elab_charge(e, 1, loc); }
+
+bool elab_charge(elab *e, long n, em3_loc loc) {
     if (e->abort) return false;
-    if (++e->steps > EM3_ELAB_MAX_STEPS) {
+    if ((e->steps += n) > EM3_ELAB_MAX_STEPS) {
         e->abort = true;
         return elab_error(e, loc, "the model takes too long to elaborate (over %ld steps): "
                                   "does a loop or a recursion never end?", EM3_ELAB_MAX_STEPS);
@@ -212,6 +229,7 @@ value instantiate(elab *e, const ast *module, const value *pos, int npos,
     if (e->share_src.kind == V_INSTANCE) {
         in->shares = e->share_src.inst;
         in->shares_frozen = e->share_frozen;
+        in->shares_loc = e->share_loc;
     }
     const char *what = em3_arena_printf(e->arena, "module %s", module->str);
     /* arguments are evaluated by the caller; defaults and the body see only the module */
@@ -233,14 +251,43 @@ value instantiate(elab *e, const ast *module, const value *pos, int npos,
     return ok ? (value){.kind = V_INSTANCE, .inst = in} : v_error();
 }
 
-/* A `param` statement: a new global, or the same-named global of the instance shared from. */
-static void declare_param(elab *e, scope *s, instance *in, const ast *st) {
+/* A new global for a param or data declaration; an error past the limit, which only a
+ * runaway repeat reaches (and which keeps the IR's linear name lookups affordable). */
+static value add_global(elab *e, const char *name, em3_type t, em3_global_kind kind, em3_init ini,
+                        em3_loc loc) {
+    if (e->mod->n_global >= EM3_ELAB_MAX_GLOBALS) {
+        e->abort = true;
+        elab_error(e, loc, "too many parameter and data tensors: %s would be one more than %d "
+                           "(is a repeat count too large?)", name, EM3_ELAB_MAX_GLOBALS);
+        return v_error();
+    }
+    int g = em3_module_add_global(e->mod, name, t, kind, ini, loc);
+    if (g < 0) {
+        elab_error(e, loc, "%s is declared twice", name);
+        return v_error();
+    }
+    return (value){.kind = V_GLOBAL, .i = g};
+}
+
+/* An initialiser written as an unknown name gets a message that lists the known ones. */
+static bool known_initialiser(elab *e, scope *s, const ast *x) {
+    const ast *name = x->kind == AST_CALL ? x->a : x;
+    if (name->kind != AST_NAME || scope_lookup(s, name->str) || builtin_find(name->str) >= 0)
+        return true;
+    return elab_error(e, name->loc, "unknown initialiser '%s' (zeros, ones, xavier, normal(std), "
+                                    "uniform(a), constant(v) or a number)", name->str);
+}
+
+/* A `param` statement: a new global, or the same-named global of the instance shared from.
+ * Returns what the name binds to (an error value after an error, so that uses stay quiet). */
+static value declare_param(elab *e, scope *s, instance *in, const ast *st) {
     em3_type t;
-    if (!eval_type(e, s, st->a, &t)) return;
+    if (!eval_type(e, s, st->a, &t)) return v_error();
     if (em3_type_has_batch(&t)) {
         elab_error(e, st->a->loc, "a parameter cannot have the batch dimension B");
-        return;
+        return v_error();
     }
+    if (!known_initialiser(e, s, st->b)) return v_error();
     value init = eval(e, s, st->b);
     em3_init ini = {EM3_INIT_NONE, 0};
     if (init.kind == V_INIT) {
@@ -251,7 +298,7 @@ static void declare_param(elab *e, scope *s, instance *in, const ast *st) {
             ini.kind == EM3_INIT_NORMAL || ini.kind == EM3_INIT_UNIFORM) {
             elab_error(e, st->b->loc, "'%s' is not an initialiser (zeros, ones, xavier, "
                                       "normal(std), uniform(a), constant(v))", n);
-            return;
+            return v_error();
         }
     } else if (init.kind == V_INT || init.kind == V_FLOAT) {
         ini = (em3_init){EM3_INIT_CONST, init.kind == V_INT ? (double)init.i : init.f};
@@ -260,8 +307,9 @@ static void declare_param(elab *e, scope *s, instance *in, const ast *st) {
             elab_error(e, st->b->loc, "a parameter's initialiser must be zeros, ones, xavier, "
                                       "normal(std), uniform(a) or a number, not %s",
                        v_describe(e, &init));
-        return;
+        return v_error();
     }
+    const char *name = *in->path ? em3_arena_printf(e->arena, "%s.%s", in->path, st->str) : st->str;
     if (in->shares) {
         binding *b = NULL;
         for (binding *x = in->shares->env.head; x; x = x->next)
@@ -269,32 +317,31 @@ static void declare_param(elab *e, scope *s, instance *in, const ast *st) {
         if (b && b->v.kind == V_GLOBAL) {
             const em3_global *g = &e->mod->global[b->v.i];
             if (!em3_type_eq(&g->type, &t)) {
+                /* the user wrote the `shares`, not the library's param: report it there, once */
+                em3_loc at = in->shares_loc;
+                if (at.file == e->share_reported.file && at.line == e->share_reported.line &&
+                    at.col == e->share_reported.col)
+                    return v_error();
                 char b0[EM3_TYPE_STR_MAX], b1[EM3_TYPE_STR_MAX];
-                elab_error(e, st->loc, "cannot share parameter %s: it is %s here but %s in %s",
-                           st->str, em3_type_str(&t, b0, sizeof b0),
-                           em3_type_str(&g->type, b1, sizeof b1), g->name);
-                return;
+                e->share_reported = at;
+                em3_diag_error(e->diag, at, "cannot share %s with %s: it is %s, but %s is %s",
+                               name, g->name, em3_type_str(&t, b0, sizeof b0), g->name,
+                               em3_type_str(&g->type, b1, sizeof b1));
+                em3_diag_note(e->diag, st->loc, "%s is declared here", name);
+                return v_error();
             }
             value v = b->v;
             v.frozen = v.frozen || in->shares_frozen;
-            scope_bind(e, s, st->str, v, st->loc);
-            return;
+            return v;
         }
     }
-    const char *name = *in->path ? em3_arena_printf(e->arena, "%s.%s", in->path, st->str) : st->str;
-    int g = em3_module_add_global(e->mod, name, t, st->ival ? EM3_GLOBAL_FROZEN : EM3_GLOBAL_PARAM,
-                                  ini, st->loc);
-    if (g < 0) {
-        elab_error(e, st->loc, "parameter %s is declared twice", name);
-        return;
-    }
-    scope_bind(e, s, st->str, (value){.kind = V_GLOBAL, .i = g}, st->loc);
+    return add_global(e, name, t, st->ival ? EM3_GLOBAL_FROZEN : EM3_GLOBAL_PARAM, ini, st->loc);
 }
 
 /* input / label declarations: INPUT nodes of @forward, in declaration order. */
-static void declare_input(elab *e, scope *s, const ast *st) {
+static value declare_input(elab *e, scope *s, const ast *st) {
     em3_type t;
-    if (!eval_type(e, s, st->a, &t)) return;
+    if (!eval_type(e, s, st->a, &t)) return v_error();
     em3_node p = em3_node_proto(EM3_OP_INPUT, st->loc);
     em3_node_set_s(&p, "name", st->str);
     if (st->kind == AST_LABEL) em3_node_set_i(&p, "label", 1);
@@ -320,25 +367,19 @@ static void declare_input(elab *e, scope *s, const ast *st) {
     for (int i = 0; i < e->fn->n_node; i++)
         if (e->fn->node[i].op == EM3_OP_INPUT && !strcmp(e->fn->node[i].attr[0].s, st->str)) {
             elab_error(e, st->loc, "input %s is declared twice", st->str);
-            return;
+            return v_error();
         }
-    scope_bind(e, s, st->str, v_tensor(emit(e, &p, NULL, 0, st->loc)), st->loc);
+    return v_tensor(emit(e, &p, NULL, 0, st->loc));
 }
 
-static void declare_data(elab *e, scope *s, const ast *st) {
+static value declare_data(elab *e, scope *s, const ast *st) {
     em3_type t;
-    if (!eval_type(e, s, st->a, &t)) return;
+    if (!eval_type(e, s, st->a, &t)) return v_error();
     if (em3_type_has_batch(&t)) {
         elab_error(e, st->a->loc, "a data table has a fixed shape: B is not allowed here");
-        return;
+        return v_error();
     }
-    int g = em3_module_add_global(e->mod, st->str, t, EM3_GLOBAL_DATA,
-                                  (em3_init){EM3_INIT_NONE, 0}, st->loc);
-    if (g < 0) {
-        elab_error(e, st->loc, "%s is declared twice", st->str);
-        return;
-    }
-    scope_bind(e, s, st->str, (value){.kind = V_GLOBAL, .i = g}, st->loc);
+    return add_global(e, st->str, t, EM3_GLOBAL_DATA, (em3_init){EM3_INIT_NONE, 0}, st->loc);
 }
 
 /* A model-level constant may be overridden from the command line (--set NAME=VALUE). */
@@ -395,6 +436,14 @@ static bool allowed(elab *e, const ast *st, ctx_kind ctx, bool ok, const char *w
     return ok;
 }
 
+/* What `shares` takes: an instance, or a list of them shared element by element (eval.c). */
+static bool is_shareable(const value *v) {
+    if (v->kind != V_LIST) return v->kind == V_INSTANCE;
+    for (int i = 0; i < v->list.n; i++)
+        if (v->list.items[i].kind != V_INSTANCE) return false;
+    return true;
+}
+
 static void exec_assign(elab *e, scope *s, instance *in, const ast *st, ctx_kind ctx) {
     bool module_level = ctx == CTX_MODULE || ctx == CTX_MODEL;
     if (st->b && !allowed(e, st, ctx, module_level, "'shares'")) return;
@@ -402,6 +451,7 @@ static void exec_assign(elab *e, scope *s, instance *in, const ast *st, ctx_kind
     int count = e->name_count;
     value share = e->share_src;
     bool share_frozen = e->share_frozen;
+    em3_loc share_loc = e->share_loc;
     if (module_level) {
         e->name_hint = *in->path ? em3_arena_printf(e->arena, "%s.%s", in->path, st->str) : st->str;
         e->name_count = 0;
@@ -413,23 +463,26 @@ static void exec_assign(elab *e, scope *s, instance *in, const ast *st, ctx_kind
                 if (!strcmp(x->name, st->str)) b = x;
             if (b) e->share_src = b->v;
             e->share_frozen = in->shares_frozen;
+            e->share_loc = in->shares_loc;
         }
         if (st->b) {
             value src = eval(e, s, st->b);
-            if (src.kind != V_INSTANCE && src.kind != V_ERROR)
-                elab_error(e, st->b->loc, "'shares' needs a module instance, got %s",
-                           v_describe(e, &src));
+            if (!is_shareable(&src) && src.kind != V_ERROR)
+                elab_error(e, st->b->loc, "'shares' needs a module instance or a list of them, "
+                                          "got %s", v_describe(e, &src));
             e->share_src = src;
             e->share_frozen = st->ival != 0;
+            e->share_loc = st->b->loc;
         }
     }
     value v = eval(e, s, st->a);
-    if (module_level && st->b && v.kind != V_INSTANCE && v.kind != V_ERROR)
-        elab_error(e, st->loc, "'shares' applies to a module instantiation");
+    if (module_level && st->b && !is_shareable(&v) && v.kind != V_ERROR)
+        elab_error(e, st->loc, "'shares' applies to a module instantiation (or a list of them)");
     e->name_hint = hint;
     e->name_count = count;
     e->share_src = share;
     e->share_frozen = share_frozen;
+    e->share_loc = share_loc;
     scope_bind(e, s, st->str, v, st->loc);
 }
 
@@ -536,16 +589,18 @@ static flow exec_stmt(elab *e, scope *s, instance *in, const ast *st, ctx_kind c
         }
         break;
     case AST_PARAM:
-        if (allowed(e, st, ctx, body, "a parameter declaration")) declare_param(e, s, in, st);
+        if (allowed(e, st, ctx, body, "a parameter declaration"))
+            scope_bind(e, s, st->str, declare_param(e, s, in, st), st->loc);
         break;
     case AST_INPUT:
     case AST_LABEL:
         if (allowed(e, st, ctx, ctx == CTX_MODEL,
                     st->kind == AST_INPUT ? "an input declaration" : "a label declaration"))
-            declare_input(e, s, st);
+            scope_bind(e, s, st->str, declare_input(e, s, st), st->loc);
         break;
     case AST_DATA:
-        if (allowed(e, st, ctx, ctx == CTX_MODEL, "a data table declaration")) declare_data(e, s, st);
+        if (allowed(e, st, ctx, ctx == CTX_MODEL, "a data table declaration"))
+            scope_bind(e, s, st->str, declare_data(e, s, st), st->loc);
         break;
     case AST_FN:
         if (allowed(e, st, ctx, body || ctx == CTX_FILE, "a function declaration"))
@@ -562,11 +617,12 @@ static flow exec_stmt(elab *e, scope *s, instance *in, const ast *st, ctx_kind c
         if (allowed(e, st, ctx, ctx == CTX_FORWARD, "a loss statement")) exec_loss(e, s, st);
         break;
     case AST_RETURN:
-        if (!allowed(e, st, ctx, ctx == CTX_FN,
-                     ctx == CTX_FORWARD ? "'return' (the model's forward ends with output and "
-                                          "loss statements)"
-                                        : "'return'"))
+        if (ctx == CTX_FORWARD) {
+            elab_error(e, st->loc, "'return' is not allowed in the model's forward: it ends "
+                                   "with output and loss statements");
             break;
+        }
+        if (!allowed(e, st, ctx, ctx == CTX_FN, "'return'")) break;
         *ret = st->a ? eval(e, s, st->a) : (value){.kind = V_NONE};
         fl = FLOW_RETURN;
         break;

@@ -17,7 +17,7 @@ typedef enum {
     V_INT,      /* i */
     V_FLOAT,    /* f */
     V_STRING,   /* s */
-    V_BATCH,    /* the batch dimension B */
+    V_BATCH,    /* i·B, a multiple of the batch dimension (i = 1: B itself) */
     V_DTYPE,    /* i: em3_dtype */
     V_LIST,     /* list */
     V_TENSOR,   /* i: value id in the function being built */
@@ -67,6 +67,7 @@ struct instance {
     scope env;        /* its names; parent: the global scope */
     instance *shares; /* weights taken from this instance (or NULL) */
     bool shares_frozen;
+    em3_loc shares_loc; /* the `shares` clause that asked for it: where mismatches are reported */
 };
 
 /* Where statements run: which ones are allowed follows from it. */
@@ -78,10 +79,16 @@ typedef struct {
     em3_loc loc;
 } elab_output;
 
+/* Limits that keep any input, however pathological, to seconds of compile time and bounded
+ * memory and C stack; each is far beyond what a real model needs. */
 #define EM3_ELAB_MAX_DEPTH 200
 #define EM3_ELAB_MAX_DEPTH_DECL (EM3_ELAB_MAX_DEPTH + 1)
+#define EM3_ELAB_MAX_EXPR_DEPTH 1000
 #define EM3_ELAB_MAX_STEPS 20000000L
 #define EM3_ELAB_MAX_NODES 4000000
+#define EM3_ELAB_MAX_GLOBALS 20000 /* parameter tensors and data tables */
+#define EM3_ELAB_MAX_LIST 1000000  /* elements of a compile-time list */
+#define EM3_ELAB_MAX_NUMEL ((int64_t)1 << 40) /* elements of one tensor, B counted as 1 */
 
 typedef struct {
     em3_diag *diag;
@@ -95,12 +102,15 @@ typedef struct {
     int depth;           /* function call and instantiation depth */
     em3_loc call_site[EM3_ELAB_MAX_DEPTH_DECL]; /* where each active call was made */
     const char *call_name[EM3_ELAB_MAX_DEPTH_DECL];
+    int eval_depth;      /* expressions being evaluated, nested: bounds the C stack */
     long steps;          /* statements and expressions evaluated, bounded */
     bool abort;          /* stop elaborating: a limit was hit */
     const char *name_hint; /* module-level assignment target: names new instances */
     int name_count;
     value share_src;       /* the instance (or list of them) a new instance takes weights from */
     bool share_frozen;
+    em3_loc share_loc;      /* the `shares` clause of share_src */
+    em3_loc share_reported; /* a `shares` clause already reported as mismatched: once is enough */
     int loss;            /* value id of the loss, or -1 */
     em3_loc loss_loc;
     elab_output *out;
@@ -121,6 +131,8 @@ void scope_bind(elab *e, scope *s, const char *name, value v, em3_loc loc);
 binding *scope_lookup(scope *s, const char *name);
 /* Reports and returns false when the step budget or the abort flag says stop. */
 bool elab_tick(elab *e, em3_loc loc);
+/* Charges `n` steps for work that is not one step (copying a long list). */
+bool elab_charge(elab *e, long n, em3_loc loc);
 bool elab_error(elab *e, em3_loc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* ---- statements (elab.c) ---- */
@@ -155,6 +167,8 @@ int emit_binary(elab *e, em3_op op, int a, int b, em3_loc loc);
 int emit_reduce(elab *e, em3_op op, int x, const int64_t *axes, int n_axes, bool keep,
                 em3_loc loc);
 int emit_reshape(elab *e, int x, const int64_t *dims, int rank, em3_loc loc);
+/* Reports and returns false when a shape has more than EM3_ELAB_MAX_NUMEL elements. */
+bool check_numel(elab *e, const int64_t *dims, int rank, em3_loc loc);
 /* Normalises a possibly negative axis against `rank`; reports and returns -1 if outside. */
 int norm_axis(elab *e, int64_t axis, int rank, em3_loc loc);
 value call_value(elab *e, scope *s, const value *callee, const ast *call);

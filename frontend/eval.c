@@ -166,7 +166,7 @@ static bool type_dtype(elab *e, const ast *t, em3_dtype *dt) {
 static bool eval_dim(elab *e, scope *s, const ast *d, int64_t *out) {
     value v = eval(e, s, d);
     if (v.kind == V_BATCH) {
-        *out = EM3_DIM_BATCH;
+        *out = -v.i;
         return true;
     }
     if (!as_int(e, &v, d->loc, "a dimension", out)) return false;
@@ -185,7 +185,19 @@ bool eval_type(elab *e, scope *s, const ast *t, em3_type *out) {
     int i = 0;
     for (const ast *d = t->list; d; d = d->next, i++)
         if (!eval_dim(e, s, d, &dims[i])) return false;
+    if (!check_numel(e, dims, rank, t->loc)) return false;
     *out = em3_type_make(dt, rank, dims);
+    return true;
+}
+
+bool check_numel(elab *e, const int64_t *dims, int rank, em3_loc loc) {
+    int64_t n = 1;
+    for (int i = 0; i < rank; i++) {
+        int64_t d = dims[i] < 0 ? 1 : dims[i]; /* k·B: the batch is not known here */
+        if (d > EM3_ELAB_MAX_NUMEL / n)
+            return elab_error(e, loc, "a tensor of more than 2^40 elements is too large");
+        n *= d;
+    }
     return true;
 }
 
@@ -202,16 +214,15 @@ bool match_type(elab *e, scope *s, const ast *t, const em3_type *actual, em3_loc
     for (const ast *d = t->list; d; d = d->next, i++) {
         int64_t a = actual->dim[i];
         if (d->kind == AST_NAME && !scope_lookup(s, d->str) && builtin_find(d->str) < 0) {
-            scope_bind(e, s, d->str, a == EM3_DIM_BATCH ? (value){.kind = V_BATCH} : v_int(a),
-                       d->loc);
+            scope_bind(e, s, d->str, a < 0 ? (value){.kind = V_BATCH, .i = -a} : v_int(a), d->loc);
             continue;
         }
         int64_t want;
         if (!eval_dim(e, s, d, &want)) return false;
+        char wd[32];
         if (want != a)
             return elab_error(e, loc, "%s: dimension %d must be %s, got %s", what, i,
-                              want == EM3_DIM_BATCH ? "B" : em3_arena_printf(e->arena, "%lld", (long long)want),
-                              em3_type_str(actual, b, sizeof b));
+                              em3_dim_str(want, wd, sizeof wd), em3_type_str(actual, b, sizeof b));
     }
     return true;
 }
@@ -262,9 +273,27 @@ static value fold(elab *e, ast_op op, const value *a, const value *b, em3_loc lo
 static value binop(elab *e, ast_op op, const value *a, const value *b, em3_loc loc) {
     if (a->kind == V_ERROR || b->kind == V_ERROR) return v_error();
     if (is_number(a) && is_number(b)) return fold(e, op, a, b, loc);
+    /* B * k: a static multiple of the batch, e.g. to view [B, 50, d] as [B*50, d] */
+    if (op == AST_OP_MUL && ((a->kind == V_BATCH && b->kind == V_INT) ||
+                             (a->kind == V_INT && b->kind == V_BATCH))) {
+        const value *bv = a->kind == V_BATCH ? a : b, *k = a->kind == V_BATCH ? b : a;
+        if (k->i <= 0 || k->i > ((int64_t)1 << 30) / bv->i) { /* the product too: B*k*k... */
+            elab_error(e, loc, "B can only be multiplied by a positive integer, and by at most "
+                               "2^30 in all");
+            return v_error();
+        }
+        return (value){.kind = V_BATCH, .i = bv->i * k->i};
+    }
     if (op == AST_OP_ADD && a->kind == V_LIST && b->kind == V_LIST) {
         value l = {.kind = V_LIST};
         l.list.n = a->list.n + b->list.n;
+        /* copying is work: doubling a list in a loop must not outrun the step budget */
+        if (l.list.n > EM3_ELAB_MAX_LIST) {
+            elab_error(e, loc, "a list of %d elements is too long (at most %d)", l.list.n,
+                       EM3_ELAB_MAX_LIST);
+            return v_error();
+        }
+        if (!elab_charge(e, l.list.n, loc)) return v_error();
         l.list.items = em3_arena_alloc(e->arena, sizeof(value) * (size_t)(l.list.n + 1));
         if (a->list.n) memcpy(l.list.items, a->list.items, sizeof(value) * (size_t)a->list.n);
         if (b->list.n) memcpy(l.list.items + a->list.n, b->list.items, sizeof(value) * (size_t)b->list.n);
@@ -277,7 +306,7 @@ static value binop(elab *e, ast_op op, const value *a, const value *b, em3_loc l
         else if (a->kind == V_STRING && b->kind == V_STRING)
             same = !strcmp(a->s, b->s);
         else if (a->kind == V_BATCH || b->kind == V_BATCH)
-            same = a->kind == b->kind;
+            same = a->kind == b->kind && a->i == b->i;
         else if (a->kind == V_DTYPE && b->kind == V_DTYPE)
             same = a->i == b->i;
         else
@@ -403,7 +432,7 @@ static value index_tensor(elab *e, scope *s, const value *obj, const ast *x) {
         int64_t dim = ty.dim[axis], lo, hi;
         if (it->kind == AST_SLICE) {
             if (!it->a && !it->b) continue;
-            if (dim == EM3_DIM_BATCH) {
+            if (em3_dim_has_batch(dim)) {
                 elab_error(e, it->loc, "the batch dimension cannot be sliced");
                 return v_error();
             }
@@ -412,7 +441,7 @@ static value index_tensor(elab *e, scope *s, const value *obj, const ast *x) {
         } else {
             value iv = eval(e, s, it);
             if (!as_int(e, &iv, it->loc, "a tensor index", &lo)) return v_error();
-            if (dim == EM3_DIM_BATCH) {
+            if (em3_dim_has_batch(dim)) {
                 elab_error(e, it->loc, "the batch dimension cannot be indexed");
                 return v_error();
             }
@@ -459,7 +488,7 @@ static value attr_value(elab *e, const value *obj, const ast *x) {
         l.list.n = ty.rank;
         l.list.items = em3_arena_alloc(e->arena, sizeof(value) * (size_t)(ty.rank + 1));
         for (int i = 0; i < ty.rank; i++)
-            l.list.items[i] = ty.dim[i] == EM3_DIM_BATCH ? (value){.kind = V_BATCH} : v_int(ty.dim[i]);
+            l.list.items[i] = ty.dim[i] < 0 ? (value){.kind = V_BATCH, .i = -ty.dim[i]} : v_int(ty.dim[i]);
         return l;
     }
     elab_error(e, x->loc, "%s has no attribute '%s'%s", v_describe(e, obj), x->str,
@@ -558,8 +587,25 @@ static value eval_repeat(elab *e, scope *s, const ast *x) {
     return l;
 }
 
+static value eval_node(elab *e, scope *s, const ast *x);
+
+/* Expressions nest without a bound in the tree (1 + 1 + ... is a left-leaning chain as deep
+ * as it is long), so the recursion is bounded here rather than by the C stack. */
 value eval(elab *e, scope *s, const ast *x) {
     if (!elab_tick(e, x->loc)) return v_error();
+    if (e->eval_depth >= EM3_ELAB_MAX_EXPR_DEPTH) {
+        e->abort = true;
+        elab_error(e, x->loc, "the expression is nested more than %d deep",
+                   EM3_ELAB_MAX_EXPR_DEPTH);
+        return v_error();
+    }
+    e->eval_depth++;
+    value v = eval_node(e, s, x);
+    e->eval_depth--;
+    return v;
+}
+
+static value eval_node(elab *e, scope *s, const ast *x) {
     switch (x->kind) {
     case AST_INT: return v_int(x->ival);
     case AST_FLOAT: return v_float(x->fval);
@@ -571,7 +617,7 @@ value eval(elab *e, scope *s, const ast *x) {
         if (b) return b->v;
         int bi = builtin_find(x->str);
         if (bi >= 0) return (value){.kind = V_BUILTIN, .i = bi};
-        if (!strcmp(x->str, "B")) return (value){.kind = V_BATCH};
+        if (!strcmp(x->str, "B")) return (value){.kind = V_BATCH, .i = 1};
         em3_dtype dt;
         if (em3_dtype_parse(x->str, &dt)) return (value){.kind = V_DTYPE, .i = dt};
         elab_error(e, x->loc, "unknown name '%s'", x->str);

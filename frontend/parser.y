@@ -97,6 +97,8 @@ stmts
 
 block
     : '{' stmts '}'                 { $$ = $2; }
+    | '{' stmts error '}'           { $$ = $2; yyerrok; } /* recover inside the braces: a bad
+                                                             last line does not eat the '}' */
     ;
 
 stmt

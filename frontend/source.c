@@ -36,8 +36,14 @@ typedef struct {
 /* Reads a whole file; a user error (located at `from`) when it cannot. */
 static char *read_file(elab *e, const char *path, em3_loc from, size_t *len) {
     struct stat st;
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+    bool known = stat(path, &st) == 0;
+    if (known && S_ISDIR(st.st_mode)) {
         elab_error(e, from, "%s is a directory, not a source file", path);
+        return NULL;
+    }
+    /* an import of a device or a pipe could block or never end; the main file may be one */
+    if (known && from.line > 0 && !S_ISREG(st.st_mode)) {
+        elab_error(e, from, "%s is not a regular file", path);
         return NULL;
     }
     FILE *f = fopen(path, "rb");
@@ -74,31 +80,32 @@ static char *read_file(elab *e, const char *path, em3_loc from, size_t *len) {
     return buf;
 }
 
-static bool file_exists(const char *p) {
+/* Any kind of file: a folder found by an import is then reported as one by read_file. */
+static bool path_exists(const char *p) {
     struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+    return stat(p, &st) == 0;
 }
 
 /* Where `import "name"` written in `from_file` points, or NULL. */
 static char *resolve_import(elab *e, const char *name, const char *from_file) {
     char buf[PATH_MAX + 256];
-    if (name[0] == '/') return file_exists(name) ? em3_xstrdup(name) : NULL;
+    if (name[0] == '/') return path_exists(name) ? em3_xstrdup(name) : NULL;
     const char *slash = strrchr(from_file, '/');
     if (slash)
         snprintf(buf, sizeof buf, "%.*s/%s", (int)(slash - from_file), from_file, name);
     else
         snprintf(buf, sizeof buf, "%s", name);
-    if (file_exists(buf)) return em3_xstrdup(buf);
+    if (path_exists(buf)) return em3_xstrdup(buf);
     for (int i = 0; e->opt && i < e->opt->n_import_dirs; i++) {
         snprintf(buf, sizeof buf, "%s/%s", e->opt->import_dirs[i], name);
-        if (file_exists(buf)) return em3_xstrdup(buf);
+        if (path_exists(buf)) return em3_xstrdup(buf);
     }
     const char *env = getenv("EM3_PATH");
     if (env) {
         char *copy = em3_xstrdup(env), *save = NULL;
         for (char *d = strtok_r(copy, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
             snprintf(buf, sizeof buf, "%s/%s", d, name);
-            if (file_exists(buf)) {
+            if (path_exists(buf)) {
                 free(copy);
                 return em3_xstrdup(buf);
             }
@@ -106,7 +113,7 @@ static char *resolve_import(elab *e, const char *name, const char *from_file) {
         free(copy);
     }
     snprintf(buf, sizeof buf, "%s/%s", EM3_STDLIB_DIR, name);
-    return file_exists(buf) ? em3_xstrdup(buf) : NULL;
+    return path_exists(buf) ? em3_xstrdup(buf) : NULL;
 }
 
 static bool load(loader *ld, const char *path, const char *text, size_t len, em3_loc from);
@@ -206,22 +213,23 @@ static void declare_files(elab *e, loader *ld) {
 }
 
 static const ast *choose_model(elab *e, const ast_file *root) {
-    const ast *found = NULL;
+    const char *want = e->opt ? e->opt->model : NULL;
+    const ast *found = NULL, *second = NULL;
     int n = 0;
     em3_strbuf names = {0};
     for (const ast *it = root->items; it; it = it->next)
         if (it->kind == AST_MODEL) {
-            em3_sb_printf(&names, "%s%s", n ? ", " : "", it->str);
-            n++;
-            if (!e->opt || !e->opt->model || !strcmp(e->opt->model, it->str)) found = found ? found : it;
+            em3_sb_printf(&names, "%s%s", n++ ? ", " : "", it->str);
+            if (want && strcmp(want, it->str)) continue;
+            if (found && !second) second = it;
+            if (!found) found = it;
         }
-    if (e->opt && e->opt->model && !found)
-        elab_error(e, (em3_loc){root->file, 0, 0}, "no model named %s in this file%s%s",
-                   e->opt->model, n ? " (it has: " : "", n ? names.data : "");
-    else if (n > 1 && !(e->opt && e->opt->model))
-        elab_error(e, (em3_loc){root->file, 0, 0}, "this file holds several models (%s): "
-                   "choose one with --model NAME", names.data);
-    if (names.data && n && e->opt && e->opt->model && !found) em3_sb_printf(&names, ")");
+    if (want && !found)
+        elab_error(e, (em3_loc){root->file, 0, 0}, "no model named %s in this file%s%s%s", want,
+                   n ? " (it has: " : "", n ? names.data : "", n ? ")" : "");
+    else if (second)
+        elab_error(e, second->loc, "this file holds several models (%s): choose one with "
+                                   "--model NAME", names.data);
     em3_sb_free(&names);
     return em3_diag_error_count(e->diag) ? NULL : found;
 }
@@ -240,6 +248,9 @@ static em3_module *compile(const char *path, const char *text, size_t len,
         for (int i = 0; i < ld.n; i++)
             if (!strcmp(ld.files[i].path, canon)) root = &ld.files[i].ast;
         EM3_ASSERT(root, "the root file %s was not loaded", path);
+        if (!root->items) /* most likely a truncated or wrong file: say so rather than "ok" */
+            elab_error(&e, (em3_loc){root->file, 1, 1}, "the file is empty: no declarations to "
+                                                       "check");
         const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
         m = em3_module_create(em3_arena_strndup(e.arena, base, strcspn(base, ".")));
         e.mod = m;

@@ -40,24 +40,32 @@ bool em3_type_eq(const em3_type *a, const em3_type *b) {
 
 bool em3_type_has_batch(const em3_type *t) {
     for (int i = 0; i < t->rank; i++)
-        if (t->dim[i] == EM3_DIM_BATCH) return true;
+        if (em3_dim_has_batch(t->dim[i])) return true;
     return false;
 }
 
 int64_t em3_type_numel(const em3_type *t, int64_t batch) {
     int64_t n = 1;
-    for (int i = 0; i < t->rank; i++) n *= t->dim[i] == EM3_DIM_BATCH ? batch : t->dim[i];
+    for (int i = 0; i < t->rank; i++) n *= em3_dim_size(t->dim[i], batch);
     return n;
+}
+
+char *em3_dim_str(int64_t d, char *buf, size_t n) {
+    if (d == EM3_DIM_BATCH)
+        snprintf(buf, n, "B");
+    else if (d < 0)
+        snprintf(buf, n, "B*%lld", (long long)-d);
+    else
+        snprintf(buf, n, "%lld", (long long)d);
+    return buf;
 }
 
 char *em3_type_str(const em3_type *t, char *buf, size_t n) {
     size_t len = (size_t)snprintf(buf, n, "%s[", em3_dtype_name(t->dtype));
     for (int i = 0; i < t->rank && len < n; i++) {
-        if (t->dim[i] == EM3_DIM_BATCH)
-            len += (size_t)snprintf(buf + len, n - len, "%sB", i ? ", " : "");
-        else
-            len += (size_t)snprintf(buf + len, n - len, "%s%lld", i ? ", " : "",
-                                    (long long)t->dim[i]);
+        char d[32];
+        len += (size_t)snprintf(buf + len, n - len, "%s%s", i ? ", " : "",
+                                em3_dim_str(t->dim[i], d, sizeof d));
     }
     if (len < n) snprintf(buf + len, n - len, "]");
     return buf;
@@ -74,12 +82,12 @@ typedef struct {
     unsigned flags;
 } em3_op_info;
 
-#define OP(E, NAME, ARITY, KIND, ATTRS, SHAPE, REF, FLAGS) em3_shape_fn SHAPE;
+#define OP(E, NAME, ARITY, KIND, ATTRS, FLAGS, SHAPE, ...) em3_shape_fn SHAPE;
 #include "ops.def"
 #undef OP
 
 static const em3_op_info op_info[EM3_OP_COUNT] = {
-#define OP(E, NAME, ARITY, KIND, ATTRS, SHAPE, REF, FLAGS) \
+#define OP(E, NAME, ARITY, KIND, ATTRS, FLAGS, SHAPE, ...) \
     [EM3_OP_##E] = {NAME, ARITY, EM3_KIND_##KIND, ATTRS, SHAPE, FLAGS},
 #include "ops.def"
 #undef OP
@@ -362,4 +370,37 @@ int em3_func_add_output(em3_func *f, const char *name, int value) {
     EM3_GROW(f->out, f->cap_out, f->n_out + 1);
     f->out[f->n_out] = (em3_output){em3_arena_strdup(f->mod->arena, name), value};
     return f->n_out++;
+}
+
+void em3_func_compact(em3_func *f, const bool *keep) {
+    int *map = em3_xmalloc(sizeof(int) * (size_t)(f->n_node ? f->n_node : 1));
+    int n = 0;
+    for (int i = 0; i < f->n_node; i++) {
+        map[i] = -1;
+        if (!keep[i]) continue;
+        em3_node nd = f->node[i];
+        int *in = em3_arena_alloc(f->mod->arena, sizeof(int) * (size_t)(nd.n_in ? nd.n_in : 1));
+        for (int k = 0; k < nd.n_in; k++) {
+            EM3_ASSERT(map[nd.in[k]] >= 0, "compact keeps %%%d but drops its operand %%%d", i, nd.in[k]);
+            in[k] = map[nd.in[k]];
+        }
+        nd.in = in;
+        f->node[n] = nd;
+        map[i] = n++;
+    }
+    f->n_node = n;
+    int o = 0;
+    for (int i = 0; i < f->n_out; i++)
+        if (map[f->out[i].value] >= 0) f->out[o++] = (em3_output){f->out[i].name, map[f->out[i].value]};
+    f->n_out = o;
+    free(map);
+}
+
+void em3_func_remove_output(em3_func *f, const char *name) {
+    for (int i = 0; i < f->n_out; i++)
+        if (!strcmp(f->out[i].name, name)) {
+            memmove(&f->out[i], &f->out[i + 1], sizeof(em3_output) * (size_t)(f->n_out - i - 1));
+            f->n_out--;
+            return;
+        }
 }

@@ -16,7 +16,16 @@
 typedef enum { EM3_DTYPE_F32, EM3_DTYPE_I32, EM3_DTYPE_COUNT } em3_dtype;
 
 #define EM3_MAX_RANK 8
-#define EM3_DIM_BATCH (-1) /* the symbolic batch dimension, printed "B" */
+/* A dimension is a positive size, or a static multiple of the symbolic batch size B:
+ * -k stands for k·B (printed "B" for k = 1, "B*k" otherwise), so that [B, 50, 64] can be
+ * viewed as [B*50, 64] — the shape a history of 50 items per row takes when its items are
+ * processed as one batch, and the shape of a weight gradient's contraction. */
+#define EM3_DIM_BATCH (-1)
+
+static inline bool em3_dim_has_batch(int64_t d) { return d < 0; }
+static inline int64_t em3_dim_size(int64_t d, int64_t batch) { return d < 0 ? -d * batch : d; }
+/* "64", "B", "B*50" into buf; returns buf. */
+char *em3_dim_str(int64_t d, char *buf, size_t n);
 
 typedef struct {
     em3_dtype dtype;
@@ -206,6 +215,11 @@ int em3_func_add(em3_func *f, const em3_node *proto, const int *in, int n_in, ch
 /* The same for an IR producer that cannot be wrong: an error is an internal assertion. */
 int em3_func_add_checked(em3_func *f, const em3_node *proto, const int *in, int n_in);
 int em3_func_add_output(em3_func *f, const char *name, int value);
+/* Keeps the nodes with keep[i] (whose operands must be kept too) and renumbers values and
+ * outputs in order. Outputs whose value is dropped are removed. */
+void em3_func_compact(em3_func *f, const bool *keep);
+/* Removes the output named `name` (no-op when absent). */
+void em3_func_remove_output(em3_func *f, const char *name);
 const em3_node *em3_func_node(const em3_func *f, int id);
 
 /* ---- shape rules (ir/shape.c), used by em3_func_add and the verifier ------------------------ */

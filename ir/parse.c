@@ -30,7 +30,7 @@ typedef enum {
     TOK_STRING, /* "..." with \" \\ \xHH escapes, still encoded */
     TOK_VALUE,  /* %digits */
     TOK_NUMBER, /* -?digits[.digits][e[+-]digits] */
-    TOK_PUNCT,  /* one of = : , ( ) [ ] { } - */
+    TOK_PUNCT,  /* one of = : , ( ) [ ] { } - * */
     TOK_BAD,    /* a lexical error; `bad` says which */
 } tok_kind;
 
@@ -139,7 +139,7 @@ static void next(parser *p) {
     } else if (digit(c) || (c == '-' && end < n && digit((unsigned char)s[end]))) {
         t.kind = TOK_NUMBER;
         end = scan_number(s, i, n, &t.is_int);
-    } else if (c && memchr("=:,()[]{}-", c, 10)) {
+    } else if (c && memchr("=:,()[]{}-*", c, 11)) {
         t.kind = TOK_PUNCT;
     } else {
         t.kind = TOK_BAD; /* bad == NULL: an unexpected byte */
@@ -217,8 +217,12 @@ static bool tok_eq(const token *t, const char *w) {
     size_t n = strlen(w);
     return t->n == n && !memcmp(t->p, w, n);
 }
-static bool is_word(const parser *p, const char *w) { return p->tok.kind == TOK_IDENT && tok_eq(&p->tok, w); }
-static bool is_punct(const parser *p, char c) { return p->tok.kind == TOK_PUNCT && p->tok.p[0] == c; }
+static bool is_word(const parser *p, const char *w) {
+    return p->tok.kind == TOK_IDENT && tok_eq(&p->tok, w);
+}
+static bool is_punct(const parser *p, char c) {
+    return p->tok.kind == TOK_PUNCT && p->tok.p[0] == c;
+}
 static bool at_eol(const parser *p) { return p->tok.kind == TOK_NEWLINE || p->tok.kind == TOK_EOF; }
 
 static bool accept_punct(parser *p, char c) {
@@ -233,8 +237,10 @@ static bool expect_punct(parser *p, char c, const char *context) {
 }
 
 static bool expect_eol(parser *p, const char *context) {
-    if (p->tok.kind == TOK_NEWLINE) next(p);
-    else if (p->tok.kind != TOK_EOF) return expected(p, "end of line %s", context);
+    if (p->tok.kind == TOK_NEWLINE)
+        next(p);
+    else if (p->tok.kind != TOK_EOF)
+        return expected(p, "end of line %s", context);
     return true;
 }
 
@@ -256,16 +262,20 @@ static bool parse_int(parser *p, int64_t lo, int64_t hi, int64_t *out, const cha
     const token *t = &p->tok;
     const char *s = t->p;
     size_t n = t->n, i = 0;
-    if (t->kind == TOK_VALUE) i = 1;
-    else if (t->kind != TOK_NUMBER || !t->is_int) return expected(p, "%s", what);
+    if (t->kind == TOK_VALUE)
+        i = 1;
+    else if (t->kind != TOK_NUMBER || !t->is_int)
+        return expected(p, "%s", what);
     bool neg = i < n && s[i] == '-';
     if (neg) i++;
     uint64_t mag = 0, limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
     bool overflow = false;
     for (; i < n; i++) {
         unsigned d = (unsigned)(s[i] - '0');
-        if (mag > (limit - d) / 10) overflow = true;
-        else mag = mag * 10 + d;
+        if (mag > (limit - d) / 10)
+            overflow = true;
+        else
+            mag = mag * 10 + d;
     }
     int64_t v = !neg ? (int64_t)mag : mag > (uint64_t)INT64_MAX ? INT64_MIN : -(int64_t)mag;
     char b[SHOWN_MAX];
@@ -291,7 +301,8 @@ static bool parse_float(parser *p, double *out, const char *what) {
     }
     if (neg || p->tok.kind != TOK_NUMBER) return expected(p, "%s", what);
     char buf[MAX_NUMBER_LEN + 1], b[SHOWN_MAX];
-    if (t.n > MAX_NUMBER_LEN) return err_at(p, &t, "number %s is too long", shown(b, sizeof b, t.p, t.n));
+    if (t.n > MAX_NUMBER_LEN)
+        return err_at(p, &t, "number %s is too long", shown(b, sizeof b, t.p, t.n));
     memcpy(buf, t.p, t.n);
     buf[t.n] = 0;
     errno = 0;
@@ -380,23 +391,29 @@ static bool parse_dtype(parser *p, em3_dtype *out, const char *what) {
     return expected(p, "%s", what);
 }
 
-/* "[a, b, ...]" of at most EM3_MAX_RANK entries: dimensions (B or a positive size) when
+/* "[a, b, ...]" of at most EM3_MAX_RANK entries: dimensions (a positive size, B or B*k) when
  * `dims`, else any 64-bit integers. */
 static bool parse_list(parser *p, bool dims, int64_t *out, int *n, const char *what) {
     *n = 0;
     if (!accept_punct(p, '[')) return expected(p, "'[' to start %s", what);
     if (accept_punct(p, ']')) return true;
     for (;;) {
-        if (*n == EM3_MAX_RANK) return err_at(p, &p->tok, "more than %d entries in %s", EM3_MAX_RANK, what);
-        if (dims && is_word(p, "B")) {
-            out[(*n)++] = EM3_DIM_BATCH;
+        if (*n == EM3_MAX_RANK)
+            return err_at(p, &p->tok, "more than %d entries in %s", EM3_MAX_RANK, what);
+        int64_t v, k = 1;
+        bool ok;
+        if (!dims) {
+            ok = parse_int(p, INT64_MIN, INT64_MAX, &v, "an integer", "integer");
+        } else if (is_word(p, "B")) {
             next(p);
-        } else if (!(dims ? parse_int(p, 1, MAX_DIM, &out[*n], "a dimension (B or a positive size)", "dimension")
-                          : parse_int(p, INT64_MIN, INT64_MAX, &out[*n], "an integer", "integer"))) {
-            return false;
+            ok = !accept_punct(p, '*') ||
+                 parse_int(p, 1, MAX_DIM, &k, "a multiple of B after 'B*'", "multiple of B");
+            v = -k; /* k·B, see EM3_DIM_BATCH */
         } else {
-            (*n)++;
+            ok = parse_int(p, 1, MAX_DIM, &v, "a dimension (a size, B or B*k)", "dimension");
         }
+        if (!ok) return false;
+        out[(*n)++] = v;
         if (accept_punct(p, ']')) return true;
         if (!expect_punct(p, ',', "or ']' in the list")) return false;
     }
@@ -439,7 +456,8 @@ static bool parse_init(parser *p, em3_init *init) {
     next(p);
     if (init_takes_arg(init->kind)) {
         return expect_punct(p, '(', "and the argument of the init, as normal(0.02)") &&
-               parse_float(p, &init->a, "a number") && expect_punct(p, ')', "after the init argument");
+               parse_float(p, &init->a, "a number") &&
+               expect_punct(p, ')', "after the init argument");
     }
     if (is_punct(p, '('))
         return err_at(p, &p->tok, "init %s takes no argument", em3_init_kind_name(init->kind));
@@ -557,12 +575,13 @@ static bool parse_attrs(parser *p, pnode *n) {
         const char *name = shown(b, sizeof b, nt.p, nt.n);
         if (slot < 0)
             return err_at(p, &nt, "%s has no attribute '%s'%s%s", opname, name,
-                          *em3_op_attr_text(op) ? "; its attributes: " : "",
-                          em3_op_attr_text(op));
+                          *em3_op_attr_text(op) ? "; its attributes: " : "", em3_op_attr_text(op));
         em3_attr_spec s = em3_op_attr(op, slot);
         if (s.kind == EM3_ATTR_SYMBOL)
-            return err_at(p, &nt, "attribute '%s' of %s is written before the operands, as "
-                                  "'%s @%s'", name, opname, opname, name);
+            return err_at(p, &nt,
+                          "attribute '%s' of %s is written before the operands, as "
+                          "'%s @%s'",
+                          name, opname, opname, name);
         if (n->given[slot]) return err_at(p, &nt, "attribute '%s' is given twice", name);
         n->given[slot] = true;
         next(p);
@@ -580,10 +599,13 @@ static bool parse_loc(parser *p, em3_loc *loc) {
     if (!expect_punct(p, '(', "after 'loc'")) return false;
     char *file = parse_string(p, "a quoted file name in loc(...)");
     bool ok = file && expect_punct(p, ':', "after the file name") &&
-              parse_int(p, 1, INT_MAX, &line, "a line number", "line number") && expect_punct(p, ':', "after the line") &&
-              parse_int(p, 0, INT_MAX, &col, "a column number", "column number") && expect_punct(p, ')', "after the column");
+              parse_int(p, 1, INT_MAX, &line, "a line number", "line number") &&
+              expect_punct(p, ':', "after the line") &&
+              parse_int(p, 0, INT_MAX, &col, "a column number", "column number") &&
+              expect_punct(p, ')', "after the column");
     if (ok) {
-        if (!p->loc_file || strcmp(p->loc_file, file)) p->loc_file = em3_arena_strdup(p->m->arena, file);
+        if (!p->loc_file || strcmp(p->loc_file, file))
+            p->loc_file = em3_arena_strdup(p->m->arena, file);
         *loc = (em3_loc){p->loc_file, (int)line, (int)col};
     }
     free(file);
@@ -610,7 +632,8 @@ static bool parse_node(parser *p, pnode *n) {
         char what[64];
         snprintf(what, sizeof what, "the %s of %s, as '@x'", s.name, opname);
         if (!(n->str[i] = parse_symbol(p, what))) return false;
-        if (!*n->str[i]) return err_at(p, &n->attr_tok[i], "the %s of %s cannot be empty", s.name, opname);
+        if (!*n->str[i])
+            return err_at(p, &n->attr_tok[i], "the %s of %s cannot be empty", s.name, opname);
         n->proto.attr[i].s = n->str[i];
         n->given[i] = true;
     }
@@ -636,7 +659,8 @@ static bool parse_node(parser *p, pnode *n) {
     if (!parse_type(p, &n->type, "the type of the value, as f32[B, 64]")) return false;
     if (is_word(p, "origin")) {
         next(p);
-        if (!(n->origin = parse_string(p, "a quoted list of source ops after 'origin'"))) return false;
+        if (!(n->origin = parse_string(p, "a quoted list of source ops after 'origin'")))
+            return false;
         n->proto.origin = n->origin;
     }
     if (is_word(p, "loc")) {
@@ -651,8 +675,10 @@ static bool parse_node(parser *p, pnode *n) {
 static bool build_node(parser *p, em3_func *f, int *next_id, pnode *n) {
     int id = n->id;
     if (id != *next_id) {
-        err_at(p, &n->id_tok, "expected value %%%d here, not %%%d: values are numbered 0, 1, 2, ... "
-                              "in order", *next_id, id);
+        err_at(p, &n->id_tok,
+               "expected value %%%d here, not %%%d: values are numbered 0, 1, 2, ... "
+               "in order",
+               *next_id, id);
         *next_id = id + 1;
         return false;
     }
@@ -705,8 +731,8 @@ static bool parse_return(parser *p, em3_func *f, int next_id) {
         int v = 0;
         bool ok = name && expect_punct(p, '=', "after the output name") &&
                   ((vt = p->tok), parse_value(p, &v, "the output's value '%N'"));
-        if (ok && v >= next_id) ok = err_at(p, &vt, "output %s returns %%%d, which is not defined",
-                                            SHOW(b, name), v);
+        if (ok && v >= next_id)
+            ok = err_at(p, &vt, "output %s returns %%%d, which is not defined", SHOW(b, name), v);
         if (ok && f && em3_func_add_output(f, name, v) < 0)
             ok = err_at(p, &nt, "output %s is returned twice", SHOW(b, name));
         free(name);
@@ -731,8 +757,7 @@ static void parse_func(parser *p) {
         err_at(p, &nt, "function @%s is defined twice", SHOW(b, name));
     else if (name)
         f = em3_module_add_func(p->m, name);
-    if (!name || !expect_punct(p, '{', "after the function name") ||
-        !expect_eol(p, "after '{'")) {
+    if (!name || !expect_punct(p, '{', "after the function name") || !expect_eol(p, "after '{'")) {
         f = NULL;
         skip_line(p);
     }

@@ -66,9 +66,10 @@ static void print_attr_value(em3_strbuf *sb, em3_attr_kind k, const em3_attrval 
         em3_sb_putc(sb, '[');
         for (int i = 0; i < v->n; i++) {
             if (i) em3_sb_printf(sb, ", ");
-            if (k == EM3_ATTR_SHAPE && v->list[i] == EM3_DIM_BATCH)
-                em3_sb_putc(sb, 'B');
-            else
+            if (k == EM3_ATTR_SHAPE && em3_dim_has_batch(v->list[i])) {
+                char d[32];
+                em3_sb_printf(sb, "%s", em3_dim_str(v->list[i], d, sizeof d));
+            } else
                 em3_sb_printf(sb, "%lld", (long long)v->list[i]);
         }
         em3_sb_putc(sb, ']');

@@ -19,9 +19,8 @@ static bool fail(char *err, size_t n, const char *fmt, ...) {
 
 static bool dims_ok(const em3_type *t, char *err, size_t n) {
     for (int i = 0; i < t->rank; i++)
-        if (t->dim[i] <= 0 && t->dim[i] != EM3_DIM_BATCH)
-            return fail(err, n, "dimension %d of a tensor must be positive, not %lld", i,
-                        (long long)t->dim[i]);
+        if (t->dim[i] == 0)
+            return fail(err, n, "dimension %d of a tensor must be positive, not 0", i);
     return true;
 }
 
@@ -208,7 +207,7 @@ bool shape_layer_norm(const em3_func *f, const em3_node *n, const em3_type *in, 
         return fail(err, el, "layer_norm needs a float tensor of rank >= 1, got %s",
                     TS(&in[0], b0));
     int64_t d = in[0].dim[in[0].rank - 1];
-    if (d == EM3_DIM_BATCH) return fail(err, el, "layer_norm cannot normalise over the batch");
+    if (em3_dim_has_batch(d)) return fail(err, el, "layer_norm cannot normalise over the batch");
     for (int i = 1; i < 3; i++)
         if (in[i].rank != 1 || in[i].dim[0] != d || !is_float(&in[i]))
             return fail(err, el, "layer_norm of %s needs %s of f32[%lld], got %s",
@@ -218,15 +217,15 @@ bool shape_layer_norm(const em3_func *f, const em3_node *n, const em3_type *in, 
     return true;
 }
 
-/* Number of B dims, or -1 when the static element count overflows int64 (a shape written in
- * hostile IR text can ask for that). */
+/* The element count of a shape is static_numel · B^nb, where a dimension k·B adds k to the
+ * static part and one to nb. Returns nb, or -1 when the static count overflows int64 (a shape
+ * written in hostile IR text can ask for that). */
 static int count_batch(const int64_t *d, int r, int64_t *static_numel) {
     int nb = 0;
     *static_numel = 1;
     for (int i = 0; i < r; i++) {
-        if (d[i] == EM3_DIM_BATCH)
-            nb++;
-        else if (__builtin_mul_overflow(*static_numel, d[i], static_numel))
+        nb += em3_dim_has_batch(d[i]);
+        if (__builtin_mul_overflow(*static_numel, d[i] < 0 ? -d[i] : d[i], static_numel))
             return -1;
     }
     return nb;
@@ -289,12 +288,11 @@ bool shape_concat(const em3_func *f, const em3_node *n, const em3_type *in, em3_
             return fail(err, el,
                         "concat along axis %lld: operand %d is %s, which does not fit %s",
                         (long long)axis, k, TS(u, b1), TS(&in[0], b0));
-        if (u->dim[axis] == EM3_DIM_BATCH || t.dim[axis] == EM3_DIM_BATCH)
-            return fail(err, el, "concat cannot join along the batch dimension");
+        /* k·B joined with m·B is (k+m)·B; a batch dimension never joins a static one */
+        if (em3_dim_has_batch(u->dim[axis]) != em3_dim_has_batch(t.dim[axis]))
+            return fail(err, el, "concat cannot join a batch dimension with a fixed one");
         t.dim[axis] += u->dim[axis];
     }
-    if (t.dim[axis] == EM3_DIM_BATCH)
-        return fail(err, el, "concat cannot join along the batch dimension");
     *out = t;
     return true;
 }
@@ -306,7 +304,7 @@ bool shape_slice(const em3_func *f, const em3_node *n, const em3_type *in, em3_t
     int64_t axis = n->attr[0].i, s = n->attr[1].i, e = n->attr[2].i;
     if (!axis_ok(&in[0], axis, "slice", err, el)) return false;
     int64_t d = in[0].dim[axis];
-    if (d == EM3_DIM_BATCH) return fail(err, el, "cannot slice along the batch dimension");
+    if (em3_dim_has_batch(d)) return fail(err, el, "cannot slice along the batch dimension");
     if (s < 0 || e > d || s >= e)
         return fail(err, el, "slice [%lld:%lld] of axis %lld is out of range for %s",
                     (long long)s, (long long)e, (long long)axis, TS(&in[0], b));
@@ -363,7 +361,7 @@ bool shape_gather(const em3_func *f, const em3_node *n, const em3_type *in, em3_
     (void)f, (void)n;
     char b0[EM3_TYPE_STR_MAX], b1[EM3_TYPE_STR_MAX];
     const em3_type *t = &in[0], *ids = &in[1];
-    if (t->rank < 1 || t->dim[0] == EM3_DIM_BATCH)
+    if (t->rank < 1 || em3_dim_has_batch(t->dim[0]))
         return fail(err, el, "gather needs a table with a fixed number of rows, got %s",
                     TS(t, b0));
     if (ids->dtype != EM3_DTYPE_I32)
@@ -373,5 +371,109 @@ bool shape_gather(const em3_func *f, const em3_node *n, const em3_type *in, em3_
     o.dtype = t->dtype;
     for (int i = 1; i < t->rank; i++) o.dim[o.rank++] = t->dim[i];
     *out = o;
+    return true;
+}
+
+/* ---- backward helpers and optimizer updates ------------------------------------------------ */
+
+bool shape_scatter_add(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out,
+                       char *err, size_t el) {
+    em3_type rows;
+    char b0[EM3_TYPE_STR_MAX], b1[EM3_TYPE_STR_MAX], b2[EM3_TYPE_STR_MAX], b3[EM3_TYPE_STR_MAX];
+    if (!shape_gather(f, n, in, &rows, err, el)) return false;
+    if (!em3_type_eq(&rows, &in[2]))
+        return fail(err, el, "scatter_add into %s by ids %s needs rows %s, got %s",
+                    TS(&in[0], b0), TS(&in[1], b1), TS(&rows, b2), TS(&in[2], b3));
+    *out = in[0];
+    return true;
+}
+
+bool shape_numel(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out,
+                 char *err, size_t el) {
+    em3_type r;
+    if (!shape_reduce(f, n, in, &r, err, el)) return false;
+    *out = em3_type_make(EM3_DTYPE_F32, 0, NULL);
+    return true;
+}
+
+bool shape_layer_norm_grad(const em3_func *f, const em3_node *n, const em3_type *in,
+                           em3_type *out, char *err, size_t el) {
+    char b0[EM3_TYPE_STR_MAX], b1[EM3_TYPE_STR_MAX];
+    em3_type ln[3] = {in[0], in[1], in[1]};
+    if (!shape_layer_norm(f, n, ln, out, err, el)) return false;
+    if (!em3_type_eq(&in[2], &in[0]))
+        return fail(err, el, "layer_norm_grad of %s needs dy of the same type, got %s",
+                    TS(&in[0], b0), TS(&in[2], b1));
+    return true;
+}
+
+bool shape_sparse_sqnorm(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out,
+                         char *err, size_t el) {
+    (void)f, (void)n;
+    char b0[EM3_TYPE_STR_MAX], b1[EM3_TYPE_STR_MAX];
+    bool ok = in[0].dtype == EM3_DTYPE_I32 && in[1].dtype == EM3_DTYPE_F32 &&
+              in[1].rank >= in[0].rank;
+    for (int i = 0; ok && i < in[0].rank; i++) ok = in[1].dim[i] == in[0].dim[i];
+    if (!ok)
+        return fail(err, el, "sparse_sqnorm needs i32 ids and f32 rows of shape ids + row, got %s "
+                             "and %s", TS(&in[0], b0), TS(&in[1], b1));
+    *out = em3_type_make(EM3_DTYPE_F32, 0, NULL);
+    return true;
+}
+
+/* Operand `i` must be a read of a global of kind `kind` (updates write globals in place). */
+static bool global_operand(const em3_func *f, const em3_node *n, int i, em3_global_kind kind,
+                           char *err, size_t el) {
+    const em3_node *x = &f->node[n->in[i]];
+    int g = x->op == EM3_OP_PARAM ? em3_module_find_global(f->mod, x->attr[0].s) : -1;
+    if (g < 0 || f->mod->global[g].kind != kind)
+        return fail(err, el, "%s: operand %d must be a %s global", em3_op_name(n->op), i,
+                    em3_global_kind_name(kind));
+    return true;
+}
+
+static bool scalar_f32(const em3_type *t) { return t->dtype == EM3_DTYPE_F32 && t->rank == 0; }
+
+/* p, then the gradient (dense: g; sparse: ids, rows), lr, [step], then state like p. */
+static bool update_rule(const em3_func *f, const em3_node *n, const em3_type *in, int n_grad,
+                        char *err, size_t el) {
+    char b0[EM3_TYPE_STR_MAX], b1[EM3_TYPE_STR_MAX];
+    if (!global_operand(f, n, 0, EM3_GLOBAL_PARAM, err, el)) return false;
+    int k = 1 + n_grad;
+    if (!scalar_f32(&in[k])) return fail(err, el, "%s: lr must be f32[]", em3_op_name(n->op));
+    k++;
+    bool adam = n->op == EM3_OP_ADAM_UPDATE || n->op == EM3_OP_SPARSE_ADAM_UPDATE;
+    if (adam && !scalar_f32(&in[k++]))
+        return fail(err, el, "%s: step must be f32[]", em3_op_name(n->op));
+    for (; k < n->n_in; k++) {
+        if (!em3_type_eq(&in[k], &in[0]))
+            return fail(err, el, "%s: state operand %d is %s, the parameter %s",
+                        em3_op_name(n->op), k, TS(&in[k], b0), TS(&in[0], b1));
+        if (!global_operand(f, n, k, EM3_GLOBAL_STATE, err, el)) return false;
+    }
+    return true;
+}
+
+bool shape_update(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out,
+                  char *err, size_t el) {
+    char b0[EM3_TYPE_STR_MAX], b1[EM3_TYPE_STR_MAX];
+    if (!em3_type_eq(&in[0], &in[1]) || in[0].dtype != EM3_DTYPE_F32)
+        return fail(err, el, "%s: gradient %s does not match parameter %s", em3_op_name(n->op),
+                    TS(&in[1], b0), TS(&in[0], b1));
+    if (!update_rule(f, n, in, 1, err, el)) return false;
+    *out = in[0];
+    return true;
+}
+
+bool shape_sparse_update(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out,
+                         char *err, size_t el) {
+    em3_type rows;
+    char b0[EM3_TYPE_STR_MAX], b1[EM3_TYPE_STR_MAX];
+    if (!shape_gather(f, n, in, &rows, err, el)) return false;
+    if (!em3_type_eq(&rows, &in[2]))
+        return fail(err, el, "%s: rows %s do not fit ids %s", em3_op_name(n->op), TS(&in[2], b0),
+                    TS(&in[1], b1));
+    if (!update_rule(f, n, in, 2, err, el)) return false;
+    *out = in[0];
     return true;
 }

@@ -13,6 +13,41 @@ typedef enum {
     EM3_PASS_COUNT
 } em3_pass_id;
 
+typedef enum {
+    EM3_OPTIM_SGD,
+    EM3_OPTIM_MOMENTUM,
+    EM3_OPTIM_ADAM,
+    EM3_OPTIM_ADAMW,
+    EM3_OPTIM_ADAGRAD,
+} em3_optim_kind;
+
+/* Parameters whose name matches `pattern` (fnmatch, e.g. "content.*") form a group with its
+ * own learning rate (an input of @train, "opt.lr.NAME", so the runtime can schedule it) and
+ * weight decay (< 0: the optimizer's). The first matching group wins; the rest form
+ * "default". */
+typedef struct {
+    const char *name;
+    const char *pattern;
+    double lr; /* read by the runtime, not by the pass */
+    double weight_decay;
+} em3_param_group;
+
+typedef struct {
+    em3_optim_kind kind;
+    double lr; /* the default group's; read by the runtime */
+    double beta1, beta2, eps, momentum, weight_decay;
+    double clip_norm;    /* > 0: clip the global gradient norm to this */
+    bool lazy;           /* tables with sparse gradients update only their touched rows */
+    double adagrad_init; /* initial accumulator value */
+    const em3_param_group *groups;
+    int n_groups;
+} em3_optim_config;
+
+/* Adam, lr 1e-3, β = (0.9, 0.999), ε = 1e-8, no weight decay, no clipping, lazy tables. */
+em3_optim_config em3_optim_defaults(void);
+const char *em3_optim_kind_name(em3_optim_kind k);
+bool em3_optim_kind_parse(const char *s, em3_optim_kind *out);
+
 typedef struct {
     bool print_after_all;
     const char *print_after; /* comma-separated pass names, or NULL */
@@ -21,6 +56,8 @@ typedef struct {
     bool verify_each;        /* verify after each pass (an internal error if it fails) */
     unsigned print_flags;    /* EM3_PRINT_* */
     FILE *out;               /* where printing goes (stdout when NULL) */
+    bool quiet;              /* no warnings */
+    const em3_optim_config *optim; /* for the optimizer pass; NULL: em3_optim_defaults() */
 } em3_pass_options;
 
 typedef struct {

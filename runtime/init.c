@@ -1,6 +1,7 @@
 /* runtime/init.c — xoshiro256** (seeded by splitmix64) and the parameter initialisers. Every
  * backend and the PyTorch peer take their initial weights from here, so the streams are fixed:
- * a global's values depend only on the seed, its name, its type and its init spec. */
+ * a global's values depend only on the seed, its name, its type and its init spec. Uses no IR
+ * function (only ir.h's types), so it also links into AOT-built models (em3_rt_pic). */
 #include "init.h"
 
 #include <math.h>
@@ -71,12 +72,12 @@ static uint64_t stream_seed(uint64_t seed, const char *name) {
 
 /* Glorot uniform bound over the last two dims (fan_in = rows, fan_out = columns, as for a
  * [din, dout] weight used as x @ w). The spec's `a` is not used: xavier has no parameter. */
-static double xavier_bound(const em3_type *t) {
+static double xavier_bound(const int64_t *dims, int rank) {
     int64_t fan_in = 1, fan_out = 1;
-    if (t->rank == 1) fan_in = fan_out = t->dim[0];
-    if (t->rank >= 2) {
-        fan_in = t->dim[t->rank - 2];
-        fan_out = t->dim[t->rank - 1];
+    if (rank == 1) fan_in = fan_out = dims[0];
+    if (rank >= 2) {
+        fan_in = dims[rank - 2];
+        fan_out = dims[rank - 1];
     }
     return sqrt(6.0 / (double)(fan_in + fan_out));
 }
@@ -94,19 +95,27 @@ static double draw(const em3_init *init, double xavier, em3_rng *r) {
     EM3_ASSERT(0, "bad init kind %d", (int)init->kind);
 }
 
-void em3_init_global(const em3_global *g, uint64_t seed, void *out, size_t elem_size) {
+void em3_init_fill(em3_init init, const int64_t *dims, int rank, const char *name, uint64_t seed,
+                   void *out, size_t elem_size) {
     EM3_ASSERT(elem_size == sizeof(float) || elem_size == sizeof(double),
-               "global @%s: element size %zu is neither float nor double", g->name, elem_size);
-    EM3_ASSERT(!em3_type_has_batch(&g->type), "global @%s has the batch dimension", g->name);
-    int64_t n = em3_type_numel(&g->type, 1);
+               "@%s: element size %zu is neither float nor double", name, elem_size);
+    int64_t n = 1;
+    for (int d = 0; d < rank; d++) {
+        EM3_ASSERT(dims[d] > 0, "@%s: dimension %d is %lld, not a static size", name, d, (long long)dims[d]);
+        n *= dims[d];
+    }
     em3_rng r;
-    em3_rng_seed(&r, stream_seed(seed, g->name));
-    double bound = xavier_bound(&g->type);
+    em3_rng_seed(&r, stream_seed(seed, name));
+    double bound = xavier_bound(dims, rank);
     for (int64_t i = 0; i < n; i++) {
-        double v = draw(&g->init, bound, &r);
+        double v = draw(&init, bound, &r);
         if (elem_size == sizeof(float))
             ((float *)out)[i] = (float)v;
         else
             ((double *)out)[i] = v;
     }
+}
+
+void em3_init_global(const em3_global *g, uint64_t seed, void *out, size_t elem_size) {
+    em3_init_fill(g->init, g->type.dim, g->type.rank, g->name, seed, out, elem_size);
 }

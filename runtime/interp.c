@@ -41,7 +41,7 @@ typedef struct {
 
 static dims resolve(const em3_type *t, int64_t batch) {
     dims d = {.rank = t->rank};
-    for (int i = 0; i < t->rank; i++) d.dim[i] = t->dim[i] == EM3_DIM_BATCH ? batch : t->dim[i];
+    for (int i = 0; i < t->rank; i++) d.dim[i] = em3_dim_size(t->dim[i], batch);
     return d;
 }
 
@@ -128,12 +128,12 @@ static bool is_whole(double v) { return isfinite(v) && v == trunc(v); }
 /* ---- the dispatch table, built from ops.def only ----------------------------------------- */
 
 typedef bool ref_kernel(em3_run *r, int id);
-#define OP(E, NAME, ARITY, KIND, ATTRS, SHAPE, REF, FLAGS) static ref_kernel REF;
+#define OP(E, NAME, ARITY, KIND, ATTRS, FLAGS, SHAPE, REF, ...) static ref_kernel REF;
 #include "ir/ops.def"
 #undef OP
 
 static ref_kernel *const kernels[EM3_OP_COUNT] = {
-#define OP(E, NAME, ARITY, KIND, ATTRS, SHAPE, REF, FLAGS) [EM3_OP_##E] = REF,
+#define OP(E, NAME, ARITY, KIND, ATTRS, FLAGS, SHAPE, REF, ...) [EM3_OP_##E] = REF,
 #include "ir/ops.def"
 #undef OP
 };
@@ -223,6 +223,11 @@ static double binary(em3_op op, double a, double b) {
     case EM3_OP_GT: return a > b;
     case EM3_OP_GE: return a >= b;
     case EM3_OP_BCE_LOGITS: return fmax(a, 0.0) - a * b + log1p(exp(-fabs(a)));
+    case EM3_OP_GELU_GRAD: { /* b · d/da of 0.5a(1 + tanh(c(a + 0.044715a³))) */
+        const double c = 0.7978845608028654; /* sqrt(2/pi) */
+        double t = tanh(c * (a + 0.044715 * a * a * a));
+        return b * (0.5 * (1 + t) + 0.5 * a * (1 - t * t) * c * (1 + 3 * 0.044715 * a * a));
+    }
     default: EM3_ASSERT(0, "ref_binary has no formula for %s", em3_op_name(op));
     }
 }
@@ -489,6 +494,206 @@ static bool ref_gather(em3_run *r, int id) {
     return true;
 }
 
+static void round_to_float(double *v, int64_t n) {
+    for (int64_t i = 0; i < n; i++) v[i] = (double)(float)v[i];
+}
+
+/* ---- backward helpers ------------------------------------------------------------------------ */
+
+/* Checks the ids of operand `k` against a table of `rows` rows (a data error otherwise). */
+static bool check_ids(const em3_run *r, int id, const double *ids, int64_t n, int64_t rows) {
+    for (int64_t i = 0; i < n; i++) {
+        if (!is_whole(ids[i]))
+            return user_error(r, "%s %%%d: id %.15g is not an integer", em3_op_name(node_of(r, id)->op),
+                              id, ids[i]);
+        if (ids[i] < 0 || ids[i] >= (double)rows)
+            return user_error(r, "%s %%%d: id %.15g is outside the table's %lld rows",
+                              em3_op_name(node_of(r, id)->op), id, ids[i], (long long)rows);
+    }
+    return true;
+}
+
+static bool ref_scatter_add(em3_run *r, int id) {
+    const double *base = arg(r, id, 0), *ids = arg(r, id, 1), *src = arg(r, id, 2);
+    double *out = out_of(r, id);
+    dims td = arg_dims(r, id, 0), idd = arg_dims(r, id, 1);
+    int64_t rows = td.dim[0], row = numel(&td) / rows, n = numel(&idd);
+    if (!check_ids(r, id, ids, n, rows)) return false;
+    memcpy(out, base, sizeof(double) * (size_t)numel(&td));
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < row; j++) out[(int64_t)ids[i] * row + j] += src[i * row + j];
+    return true;
+}
+
+static bool ref_numel(em3_run *r, int id) {
+    const em3_node *n = node_of(r, id);
+    dims d = arg_dims(r, id, 0);
+    double c = 1;
+    for (int i = 0; i < n->attr[0].n; i++) c *= (double)d.dim[n->attr[0].list[i]];
+    out_of(r, id)[0] = c;
+    return true;
+}
+
+/* dx of layer_norm over the last axis: with x̂ = (x − μ)·rstd and g = dy·γ,
+ * dx = rstd·(g − mean(g) − x̂·mean(g·x̂)). */
+static bool ref_layer_norm_grad(em3_run *r, int id) {
+    const double *x = arg(r, id, 0), *gamma = arg(r, id, 1), *dy = arg(r, id, 2);
+    double *out = out_of(r, id), eps = node_of(r, id)->attr[0].f;
+    dims d = arg_dims(r, id, 0);
+    int64_t n = d.dim[d.rank - 1], rows = numel(&d) / n;
+    for (int64_t i = 0; i < rows; i++) {
+        const double *xr = x + i * n, *dr = dy + i * n;
+        double mu = 0, var = 0, mg = 0, mgx = 0;
+        for (int64_t k = 0; k < n; k++) mu += xr[k];
+        mu /= (double)n;
+        for (int64_t k = 0; k < n; k++) var += (xr[k] - mu) * (xr[k] - mu);
+        double rstd = 1.0 / sqrt(var / (double)n + eps);
+        for (int64_t k = 0; k < n; k++) {
+            double g = dr[k] * gamma[k];
+            mg += g;
+            mgx += g * (xr[k] - mu) * rstd;
+        }
+        mg /= (double)n;
+        mgx /= (double)n;
+        for (int64_t k = 0; k < n; k++)
+            out[i * n + k] = rstd * (dr[k] * gamma[k] - mg - (xr[k] - mu) * rstd * mgx);
+    }
+    return true;
+}
+
+/* Sparse gradients: n (id, row) pairs with repeats, merged into unique ids with summed rows. */
+typedef struct {
+    int64_t n;
+    int64_t *id;
+    double *row;
+} merged_rows;
+
+static int cmp_pair(const void *a, const void *b) {
+    const double *x = a, *y = b;
+    return (x[0] > y[0]) - (x[0] < y[0]) ? (x[0] > y[0]) - (x[0] < y[0]) : (x[1] > y[1]) - (x[1] < y[1]);
+}
+
+static merged_rows merge_rows(const double *ids, const double *rows, int64_t n, int64_t width) {
+    double *order = em3_xmalloc(sizeof(double) * 2 * (size_t)(n ? n : 1));
+    for (int64_t i = 0; i < n; i++) {
+        order[2 * i] = ids[i];
+        order[2 * i + 1] = (double)i; /* stable: repeats are summed in input order */
+    }
+    qsort(order, (size_t)n, 2 * sizeof(double), cmp_pair);
+    merged_rows m = {0, em3_xmalloc(sizeof(int64_t) * (size_t)(n ? n : 1)),
+                     em3_xcalloc((size_t)(n ? n : 1) * (size_t)(width ? width : 1), sizeof(double))};
+    for (int64_t i = 0; i < n; i++) {
+        if (i == 0 || order[2 * i] != order[2 * i - 2]) m.id[m.n++] = (int64_t)order[2 * i];
+        const double *src = rows + (int64_t)order[2 * i + 1] * width;
+        for (int64_t j = 0; j < width; j++) m.row[(m.n - 1) * width + j] += src[j];
+    }
+    free(order);
+    return m;
+}
+
+static void merged_free(merged_rows *m) {
+    free(m->id);
+    free(m->row);
+}
+
+static bool ref_sparse_sqnorm(em3_run *r, int id) {
+    dims idd = arg_dims(r, id, 0), rd = arg_dims(r, id, 1);
+    int64_t n = numel(&idd), width = n ? numel(&rd) / n : 0;
+    merged_rows m = merge_rows(arg(r, id, 0), arg(r, id, 1), n, width);
+    double s = 0;
+    for (int64_t i = 0; i < m.n * width; i++) s += m.row[i] * m.row[i];
+    merged_free(&m);
+    out_of(r, id)[0] = s;
+    return true;
+}
+
+/* ---- optimizer updates: write the globals of operand 0 and the state operands ------------------ */
+
+static double *global_of(const em3_run *r, int id, int k) {
+    const em3_node *p = node_of(r, node_of(r, id)->in[k]);
+    int g = em3_module_find_global(r->it->mod, p->attr[0].s);
+    EM3_ASSERT(g >= 0, "update operand @%s has no global", p->attr[0].s);
+    return r->it->global[g];
+}
+
+/* One optimizer step on `n` elements of a parameter (p) with gradient g and the state arrays
+ * s0, s1 (as the op needs them): the formulas of PyTorch's SGD, Adagrad, Adam and AdamW. */
+static void step_rows(const em3_node *nd, double *p, const double *g, double *s0, double *s1,
+                      int64_t n, double lr, double t) {
+    double wd = em3_node_f(nd, "wd");
+    for (int64_t i = 0; i < n; i++) {
+        double gi = g[i];
+        switch (nd->op) {
+        case EM3_OP_SGD_UPDATE:
+        case EM3_OP_SPARSE_SGD_UPDATE: p[i] -= lr * (gi + wd * p[i]); break;
+        case EM3_OP_MOMENTUM_UPDATE:
+            s0[i] = em3_node_f(nd, "momentum") * s0[i] + gi + wd * p[i];
+            p[i] -= lr * s0[i];
+            break;
+        case EM3_OP_ADAGRAD_UPDATE:
+        case EM3_OP_SPARSE_ADAGRAD_UPDATE:
+            gi += wd * p[i];
+            s0[i] += gi * gi;
+            p[i] -= lr * gi / (sqrt(s0[i]) + em3_node_f(nd, "eps"));
+            break;
+        case EM3_OP_ADAM_UPDATE:
+        case EM3_OP_SPARSE_ADAM_UPDATE: {
+            double b1 = em3_node_f(nd, "beta1"), b2 = em3_node_f(nd, "beta2");
+            if (em3_node_i(nd, "decoupled"))
+                p[i] *= 1 - lr * wd;
+            else
+                gi += wd * p[i];
+            s0[i] = b1 * s0[i] + (1 - b1) * gi;
+            s1[i] = b2 * s1[i] + (1 - b2) * gi * gi;
+            double mhat = s0[i] / (1 - pow(b1, t)), vhat = s1[i] / (1 - pow(b2, t));
+            p[i] -= lr * mhat / (sqrt(vhat) + em3_node_f(nd, "eps"));
+            break;
+        }
+        default: EM3_ASSERT(0, "step_rows has no formula for %s", em3_op_name(nd->op));
+        }
+    }
+}
+
+/* The result of an update is the updated parameter (also written to its global). */
+static void finish_update(em3_run *r, int id, double **written, int nw) {
+    dims d = dims_of(r, id);
+    int64_t n = numel(&d);
+    for (int k = 0; k < nw && r->it->prec == EM3_PREC_F32; k++) round_to_float(written[k], n);
+    memcpy(out_of(r, id), written[0], sizeof(double) * (size_t)n);
+}
+
+static bool ref_dense_update(em3_run *r, int id) {
+    const em3_node *nd = node_of(r, id);
+    dims d = dims_of(r, id);
+    bool adam = nd->op == EM3_OP_ADAM_UPDATE;
+    double *w[3] = {global_of(r, id, 0), nd->n_in > 3 ? global_of(r, id, adam ? 4 : 3) : NULL,
+                    adam ? global_of(r, id, 5) : NULL};
+    double t = adam ? arg(r, id, 3)[0] : 0;
+    step_rows(nd, w[0], arg(r, id, 1), w[1], w[2], numel(&d), arg(r, id, 2)[0], t);
+    finish_update(r, id, w, 1 + (w[1] != NULL) + (w[2] != NULL));
+    return true;
+}
+
+static bool ref_sparse_update(em3_run *r, int id) {
+    const em3_node *nd = node_of(r, id);
+    dims td = dims_of(r, id), idd = arg_dims(r, id, 1);
+    int64_t rows = td.dim[0], width = numel(&td) / rows, n = numel(&idd);
+    if (!check_ids(r, id, arg(r, id, 1), n, rows)) return false;
+    bool adam = nd->op == EM3_OP_SPARSE_ADAM_UPDATE;
+    double *w[3] = {global_of(r, id, 0), nd->n_in > 4 ? global_of(r, id, adam ? 5 : 4) : NULL,
+                    adam ? global_of(r, id, 6) : NULL};
+    double lr = arg(r, id, 3)[0], t = adam ? arg(r, id, 4)[0] : 0;
+    merged_rows m = merge_rows(arg(r, id, 1), arg(r, id, 2), n, width);
+    for (int64_t i = 0; i < m.n; i++) {
+        int64_t o = m.id[i] * width;
+        step_rows(nd, w[0] + o, m.row + i * width, w[1] ? w[1] + o : NULL, w[2] ? w[2] + o : NULL,
+                  width, lr, t);
+    }
+    merged_free(&m);
+    finish_update(r, id, w, 1 + (w[1] != NULL) + (w[2] != NULL));
+    return true;
+}
+
 /* ---- the interpreter ------------------------------------------------------------------------- */
 
 em3_interp *em3_interp_create(const em3_module *m, em3_precision p) {
@@ -518,10 +723,6 @@ void em3_interp_free(em3_interp *it) {
     for (int i = 0; i < it->mod->n_global; i++) free(it->global[i]);
     free(it->global);
     free(it);
-}
-
-static void round_to_float(double *v, int64_t n) {
-    for (int64_t i = 0; i < n; i++) v[i] = (double)(float)v[i];
 }
 
 void em3_interp_init_globals(em3_interp *it, uint64_t seed) {

@@ -1,10 +1,13 @@
 /* tools/cmd_check.c — `em3 check` and `em3 ir`: the frontend and the pass pipeline on a model
- * file, for users who write models and compiler people who read their IR. */
+ * file, for users who write models and compiler people who read their IR (or, with --emit,
+ * the LLVM IR, assembly or object code generated from it). */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "codegen/codegen.h"
 #include "commands.h"
 #include "driver.h"
 
@@ -51,7 +54,29 @@ int em3_cmd_check(int argc, char **argv) {
     return status;
 }
 
-enum { OPT_PASSES = 256, OPT_PAA, OPT_PA, OPT_PC, OPT_DUMP, OPT_LOC, OPT_FUNC };
+enum { OPT_PASSES = 256, OPT_PAA, OPT_PA, OPT_PC, OPT_DUMP, OPT_LOC, OPT_FUNC, OPT_EMIT, OPT_MAX_BATCH };
+
+/* The module compiled to `kind`, into out_path or (through a temporary file, since LLVM writes
+ * files) onto standard output. */
+static int write_emitted(const em3_module *m, const em3_codegen_options *o, em3_emit_kind kind,
+                         const char *out_path, em3_diag *d) {
+    if (out_path) return em3_codegen_emit(m, o, kind, out_path, d) ? 0 : 1;
+    char tmp[] = "/tmp/em3-emit-XXXXXX";
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        perror("em3: error: a temporary file");
+        return 1;
+    }
+    close(fd);
+    int status = em3_codegen_emit(m, o, kind, tmp, d) ? 0 : 1;
+    FILE *f = status ? NULL : fopen(tmp, "rb");
+    char buf[65536];
+    size_t n;
+    while (f && (n = fread(buf, 1, sizeof buf, f)) > 0) fwrite(buf, 1, n, stdout);
+    if (f) fclose(f);
+    remove(tmp);
+    return status;
+}
 
 /* Writes through a temporary file renamed into place, so that a failure leaves no partial
  * output behind. */
@@ -99,7 +124,12 @@ int em3_cmd_ir(int argc, char **argv) {
         {"dump-dir", required_argument, 0, OPT_DUMP},
         {"print-loc", no_argument, 0, OPT_LOC},
         {"func", required_argument, 0, OPT_FUNC},
+        {"emit", required_argument, 0, OPT_EMIT},
+        {"max-batch", required_argument, 0, OPT_MAX_BATCH},
         {0, 0, 0, 0}};
+    em3_codegen_options co = em3_codegen_defaults();
+    em3_emit_kind kind = EM3_EMIT_LLVM;
+    bool emit = false;
     em3_source_opts so = {0};
     em3_pass_options po = {.verify_each = true};
     const char *passes = NULL, *out_path = NULL, *func = NULL;
@@ -121,10 +151,20 @@ int em3_cmd_ir(int argc, char **argv) {
         case OPT_DUMP: po.dump_dir = optarg; break;
         case OPT_LOC: po.print_flags |= EM3_PRINT_LOC; break;
         case OPT_FUNC: func = optarg; break;
+        case OPT_EMIT:
+            emit = true;
+            if (!em3_emit_kind_parse(optarg, &kind))
+                ok = !em3_usage_error("ir", "--emit takes llvm, llvm-opt, asm or obj, got '%s'", optarg);
+            break;
+        case OPT_MAX_BATCH:
+            if (!em3_max_batch_parse(optarg, &co.max_batch))
+                ok = !em3_usage_error("ir", "--max-batch needs a positive integer, got '%s'", optarg);
+            break;
         default: ok = false; em3_usage_error("ir", "unknown option"); break;
         }
     }
     if (ok && optind != argc - 1) ok = !em3_usage_error("ir", "expected one model file");
+    if (ok && emit && func) ok = !em3_usage_error("ir", "--emit compiles every function: drop --func");
     if (!ok) {
         em3_source_opts_free(&so);
         return 2;
@@ -135,7 +175,8 @@ int em3_cmd_ir(int argc, char **argv) {
     if (m) {
         em3_pipeline *pl = em3_pipeline_create();
         bool built = passes ? em3_pipeline_parse(pl, passes, d) : (em3_pipeline_add_default(pl, level), true);
-        if (built && em3_pipeline_run(pl, m, &po, d)) status = write_ir(m, func, out_path, po.print_flags);
+        if (built && em3_pipeline_run(pl, m, &po, d))
+            status = emit ? write_emitted(m, &co, kind, out_path, d) : write_ir(m, func, out_path, po.print_flags);
         em3_pipeline_free(pl);
     }
     em3_module_free(m);

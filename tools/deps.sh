@@ -2,7 +2,7 @@
 # tools/deps.sh — install the Debian packages EM3 builds, tests and benchmarks with.
 # Idempotent: when everything is present it only runs dpkg-query and exits (well under a second).
 set -eu
-PKGS="cmake make gcc pkg-config llvm-19-dev llvm-19-tools clang-19 libopenblas-dev flex bison \
+PKGS="cmake make gcc pkg-config llvm-19-dev llvm-19-tools clang-19 libclang-rt-19-dev libopenblas-dev flex bison \
 libcmocka-dev libyaml-dev python3-torch python3-numpy libopenmpi-dev openmpi-bin gnuplot-nox"
 missing=""
 for p in $PKGS; do

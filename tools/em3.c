@@ -25,6 +25,8 @@ static void overview(FILE *out) {
     fputs("\n'em3 help COMMAND' or 'em3 COMMAND --help' describes a command.\n", out);
 }
 
+static void print_help(const em3_command *c, FILE *out) { fputs(c->help, out); }
+
 static const em3_command *find(const char *name) {
     for (int i = 0; i < N_COMMANDS; i++)
         if (!strcmp(commands[i].name, name)) return &commands[i];
@@ -42,7 +44,7 @@ int em3_cmd_help(int argc, char **argv) {
         overview(stderr);
         return 2;
     }
-    fputs(c->help, stdout);
+    print_help(c, stdout);
     return 0;
 }
 
@@ -67,7 +69,7 @@ int main(int argc, char **argv) {
     }
     for (int i = 2; i < argc; i++)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            fputs(c->help, stdout);
+            print_help(c, stdout);
             return 0;
         }
     return c->fn(argc - 1, argv + 1);

@@ -31,7 +31,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     em3_module *m2 = parse(s1, strlen(s1), stderr);
     EM3_ASSERT(m2, "the printed module does not parse back:\n%s", s1);
     char *s2 = em3_module_to_string(m2, EM3_PRINT_LOC);
-    EM3_ASSERT(!strcmp(s1, s2), "print -> parse -> print changed the text:\n%s\n--- became:\n%s", s1, s2);
+    EM3_ASSERT(!strcmp(s1, s2), "print -> parse -> print changed the text:\n%s\n--- became:\n%s",
+               s1, s2);
     free(s1);
     free(s2);
     em3_module_free(m2);

@@ -91,19 +91,21 @@ static void run_ok(const bld *b, em3_interp *it, int64_t batch, const em3_interp
     for (int i = 0; i < b->f->n_node; i++) covered[b->f->node[i].op] = true;
 }
 
-static void expect_close(const double *got, const double *want, int64_t n, double rtol) {
+static void expect_close(const double *got, const double *want, int64_t n, double rtol,
+                         double atol) {
     for (int64_t i = 0; i < n; i++) {
         bool ok = isnan(want[i]) ? isnan(got[i])
                   : isinf(want[i]) ? got[i] == want[i]
-                                   : fabs(got[i] - want[i]) <= rtol * fabs(want[i]);
+                                   : fabs(got[i] - want[i]) <= rtol * fabs(want[i]) + atol;
         if (!ok) fail_msg("element %lld: got %.17g, want %.17g", (long long)i, got[i], want[i]);
     }
 }
 
-/* Runs b's function in both precisions and compares value `y` with `want`: to 1e-12 in F64, and
- * in F32 to the float rounding the interpreter applies after every op. */
-static void check(bld *b, int y, int64_t batch, const em3_interp_input *in, int n_in,
-                  const double *want, int64_t n_want) {
+/* Runs b's function in both precisions and compares value `y` with `want`: within rtol (and
+ * atol) in F64, and in F32 also within the float rounding the interpreter applies after every
+ * op (1e-6 relative). */
+static void check_within(bld *b, int y, int64_t batch, const em3_interp_input *in, int n_in,
+                         const double *want, int64_t n_want, double rtol, double atol) {
     em3_func_add_output(b->f, "y", y);
     for (int p = EM3_PREC_F32; p <= EM3_PREC_F64; p++) {
         em3_interp *it = interp_new(b, (em3_precision)p);
@@ -112,10 +114,16 @@ static void check(bld *b, int y, int64_t batch, const em3_interp_input *in, int 
         const double *got = em3_interp_output(it, "y", &t);
         assert_non_null(got);
         assert_int_equal(em3_type_numel(&t, batch), n_want);
-        expect_close(got, want, n_want, p == EM3_PREC_F32 ? 1e-6 : 1e-12);
+        expect_close(got, want, n_want, p == EM3_PREC_F32 ? fmax(rtol, 1e-6) : rtol, atol);
         em3_interp_free(it);
     }
     em3_module_free(b->m);
+}
+
+/* Values worked out exactly: 1e-12 in F64. */
+static void check(bld *b, int y, int64_t batch, const em3_interp_input *in, int n_in,
+                  const double *want, int64_t n_want) {
+    check_within(b, y, batch, in, n_in, want, n_want, 1e-12, 0);
 }
 
 /* ---- leaves -------------------------------------------------------------------------------- */
@@ -148,7 +156,7 @@ static void test_leaves(void **state) {
         assert_null(em3_interp_global(it, "nope"));
         for (int i = 0; i < 4; i++) data[i] = i + 1;
         run_ok(&b, it, 1, NULL, 0);
-        expect_close(em3_interp_output(it, "y", NULL), (double[]){0.5, 1, 1.5, 2}, 4, 0);
+        expect_close(em3_interp_output(it, "y", NULL), (double[]){0.5, 1, 1.5, 2}, 4, 0, 0);
         em3_interp_free(it);
     }
     em3_module_free(b.m);
@@ -639,6 +647,321 @@ static void test_data_errors(void **state) {
     em3_module_free(b.m);
 }
 
+/* ---- backward helpers ------------------------------------------------------------------------ */
+
+static void test_scatter_add(void **state) {
+    (void)state;
+    /* ids [B,2] = {3,1 | 3,3}: row 3 collects three rows, row 1 one, rows 0 and 2 none */
+    static const double base[] = {0, 1, 2, 3, 4, 5, 6, 7}, ids[] = {3, 1, 3, 3},
+                        src[] = {1, 2, 10, 20, 100, 200, 1000, 2000};
+    em3_interp_input in[] = {{"base", base}, {"ids", ids}, {"src", src}};
+    bld b = bld_new();
+    int t = input(&b, "base", ty(F32, 2, 4, 2), 0), i = input(&b, "ids", ty(I32, 2, B, 2), 0),
+        r = input(&b, "src", ty(F32, 3, B, 2, 2), 0);
+    int y = add(&b, proto(EM3_OP_SCATTER_ADD), (int[]){t, i, r}, 3);
+    check(&b, y, 2, in, 3, (double[]){0, 1, 12, 23, 4, 5, 1107, 2209}, 8);
+
+    /* an id outside the table is a data error, as for gather */
+    b = bld_new();
+    t = input(&b, "base", ty(F32, 2, 4, 2), 0);
+    i = input(&b, "ids", ty(I32, 1, B), 0);
+    r = input(&b, "src", ty(F32, 2, B, 2), 0);
+    em3_func_add_output(b.f, "y", add(&b, proto(EM3_OP_SCATTER_ADD), (int[]){t, i, r}, 3));
+    expect_error(&b, 2,
+                 (em3_interp_input[]){{"base", base}, {"ids", (double[]){0, 4}}, {"src", src}}, 3,
+                 "scatter_add %3: id 4 is outside the table's 4 rows");
+    em3_module_free(b.m);
+}
+
+static void test_numel(void **state) {
+    (void)state;
+    static const double zeros[4 * 3 * 5] = {0};
+    em3_interp_input in = {"x", zeros};
+    static const struct {
+        int64_t axes[3];
+        int n;
+        double want;
+    } rows[] = {{{0, 2}, 2, 20}, {{1}, 1, 3}, {{0}, 1, 4}, {{2, 1, 0}, 3, 60}};
+    for (int k = 0; k < LEN(rows); k++) { /* B = 4 is known only at run time */
+        bld b = bld_new();
+        int x = input(&b, "x", ty(F32, 3, B, 3, 5), 0);
+        check(&b, op_list(&b, EM3_OP_NUMEL, "axes", rows[k].axes, rows[k].n, x), 4, &in, 1,
+              &rows[k].want, 1);
+    }
+}
+
+/* Central differences (step h, F64) of L = Σ w·y, y the value `y` of b's function, with respect
+ * to each of the n elements of input `k`, into g. */
+static void fd_gradient(const bld *b, int y, int64_t batch, em3_interp_input *in, int n_in, int k,
+                        int64_t n, const double *w, double *g) {
+    const double h = 1e-5;
+    double *x = malloc(sizeof(double) * (size_t)n);
+    memcpy(x, in[k].data, sizeof(double) * (size_t)n);
+    const double *saved = in[k].data;
+    in[k].data = x;
+    em3_interp *it = interp_new(b, EM3_PREC_F64);
+    int64_t ny = em3_type_numel(&b->f->node[y].type, batch);
+    for (int64_t j = 0; j < n; j++) {
+        double side[2], x0 = x[j];
+        for (int s = 0; s < 2; s++) {
+            x[j] = x0 + (s ? -h : h);
+            char err[256];
+            if (!em3_interp_run(it, "main", batch, in, n_in, err, sizeof err)) fail_msg("%s", err);
+            const double *v = em3_interp_value(it, y);
+            side[s] = 0;
+            for (int64_t i = 0; i < ny; i++) side[s] += w[i] * v[i];
+        }
+        x[j] = x0;
+        g[j] = (side[0] - side[1]) / (2 * h);
+    }
+    em3_interp_free(it);
+    in[k].data = saved;
+    free(x);
+}
+
+/* gelu_grad and layer_norm_grad against central differences of gelu and layer_norm. With
+ * h = 1e-5 the difference quotient is good to ~1e-10 here, hence rtol 1e-7 and atol 1e-9;
+ * inputs are multiples of 1/8 so that F32 mode stores them exactly. */
+static void test_grad_kernels(void **state) {
+    (void)state;
+    static const double x[] = {-3, -1.5, -0.5, -0.125, 0, 0.25, 1, 2.5},
+                        dy[] = {0.5, -1, 2, 0.25, -0.75, 1.5, -2, 1},
+                        gamma[] = {1.5, -0.5, 2, 0.75}, beta[] = {0, 0, 0, 0};
+    double want[8];
+
+    em3_interp_input gin[] = {{"x", x}, {"dy", dy}};
+    bld f = bld_new();
+    int y = op1(&f, EM3_OP_GELU, input(&f, "x", ty(F32, 1, 8), 0));
+    fd_gradient(&f, y, 1, gin, 1, 0, 8, dy, want);
+    em3_module_free(f.m);
+    bld b = bld_new();
+    int xi = input(&b, "x", ty(F32, 1, 8), 0), di = input(&b, "dy", ty(F32, 1, 8), 0);
+    check_within(&b, op2(&b, EM3_OP_GELU_GRAD, xi, di), 1, gin, 2, want, 8, 1e-7, 1e-9);
+
+    /* x as [B,4] with B = 2, eps large enough to matter */
+    em3_interp_input lin[] = {{"x", x}, {"g", gamma}, {"be", beta}, {"dy", dy}};
+    f = bld_new();
+    y = layer_norm(&f, input(&f, "x", ty(F32, 2, B, 4), 0), input(&f, "g", ty(F32, 1, 4), 0),
+                   input(&f, "be", ty(F32, 1, 4), 0), 0.25);
+    fd_gradient(&f, y, 2, lin, 3, 0, 8, dy, want);
+    em3_module_free(f.m);
+    b = bld_new();
+    xi = input(&b, "x", ty(F32, 2, B, 4), 0);
+    int gi = input(&b, "g", ty(F32, 1, 4), 0);
+    di = input(&b, "dy", ty(F32, 2, B, 4), 0);
+    em3_node p = proto(EM3_OP_LAYER_NORM_GRAD);
+    em3_node_set_f(&p, "eps", 0.25);
+    check_within(&b, add(&b, p, (int[]){xi, gi, di}, 3), 2, lin, 4, want, 8, 1e-7, 1e-9);
+}
+
+static void test_sparse_sqnorm(void **state) {
+    (void)state;
+    /* ids {1, 3, 1}: row 1 is [1,2] + [5,6] = [6,8] before squaring, so 36 + 64 + 9 + 16 = 125
+     * (squaring each row first would give 91) */
+    static const double ids[] = {1, 3, 1}, rows[] = {1, 2, 3, 4, 5, 6};
+    em3_interp_input in[] = {{"ids", ids}, {"rows", rows}};
+    bld b = bld_new();
+    int i = input(&b, "ids", ty(I32, 1, B), 0), r = input(&b, "rows", ty(F32, 2, B, 2), 0);
+    check(&b, op2(&b, EM3_OP_SPARSE_SQNORM, i, r), 3, in, 2, (double[]){125}, 1);
+}
+
+/* ---- optimizer updates ----------------------------------------------------------------------- */
+
+/* A read of a new global. */
+static int global_read(bld *b, const char *name, em3_type t, em3_global_kind kind) {
+    em3_module_add_global(b->m, name, t, kind, (em3_init){EM3_INIT_NONE, 0}, (em3_loc){0});
+    em3_node p = proto(EM3_OP_PARAM);
+    em3_node_set_s(&p, "name", name);
+    return add(b, p, NULL, 0);
+}
+
+typedef struct {
+    const char *name;
+    double v;
+} attr_value;
+
+/* An update node of `op` with the given attributes (bools set as ints). */
+static int update_node(bld *b, em3_op op, const attr_value *attrs, int n_attr, const int *in,
+                       int n_in) {
+    em3_node p = proto(op);
+    for (int i = 0; i < n_attr && attrs[i].name; i++) {
+        if (em3_op_attr(op, em3_op_attr_slot(op, attrs[i].name)).kind == EM3_ATTR_BOOL)
+            em3_node_set_i(&p, attrs[i].name, (int64_t)attrs[i].v);
+        else
+            em3_node_set_f(&p, attrs[i].name, attrs[i].v);
+    }
+    return add(b, p, in, n_in);
+}
+
+static const char *const state_names[2] = {"s0", "s1"};
+
+/* Reads the updated parameter both as the op's result and as the global it wrote. */
+static void expect_global(em3_interp *it, const char *name, const double *want, int64_t n) {
+    expect_close(em3_interp_global(it, name), want, n, 1e-6, 0);
+}
+
+/* Two steps of each dense update on p = [1, -2] with g1 = [0.5, 0.25], g2 = [-0.25, 1] and
+ * lr = 0.125, against the closed forms (PyTorch's formulas) evaluated by hand in float64:
+ *   sgd       p ← p − lr(g + wd·p)
+ *   momentum  b ← μb + g + wd·p, p ← p − lr·b
+ *   adam      g ← g + wd·p (L2) or p ← p(1 − lr·wd) (decoupled, AdamW); m ← β₁m + (1−β₁)g,
+ *             v ← β₂v + (1−β₂)g², p ← p − lr·m̂/(√v̂ + ε), m̂ = m/(1−β₁ᵗ), v̂ = v/(1−β₂ᵗ)
+ *             (t = 1: p − lr·g/(|g| + ε); t = 2: m̂ = (β₁g1 + g2)/(1+β₁),
+ *             v̂ = (β₂g1² + g2²)/(1+β₂))
+ *   adagrad   s ← s + g², p ← p − lr·g/(√s + ε), s starting at 0.1
+ * Relative tolerance 1e-6: F32 mode rounds the parameter and the state after every step. */
+static void test_dense_updates(void **state) {
+    (void)state;
+    static const struct {
+        em3_op op;
+        attr_value attr[2];
+        int n_state;
+        double state0;
+        double p[2][2]; /* after step 1, after step 2 */
+        double s[2][2]; /* the states after step 2 */
+    } rows[] = {
+        {EM3_OP_SGD_UPDATE,
+         {{"wd", 0.01}},
+         0,
+         0,
+         {{0.93625, -2.02875}, {0.9663296875, -2.1512140625}},
+         {{0}}},
+        {EM3_OP_MOMENTUM_UPDATE,
+         {{"momentum", 0.9}},
+         1,
+         0,
+         {{0.9375, -2.03125}, {0.9125, -2.184375}},
+         {{0.2, 1.225}}},
+        {EM3_OP_ADAM_UPDATE,
+         {{"wd", 0}},
+         2,
+         0,
+         {{0.8750000025, -2.124999995}, {0.841707873384808, -2.23554705480564}},
+         {{0.02, 0.1225}, {0.00031225, 0.0010624375}}},
+        {EM3_OP_ADAM_UPDATE,
+         {{"wd", 0.1}},
+         2,
+         0, /* L2: the decay enters the moments */
+         {{0.8750000020833333, -2.124999975000005}, {0.8184854764762547, -2.223134932658769}},
+         {{0.03775000002083332, 0.08325000024999994},
+          {0.000386046249932292, 0.0006226537539374998}}},
+        {EM3_OP_ADAM_UPDATE,
+         {{"wd", 0.1}, {"decoupled", 1}},
+         2,
+         0, /* AdamW: moments as wd = 0 */
+         {{0.8625000025, -2.099999995}, {0.8184266233535581, -2.18429705486814}},
+         {{0.02, 0.1225}, {0.00031225, 0.0010624375}}},
+        {EM3_OP_ADAGRAD_UPDATE,
+         {{"eps", 1e-10}},
+         1,
+         0.1,
+         {{0.8943557181767926, -2.0775217090990243}, {0.9430119021793121, -2.1934564330283135}},
+         {{0.4125, 1.1625}}},
+    };
+    static const double p0[] = {1, -2}, g[2][2] = {{0.5, 0.25}, {-0.25, 1}}, lr[] = {0.125};
+    for (int r = 0; r < LEN(rows); r++) {
+        print_message("  %s (row %d)\n", em3_op_name(rows[r].op), r);
+        bld b = bld_new();
+        em3_type t = ty(F32, 1, 2), scalar = ty(F32, 0);
+        bool adam = rows[r].op == EM3_OP_ADAM_UPDATE;
+        int in[6], n = 0;
+        in[n++] = global_read(&b, "p", t, EM3_GLOBAL_PARAM);
+        in[n++] = input(&b, "g", t, 0);
+        in[n++] = input(&b, "lr", scalar, 0);
+        if (adam) in[n++] = input(&b, "step", scalar, 0);
+        for (int s = 0; s < rows[r].n_state; s++)
+            in[n++] = global_read(&b, state_names[s], t, EM3_GLOBAL_STATE);
+        em3_func_add_output(b.f, "y", update_node(&b, rows[r].op, rows[r].attr, 2, in, n));
+        for (int prec = EM3_PREC_F32; prec <= EM3_PREC_F64; prec++) {
+            em3_interp *it = interp_new(&b, (em3_precision)prec);
+            memcpy(em3_interp_global(it, "p"), p0, sizeof p0);
+            for (int s = 0; s < rows[r].n_state; s++)
+                for (int i = 0; i < 2; i++)
+                    em3_interp_global(it, state_names[s])[i] = rows[r].state0;
+            for (int step = 0; step < 2; step++) {
+                em3_interp_input io[] = {
+                    {"g", g[step]}, {"lr", lr}, {"step", (double[]){step + 1}}};
+                run_ok(&b, it, 1, io, 3);
+                expect_close(em3_interp_output(it, "y", NULL), rows[r].p[step], 2, 1e-6, 0);
+                expect_global(it, "p", rows[r].p[step], 2);
+            }
+            for (int s = 0; s < rows[r].n_state; s++)
+                expect_global(it, state_names[s], rows[r].s[s], 2);
+            em3_interp_free(it);
+        }
+        em3_module_free(b.m);
+    }
+}
+
+/* The sparse forms on a [4,2] table t = [[1,2],[3,4],[5,6],[7,8]] with ids {2, 0, 2} and rows
+ * {[1,1], [2,2], [3,3]}: the repeats merge first (row 0 gets [2,2], row 2 gets [4,4]), then the
+ * dense formulas above apply to the touched rows only; rows 1 and 3 and their state keep their
+ * values (lazy). lr = 0.125; Adam at t = 3 from m = 0.5, v = 0.25 (so that an untouched moment
+ * would visibly decay); Adagrad from s = 1. Applying the repeats one by one would give other
+ * values for Adam and Adagrad (and for SGD with wd). */
+static void test_sparse_updates(void **state) {
+    (void)state;
+    static const struct {
+        em3_op op;
+        attr_value attr[1];
+        int n_state;
+        double state0[2];
+        double table[8];
+        double s[2][8];
+    } rows[] = {
+        {EM3_OP_SPARSE_SGD_UPDATE,
+         {{"wd", 0.01}},
+         0,
+         {0},
+         {0.74875, 1.7475, 3, 4, 4.49375, 5.4925, 7, 8},
+         {{0}}},
+        {EM3_OP_SPARSE_ADAM_UPDATE,
+         {{"wd", 0}},
+         2,
+         {0.5, 0.25},
+         {0.9674167427861033, 1.9674167427861033, 3, 4, 4.95836424400367, 5.95836424400367, 7, 8},
+         {{0.65, 0.65, 0.5, 0.5, 0.85, 0.85, 0.5, 0.5},
+          {0.25375, 0.25375, 0.25, 0.25, 0.26575, 0.26575, 0.25, 0.25}}},
+        {EM3_OP_SPARSE_ADAGRAD_UPDATE,
+         {{"eps", 1e-10}},
+         1,
+         {1},
+         {0.8881966011300105, 1.8881966011300104, 3, 4, 4.878732187484775, 5.878732187484775, 7, 8},
+         {{5, 5, 1, 1, 17, 17, 1, 1}}},
+    };
+    static const double t0[] = {1, 2, 3, 4, 5, 6, 7, 8}, ids[] = {2, 0, 2},
+                        grows[] = {1, 1, 2, 2, 3, 3}, lr[] = {0.125}, step[] = {3};
+    for (int r = 0; r < LEN(rows); r++) {
+        print_message("  %s\n", em3_op_name(rows[r].op));
+        bld b = bld_new();
+        em3_type t = ty(F32, 2, 4, 2), scalar = ty(F32, 0);
+        int in[7], n = 0;
+        in[n++] = global_read(&b, "t", t, EM3_GLOBAL_PARAM);
+        in[n++] = input(&b, "ids", ty(I32, 1, B), 4);
+        in[n++] = input(&b, "rows", ty(F32, 2, B, 2), 0);
+        in[n++] = input(&b, "lr", scalar, 0);
+        if (rows[r].op == EM3_OP_SPARSE_ADAM_UPDATE) in[n++] = input(&b, "step", scalar, 0);
+        for (int s = 0; s < rows[r].n_state; s++)
+            in[n++] = global_read(&b, state_names[s], t, EM3_GLOBAL_STATE);
+        em3_func_add_output(b.f, "y", update_node(&b, rows[r].op, rows[r].attr, 1, in, n));
+        em3_interp_input io[] = {{"ids", ids}, {"rows", grows}, {"lr", lr}, {"step", step}};
+        for (int prec = EM3_PREC_F32; prec <= EM3_PREC_F64; prec++) {
+            em3_interp *it = interp_new(&b, (em3_precision)prec);
+            memcpy(em3_interp_global(it, "t"), t0, sizeof t0);
+            for (int s = 0; s < rows[r].n_state; s++)
+                for (int i = 0; i < 8; i++)
+                    em3_interp_global(it, state_names[s])[i] = rows[r].state0[s];
+            run_ok(&b, it, 3, io, 4);
+            expect_close(em3_interp_output(it, "y", NULL), rows[r].table, 8, 1e-6, 0);
+            expect_global(it, "t", rows[r].table, 8);
+            for (int s = 0; s < rows[r].n_state; s++)
+                expect_global(it, state_names[s], rows[r].s[s], 8);
+            em3_interp_free(it);
+        }
+        em3_module_free(b.m);
+    }
+}
+
 /* ---- precision ------------------------------------------------------------------------------- */
 
 static void test_f32_rounds_every_op(void **state) {
@@ -843,6 +1166,12 @@ int main(void) {
         cmocka_unit_test(test_matmul),
         cmocka_unit_test(test_gather),
         cmocka_unit_test(test_data_errors),
+        cmocka_unit_test(test_scatter_add),
+        cmocka_unit_test(test_numel),
+        cmocka_unit_test(test_grad_kernels),
+        cmocka_unit_test(test_sparse_sqnorm),
+        cmocka_unit_test(test_dense_updates),
+        cmocka_unit_test(test_sparse_updates),
         cmocka_unit_test(test_f32_rounds_every_op),
         cmocka_unit_test(test_rng_reference_vectors),
         cmocka_unit_test(test_rng_distributions),

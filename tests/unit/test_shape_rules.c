@@ -13,10 +13,12 @@
 #include <string.h>
 
 #include "ir/ir.h"
+#include "op_text.h"
 
-/* One row: operand types separated by spaces (for INPUT and CONST: the declared type), the
- * attributes as name=value (lists as [1,B], symbols as @name), and the expected result type,
- * or ERR(text) for a rejection whose message contains text. */
+/* One row: operand types separated by spaces (for INPUT and CONST: the declared type; "@g" for
+ * a read of test_module's global g, as update ops need), the attributes as name=value (lists
+ * as [1,B], symbols as @name), and the expected result type, or ERR(text) for a rejection whose
+ * message contains text. */
 typedef struct {
     em3_op op;
     const char *operands, *attrs, *expect;
@@ -31,7 +33,7 @@ static const shape_case cases[] = {
     {EM3_OP_PARAM, "", "name=@w", "f32[4,8]"},
     {EM3_OP_PARAM, "", "name=@nope", ERR("no global named @nope")},
     {EM3_OP_CONST, "f32[]", "value=1.5", "f32[]"},
-    {EM3_OP_CONST, "i32[3,-2]", "value=1", ERR("must be positive")},
+    {EM3_OP_CONST, "i32[3,0]", "value=1", ERR("must be positive")},
 
     /* unary */
     {EM3_OP_NEG, "i32[B,3]", "", "i32[B,3]"},
@@ -132,7 +134,8 @@ static const shape_case cases[] = {
     {EM3_OP_CONCAT, "f32[B,2] f32[B,3] f32[B,1]", "axis=1", "f32[B,6]"},
     {EM3_OP_CONCAT, "i32[2] i32[5]", "axis=0", "i32[7]"},
     {EM3_OP_CONCAT, "f32[B,2] f32[B,3]", "axis=0", ERR("does not fit")},
-    {EM3_OP_CONCAT, "f32[B,2] f32[B,2]", "axis=0", ERR("along the batch dimension")},
+    {EM3_OP_CONCAT, "f32[B,2] f32[B*3,2]", "axis=0", "f32[B*4,2]"}, /* k·B joins m·B */
+    {EM3_OP_CONCAT, "f32[B,2] f32[3,2]", "axis=0", ERR("batch dimension with a fixed one")},
     {EM3_OP_CONCAT, "f32[2] i32[2]", "axis=0", ERR("does not fit")},
     {EM3_OP_CONCAT, "f32[2] f32[2]", "axis=1", ERR("out of range")},
     {EM3_OP_CONCAT, "", "axis=0", ERR("at least 1 operand")},
@@ -166,112 +169,104 @@ static const shape_case cases[] = {
     {EM3_OP_GATHER, "f32[10] i32[B]", "", "f32[B]"},
     {EM3_OP_GATHER, "f32[10,4] f32[B]", "", ERR("gather needs i32 ids")},
     {EM3_OP_GATHER, "f32[B,4] i32[3]", "", ERR("fixed number of rows")},
+
+    /* backward helpers */
+    {EM3_OP_SCATTER_ADD, "f32[10,4] i32[B,3] f32[B,3,4]", "", "f32[10,4]"},
+    {EM3_OP_SCATTER_ADD, "f32[10] i32[B*5] f32[B*5]", "", "f32[10]"},
+    {EM3_OP_SCATTER_ADD, "f32[10,4] i32[B] f32[B,5]", "",
+     ERR("scatter_add into f32[10, 4] by ids i32[B] needs rows f32[B, 4], got f32[B, 5]")},
+    {EM3_OP_SCATTER_ADD, "f32[10,4] f32[B] f32[B,4]", "", ERR("gather needs i32 ids")},
+    {EM3_OP_NUMEL, "f32[B,3,5]", "axes=[0,2]", "f32[]"},
+    {EM3_OP_NUMEL, "i32[B,3]", "axes=[1]", "f32[]"}, /* counts any element type */
+    {EM3_OP_NUMEL, "f32[B,3]", "axes=[2]", ERR("axis 2 is out of range")},
+    {EM3_OP_GELU_GRAD, "f32[B,4] f32[B,4]", "", "f32[B,4]"},
+    {EM3_OP_GELU_GRAD, "f32[B,4] i32[B,4]", "", ERR("needs float operands")},
+    {EM3_OP_LAYER_NORM_GRAD, "f32[B,3,4] f32[4] f32[B,3,4]", "eps=1e-6", "f32[B,3,4]"},
+    {EM3_OP_LAYER_NORM_GRAD, "f32[B,4] f32[4] f32[4]", "", ERR("needs dy of the same type")},
+    {EM3_OP_LAYER_NORM_GRAD, "f32[B,4] f32[5] f32[B,4]", "", ERR("needs gamma of f32[4]")},
+    {EM3_OP_SPARSE_SQNORM, "i32[B,3] f32[B,3,4]", "", "f32[]"},
+    {EM3_OP_SPARSE_SQNORM, "i32[B] f32[3,4]", "", ERR("sparse_sqnorm needs i32 ids")},
+    {EM3_OP_SPARSE_SQNORM, "f32[B] f32[B,4]", "", ERR("sparse_sqnorm needs i32 ids")},
+
+    /* optimizer updates: @g reads global g (p, table: param; *.m, *.v, s5: state; fz: frozen) */
+    {EM3_OP_SGD_UPDATE, "@p f32[4,8] f32[]", "wd=0.01", "f32[4,8]"},
+    {EM3_OP_SGD_UPDATE, "f32[4,8] f32[4,8] f32[]", "", ERR("operand 0 must be a param global")},
+    {EM3_OP_SGD_UPDATE, "@fz f32[4,8] f32[]", "", ERR("operand 0 must be a param global")},
+    {EM3_OP_SGD_UPDATE, "@p.m f32[4,8] f32[]", "", ERR("operand 0 must be a param global")},
+    {EM3_OP_SGD_UPDATE, "@p f32[8,4] f32[]", "", ERR("gradient f32[8, 4] does not match")},
+    {EM3_OP_SGD_UPDATE, "@p f32[4,8] f32[1]", "", ERR("lr must be f32[]")},
+    {EM3_OP_SGD_UPDATE, "@p f32[4,8] i32[]", "", ERR("lr must be f32[]")},
+    {EM3_OP_MOMENTUM_UPDATE, "@p f32[4,8] f32[] @p.m", "momentum=0.5", "f32[4,8]"},
+    {EM3_OP_MOMENTUM_UPDATE, "@p f32[4,8] f32[] f32[4,8]", "",
+     ERR("operand 3 must be a state global")},
+    {EM3_OP_MOMENTUM_UPDATE, "@p f32[4,8] f32[] @p", "", ERR("operand 3 must be a state global")},
+    {EM3_OP_MOMENTUM_UPDATE, "@p f32[4,8] f32[]", "", ERR("takes 4 operands, got 3")},
+    {EM3_OP_ADAM_UPDATE, "@p f32[4,8] f32[] f32[] @p.m @p.v", "decoupled=1 wd=0.1", "f32[4,8]"},
+    {EM3_OP_ADAM_UPDATE, "@p f32[4,8] f32[] f32[2] @p.m @p.v", "", ERR("step must be f32[]")},
+    {EM3_OP_ADAM_UPDATE, "@p f32[4,8] i32[] f32[] @p.m @p.v", "", ERR("lr must be f32[]")},
+    {EM3_OP_ADAM_UPDATE, "@p f32[4,8] f32[] f32[] @p.m @s5", "",
+     ERR("state operand 5 is f32[5], the parameter f32[4, 8]")},
+    {EM3_OP_ADAM_UPDATE, "@p f32[4,8] f32[] f32[] @p.m @fz", "",
+     ERR("operand 5 must be a state global")},
+    {EM3_OP_ADAGRAD_UPDATE, "@p f32[4,8] f32[] @p.v", "eps=1e-8", "f32[4,8]"},
+    {EM3_OP_ADAGRAD_UPDATE, "@p f32[4,8] f32[] @fz", "", ERR("operand 3 must be a state global")},
+    {EM3_OP_ADAGRAD_UPDATE, "@table f32[4,8] f32[] @p.v", "", ERR("does not match parameter")},
+    {EM3_OP_SPARSE_SGD_UPDATE, "@table i32[B,3] f32[B,3,4] f32[]", "", "f32[10,4]"},
+    {EM3_OP_SPARSE_SGD_UPDATE, "@table i32[B] f32[B,5] f32[]", "",
+     ERR("rows f32[B, 5] do not fit ids i32[B]")},
+    {EM3_OP_SPARSE_SGD_UPDATE, "@table f32[B] f32[B,4] f32[]", "", ERR("gather needs i32 ids")},
+    {EM3_OP_SPARSE_SGD_UPDATE, "f32[10,4] i32[B] f32[B,4] f32[]", "",
+     ERR("operand 0 must be a param global")},
+    {EM3_OP_SPARSE_SGD_UPDATE, "@table i32[B] f32[B,4] f32[B]", "", ERR("lr must be f32[]")},
+    {EM3_OP_SPARSE_ADAM_UPDATE, "@table i32[B*4] f32[B*4,4] f32[] f32[] @table.m @table.v", "",
+     "f32[10,4]"},
+    {EM3_OP_SPARSE_ADAM_UPDATE, "@table i32[B] f32[B,4] i32[] f32[] @table.m @table.v", "",
+     ERR("lr must be f32[]")},
+    {EM3_OP_SPARSE_ADAM_UPDATE, "@table i32[B] f32[B,4] f32[] f32[] @p.m @table.v", "",
+     ERR("state operand 5 is f32[4, 8], the parameter f32[10, 4]")},
+    {EM3_OP_SPARSE_ADAM_UPDATE, "@table i32[B] f32[B,4] f32[] f32[] @table.m f32[10,4]", "",
+     ERR("operand 6 must be a state global")},
+    {EM3_OP_SPARSE_ADAGRAD_UPDATE, "@table i32[B] f32[B,4] f32[] @table.v", "", "f32[10,4]"},
+    {EM3_OP_SPARSE_ADAGRAD_UPDATE, "@table i32[B] f32[B,4] f32[] @table", "",
+     ERR("operand 4 must be a state global")},
+    {EM3_OP_SPARSE_ADAGRAD_UPDATE, "@table i32[B] f32[B,4] f32[] @s5", "",
+     ERR("state operand 4 is f32[5]")},
 };
-
-/* ---- reading the table's text ------------------------------------------------------------- */
-
-static int64_t parse_dim(const char **p) {
-    if (**p == 'B') {
-        (*p)++;
-        return EM3_DIM_BATCH;
-    }
-    char *end;
-    int64_t v = strtoll(*p, &end, 10);
-    assert_true(end != *p);
-    *p = end;
-    return v;
-}
-
-/* "[1,B,3]" at *p; returns the count. */
-static int parse_list(const char **p, int64_t *out, int cap) {
-    assert_true(**p == '[');
-    (*p)++;
-    int n = 0;
-    while (**p != ']') {
-        assert_true(n < cap);
-        out[n++] = parse_dim(p);
-        if (**p == ',') (*p)++;
-    }
-    (*p)++;
-    return n;
-}
-
-/* "f32[B,3]" at *p. */
-static em3_type parse_type(const char **p) {
-    char dt[4] = {0};
-    memcpy(dt, *p, 3);
-    em3_type t = {0};
-    assert_true(em3_dtype_parse(dt, &t.dtype));
-    *p += 3;
-    t.rank = parse_list(p, t.dim, EM3_MAX_RANK);
-    return t;
-}
-
-/* Lists and symbols of a node being built: they must live until em3_func_add copies them. */
-typedef struct {
-    int64_t list[EM3_MAX_ATTRS][EM3_MAX_RANK];
-    char sym[EM3_MAX_ATTRS][32];
-} attr_store;
-
-/* Applies "name=value ..." to `n`. */
-static void apply_attrs(em3_node *n, const char *text, attr_store *st) {
-    const char *p = text;
-    while (*p == ' ') p++;
-    for (int k = 0; *p; k++) {
-        const char *eq = strchr(p, '='), *end = p + strcspn(p, " ");
-        assert_true(eq && eq < end && k < EM3_MAX_ATTRS);
-        char name[32] = {0}, val[64] = {0};
-        memcpy(name, p, (size_t)(eq - p));
-        memcpy(val, eq + 1, (size_t)(end - eq - 1));
-        int slot = em3_op_attr_slot(n->op, name);
-        if (slot < 0) fail_msg("%s has no attribute %s", em3_op_name(n->op), name);
-        em3_attr_kind kind = em3_op_attr(n->op, slot).kind;
-        em3_dtype dt;
-        const char *q = val;
-        if (kind == EM3_ATTR_INTS || kind == EM3_ATTR_SHAPE) {
-            em3_node_set_list(n, name, st->list[k], parse_list(&q, st->list[k], EM3_MAX_RANK));
-        } else if (kind == EM3_ATTR_FLOAT) {
-            em3_node_set_f(n, name, strtod(val, NULL));
-        } else if (kind == EM3_ATTR_SYMBOL) {
-            assert_true(val[0] == '@');
-            strcpy(st->sym[k], val + 1);
-            em3_node_set_s(n, name, st->sym[k]);
-        } else if (kind == EM3_ATTR_DTYPE && em3_dtype_parse(val, &dt)) {
-            em3_node_set_i(n, name, dt);
-        } else {
-            em3_node_set_i(n, name, strtoll(val, NULL, 10));
-        }
-        p = end;
-        while (*p == ' ') p++;
-    }
-}
 
 /* ---- the tests ---------------------------------------------------------------------------- */
 
 static bool is_leaf(em3_op op) { return em3_op_kind_of(op) == EM3_KIND_LEAF; }
 
-/* Builds row `c` in a fresh function of `m`: operands become inputs of the given types. Returns
- * the value id or -1 with the message in err. */
+/* Builds row `c` in a fresh function of `m`: operands become inputs of the given types, or
+ * reads of a global for "@name". Returns the value id or -1 with the message in err. */
 static int build(em3_module *m, int row, const shape_case *c, char *err, size_t errlen) {
     char fname[32];
     snprintf(fname, sizeof fname, "case%d", row);
     em3_func *f = em3_module_add_func(m, fname);
     em3_node n = em3_node_proto(c->op, (em3_loc){0});
-    attr_store st;
-    apply_attrs(&n, c->attrs, &st);
+    op_text_store st;
+    op_text_attrs(&n, c->attrs, &st);
     int in[8], n_in = 0;
     const char *p = c->operands;
     while (*p == ' ') p++;
     if (is_leaf(c->op)) {
-        if (*p) n.type = parse_type(&p);
+        if (*p) n.type = op_text_type(&p);
     } else {
         for (; *p; n_in++) {
             assert_true(n_in < 8);
-            em3_node o = em3_node_proto(EM3_OP_INPUT, (em3_loc){0});
-            char name[8];
-            snprintf(name, sizeof name, "o%d", n_in);
+            bool global = *p == '@';
+            em3_node o = em3_node_proto(global ? EM3_OP_PARAM : EM3_OP_INPUT, (em3_loc){0});
+            char name[32] = {0};
+            if (global) {
+                size_t len = strcspn(++p, " ");
+                assert_true(len < sizeof name);
+                memcpy(name, p, len);
+                p += len;
+            } else {
+                snprintf(name, sizeof name, "o%d", n_in);
+                o.type = op_text_type(&p);
+            }
             em3_node_set_s(&o, "name", name);
-            o.type = parse_type(&p);
             in[n_in] = em3_func_add_checked(f, &o, NULL, 0);
             while (*p == ' ') p++;
         }
@@ -281,10 +276,23 @@ static int build(em3_module *m, int row, const shape_case *c, char *err, size_t 
 }
 
 static em3_module *test_module(void) {
+    static const struct {
+        const char *name;
+        em3_global_kind kind;
+        int rank;
+        int64_t dim[2];
+    } globals[] = {
+        {"w", EM3_GLOBAL_PARAM, 2, {4, 8}},      {"p", EM3_GLOBAL_PARAM, 2, {4, 8}},
+        {"p.m", EM3_GLOBAL_STATE, 2, {4, 8}},    {"p.v", EM3_GLOBAL_STATE, 2, {4, 8}},
+        {"fz", EM3_GLOBAL_FROZEN, 2, {4, 8}},    {"s5", EM3_GLOBAL_STATE, 1, {5}},
+        {"table", EM3_GLOBAL_PARAM, 2, {10, 4}}, {"table.m", EM3_GLOBAL_STATE, 2, {10, 4}},
+        {"table.v", EM3_GLOBAL_STATE, 2, {10, 4}},
+    };
     em3_module *m = em3_module_create("shapes");
-    em3_init none = {EM3_INIT_NONE, 0};
-    em3_module_add_global(m, "w", em3_type_make(EM3_DTYPE_F32, 2, (int64_t[]){4, 8}),
-                          EM3_GLOBAL_PARAM, none, (em3_loc){0});
+    for (size_t i = 0; i < sizeof globals / sizeof globals[0]; i++)
+        em3_module_add_global(m, globals[i].name,
+                              em3_type_make(EM3_DTYPE_F32, globals[i].rank, globals[i].dim),
+                              globals[i].kind, (em3_init){EM3_INIT_NONE, 0}, (em3_loc){0});
     return m;
 }
 
@@ -306,7 +314,7 @@ static void test_every_row(void **state) {
             what = "rejected";
         } else {
             const char *p = c->expect;
-            em3_type want = parse_type(&p);
+            em3_type want = op_text_type(&p);
             const em3_node *nd = em3_func_node(m->func[m->n_func - 1], id);
             if (!em3_type_eq(&nd->type, &want)) what = "typed differently";
         }

@@ -1,0 +1,117 @@
+/* codegen/emit_data.c — data movement: concat and slice as row copies, gather and
+ * scatter_add by ids. Ids are checked against the table: an id outside it is a data error
+ * the kernel reports through the frame (the runtime names the input and row), never an
+ * out-of-bounds access. */
+#include "cg.h"
+
+/* dst[d0 + k] = src[s0 + k] for k < n (LLVM turns the loop into memcpy or vector moves) */
+static void copy_run(em3_cg *cg, em3_dtype dt, LLVMValueRef dst, LLVMValueRef d0, LLVMValueRef src,
+                     LLVMValueRef s0, LLVMValueRef n) {
+    cg_loop l = cg_loop_begin(cg, n, "copy");
+    cg_store(cg, dt, dst, LLVMBuildNSWAdd(cg->b, d0, l.i, ""),
+             cg_load(cg, dt, src, LLVMBuildNSWAdd(cg->b, s0, l.i, "")));
+    cg_loop_end(cg, &l);
+}
+
+/* outer = product of the dimensions before `axis`, inner = product after it */
+static void around(em3_cg *cg, const em3_type *t, int axis, LLVMValueRef *outer, LLVMValueRef *inner) {
+    *outer = *inner = cg_i64(cg, 1);
+    for (int d = 0; d < axis; d++) *outer = LLVMBuildNSWMul(cg->b, *outer, cg_dim(cg, t, d), "");
+    for (int d = axis + 1; d < t->rank; d++) *inner = LLVMBuildNSWMul(cg->b, *inner, cg_dim(cg, t, d), "");
+}
+
+void cg_emit_concat(em3_cg *cg, int id) {
+    const em3_node *n = &cg->f->node[id];
+    int axis = (int)em3_node_i(n, "axis"), vals[40] = {id};
+    EM3_ASSERT(n->n_in < 39, "concat of %d operands", n->n_in);
+    for (int k = 0; k < n->n_in; k++) vals[k + 1] = n->in[k];
+    cg_kernel_begin(cg, id, "concat", n->n_in + 1);
+    LLVMValueRef outer, inner;
+    around(cg, &n->type, axis, &outer, &inner);
+    LLVMValueRef total = LLVMBuildNSWMul(cg->b, cg_dim(cg, &n->type, axis), inner, "");
+    LLVMValueRef off = cg_i64(cg, 0);
+    for (int k = 0; k < n->n_in; k++) {
+        const em3_type *t = &cg->f->node[n->in[k]].type;
+        LLVMValueRef chunk = LLVMBuildNSWMul(cg->b, cg_dim(cg, t, axis), inner, "");
+        cg_loop o = cg_loop_begin(cg, outer, "outer");
+        copy_run(cg, n->type.dtype, cg_kparam(cg, 0), LLVMBuildNSWAdd(cg->b, LLVMBuildNSWMul(cg->b, o.i, total, ""), off, ""),
+                 cg_kparam(cg, k + 1), LLVMBuildNSWMul(cg->b, o.i, chunk, ""), chunk);
+        cg_loop_end(cg, &o);
+        off = LLVMBuildNSWAdd(cg->b, off, chunk, "");
+    }
+    cg_kernel_end(cg, vals, n->n_in + 1);
+}
+
+void cg_emit_slice(em3_cg *cg, int id) {
+    const em3_node *n = &cg->f->node[id];
+    const em3_type *xt = &cg->f->node[n->in[0]].type;
+    int axis = (int)em3_node_i(n, "axis");
+    int64_t start = em3_node_i(n, "start");
+    cg_kernel_begin(cg, id, "slice", 2);
+    LLVMValueRef outer, inner;
+    around(cg, xt, axis, &outer, &inner);
+    LLVMValueRef src_row = LLVMBuildNSWMul(cg->b, cg_dim(cg, xt, axis), inner, "");
+    LLVMValueRef dst_row = LLVMBuildNSWMul(cg->b, cg_dim(cg, &n->type, axis), inner, "");
+    LLVMValueRef skip = LLVMBuildNSWMul(cg->b, cg_i64(cg, start), inner, "");
+    cg_loop o = cg_loop_begin(cg, outer, "outer");
+    copy_run(cg, n->type.dtype, cg_kparam(cg, 0), LLVMBuildNSWMul(cg->b, o.i, dst_row, ""), cg_kparam(cg, 1),
+             LLVMBuildNSWAdd(cg->b, LLVMBuildNSWMul(cg->b, o.i, src_row, ""), skip, ""), dst_row);
+    cg_loop_end(cg, &o);
+    int vals[2] = {id, n->in[0]};
+    cg_kernel_end(cg, vals, 2);
+}
+
+/* Loads ids[i] as i64, failing the kernel unless 0 <= id < rows. */
+static LLVMValueRef checked_id(em3_cg *cg, LLVMValueRef ids, LLVMValueRef i, int64_t rows) {
+    LLVMValueRef id = LLVMBuildSExt(cg->b, cg_load(cg, EM3_DTYPE_I32, ids, i), cg->i64, "id");
+    LLVMValueRef bad = LLVMBuildICmp(cg->b, LLVMIntUGE, id, cg_i64(cg, rows), "");
+    LLVMValueRef fn = cg->kfn;
+    LLVMBasicBlockRef fail = LLVMAppendBasicBlockInContext(cg->ctx, fn, "bad_id");
+    LLVMBasicBlockRef ok = LLVMAppendBasicBlockInContext(cg->ctx, fn, "id_ok");
+    LLVMBuildCondBr(cg->b, bad, fail, ok);
+    LLVMPositionBuilderAtEnd(cg->b, fail);
+    cg_kernel_fail(cg, i, id);
+    LLVMPositionBuilderAtEnd(cg->b, ok);
+    return id;
+}
+
+static int64_t row_width(const em3_type *table) {
+    int64_t w = 1;
+    for (int d = 1; d < table->rank; d++) w *= table->dim[d];
+    return w;
+}
+
+void cg_emit_gather(em3_cg *cg, int id) {
+    const em3_node *n = &cg->f->node[id];
+    const em3_type *tt = &cg->f->node[n->in[0]].type, *it = &cg->f->node[n->in[1]].type;
+    int64_t width = row_width(tt);
+    cg_kernel_begin(cg, id, "gather", 3);
+    cg_loop l = cg_loop_begin(cg, cg_numel(cg, it), "ids");
+    LLVMValueRef row = checked_id(cg, cg_kparam(cg, 2), l.i, tt->dim[0]);
+    copy_run(cg, n->type.dtype, cg_kparam(cg, 0), LLVMBuildNSWMul(cg->b, l.i, cg_i64(cg, width), ""), cg_kparam(cg, 1),
+             LLVMBuildNSWMul(cg->b, row, cg_i64(cg, width), ""), cg_i64(cg, width));
+    cg_loop_end(cg, &l);
+    int vals[3] = {id, n->in[0], n->in[1]};
+    cg_kernel_end(cg, vals, 3);
+}
+
+void cg_emit_scatter_add(em3_cg *cg, int id) {
+    const em3_node *n = &cg->f->node[id];
+    const em3_type *tt = &n->type, *it = &cg->f->node[n->in[1]].type;
+    int64_t width = row_width(tt);
+    cg_kernel_begin(cg, id, "scatter_add", 4);
+    LLVMValueRef out = cg_kparam(cg, 0), src = cg_kparam(cg, 3);
+    copy_run(cg, n->type.dtype, out, cg_i64(cg, 0), cg_kparam(cg, 1), cg_i64(cg, 0), cg_numel(cg, tt));
+    cg_loop l = cg_loop_begin(cg, cg_numel(cg, it), "ids");
+    LLVMValueRef row = LLVMBuildNSWMul(cg->b, checked_id(cg, cg_kparam(cg, 2), l.i, tt->dim[0]), cg_i64(cg, width), "");
+    LLVMValueRef from = LLVMBuildNSWMul(cg->b, l.i, cg_i64(cg, width), "");
+    cg_loop k = cg_loop_begin(cg, cg_i64(cg, width), "row");
+    LLVMValueRef at = LLVMBuildNSWAdd(cg->b, row, k.i, "");
+    LLVMValueRef v = LLVMBuildFAdd(cg->b, cg_load(cg, EM3_DTYPE_F32, out, at),
+                                   cg_load(cg, EM3_DTYPE_F32, src, LLVMBuildNSWAdd(cg->b, from, k.i, "")), "");
+    cg_store(cg, EM3_DTYPE_F32, out, at, v);
+    cg_loop_end(cg, &k);
+    cg_loop_end(cg, &l);
+    int vals[4] = {id, n->in[0], n->in[1], n->in[2]};
+    cg_kernel_end(cg, vals, 4);
+}

@@ -1,0 +1,70 @@
+/* codegen/emit_gemm.c — matmul as calls to OpenBLAS's cblas_sgemm. A batched matmul loops
+ * over the result's leading dimensions with each operand's own (broadcast) matrix stride;
+ * a 2-D right operand against a batched untransposed left one is a single GEMM over all rows
+ * ([B, 50, k] @ [k, n] is one [B*50, k] @ [k, n]). */
+#include "cg.h"
+
+enum { CBLAS_ROW_MAJOR = 101, CBLAS_NO_TRANS = 111, CBLAS_TRANS = 112 };
+
+typedef struct {
+    bool ta, tb;
+    LLVMValueRef m, n, k;
+    LLVMValueRef sa, sb, sc; /* elements per matrix of A, B, C */
+} gemm_ctx;
+
+static void sgemm(em3_cg *cg, const gemm_ctx *g, LLVMValueRef m, LLVMValueRef a, LLVMValueRef b,
+                  LLVMValueRef c) {
+    LLVMTypeRef p[14] = {cg->i32, cg->i32, cg->i32, cg->i32, cg->i32, cg->i32, cg->f32,
+                         cg->ptr_t, cg->i32, cg->ptr_t, cg->i32, cg->f32, cg->ptr_t, cg->i32};
+#define T32(v) LLVMBuildTrunc(cg->b, (v), cg->i32, "")
+    LLVMValueRef args[14] = {
+        LLVMConstInt(cg->i32, CBLAS_ROW_MAJOR, 0),
+        LLVMConstInt(cg->i32, g->ta ? CBLAS_TRANS : CBLAS_NO_TRANS, 0),
+        LLVMConstInt(cg->i32, g->tb ? CBLAS_TRANS : CBLAS_NO_TRANS, 0),
+        T32(m), T32(g->n), T32(g->k), cg_f32(cg, 1.0),
+        a, T32(g->ta ? m : g->k),
+        b, T32(g->tb ? g->k : g->n),
+        cg_f32(cg, 0.0), c, T32(g->n)};
+#undef T32
+    cg_call(cg, "cblas_sgemm", cg->void_t, p, 14, args);
+}
+
+static void batch_body(em3_cg *cg, void *vctx, LLVMValueRef *off) {
+    gemm_ctx *g = vctx;
+    LLVMValueRef a = cg_gep(cg, EM3_DTYPE_F32, cg_kparam(cg, 1), LLVMBuildNSWMul(cg->b, off[1], g->sa, ""));
+    LLVMValueRef b = cg_gep(cg, EM3_DTYPE_F32, cg_kparam(cg, 2), LLVMBuildNSWMul(cg->b, off[2], g->sb, ""));
+    LLVMValueRef c = cg_gep(cg, EM3_DTYPE_F32, cg_kparam(cg, 0), LLVMBuildNSWMul(cg->b, off[0], g->sc, ""));
+    sgemm(cg, g, g->m, a, b, c);
+}
+
+/* The leading (batch) part of a matrix operand's type. */
+static em3_type lead_of(const em3_type *t) {
+    em3_type l = *t;
+    l.rank -= 2;
+    return l;
+}
+
+void cg_emit_matmul(em3_cg *cg, int id) {
+    const em3_node *n = &cg->f->node[id];
+    const em3_type *at = &cg->f->node[n->in[0]].type, *bt = &cg->f->node[n->in[1]].type, *ct = &n->type;
+    gemm_ctx g = {.ta = em3_node_i(n, "ta"), .tb = em3_node_i(n, "tb")};
+    cg_kernel_begin(cg, id, "matmul", 3);
+    g.m = cg_dim(cg, ct, ct->rank - 2);
+    g.n = cg_dim(cg, ct, ct->rank - 1);
+    g.k = cg_dim(cg, at, at->rank - (g.ta ? 2 : 1));
+    g.sa = LLVMBuildNSWMul(cg->b, g.m, g.k, "");
+    g.sb = LLVMBuildNSWMul(cg->b, g.k, g.n, "");
+    g.sc = LLVMBuildNSWMul(cg->b, g.m, g.n, "");
+    if (bt->rank == 2 && !g.ta) {
+        /* every row of every batch of A against one B: a single GEMM */
+        LLVMValueRef rows = g.m;
+        for (int d = 0; d < at->rank - 2; d++) rows = LLVMBuildNSWMul(cg->b, rows, cg_dim(cg, at, d), "");
+        sgemm(cg, &g, rows, cg_kparam(cg, 1), cg_kparam(cg, 2), cg_kparam(cg, 0));
+    } else {
+        em3_type lc = lead_of(ct), la = lead_of(at), lb = lead_of(bt);
+        const em3_type *types[3] = {&lc, &la, &lb};
+        cg_walk(cg, &lc, types, NULL, 3, batch_body, &g);
+    }
+    int vals[3] = {id, n->in[0], n->in[1]};
+    cg_kernel_end(cg, vals, 3);
+}

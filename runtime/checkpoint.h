@@ -1,0 +1,34 @@
+/* runtime/checkpoint.h — training checkpoints: every non-data global (parameters and
+ * optimizer state) plus the loop's position and schedule state, so that a resumed run
+ * continues exactly. Written atomically (temporary file, fsync, rename) with a format
+ * version and a checksum; a corrupt or incompatible file is refused with a clear message and
+ * never overwritten by a failed write. The tensors are stored in the safetensors layout, so
+ * other tools can read a checkpoint's weights. */
+#ifndef EM3_CHECKPOINT_H
+#define EM3_CHECKPOINT_H
+
+#include "exec.h"
+
+#define EM3_CHECKPOINT_VERSION 1
+#define EM3_CKPT_MAX_GROUPS 16
+
+typedef struct {
+    int64_t epoch;    /* the epoch in progress, 0-based */
+    int64_t batch;    /* batches of that epoch already trained */
+    int64_t step;     /* steps trained in all */
+    int64_t evals;    /* evaluations done */
+    double lr[EM3_CKPT_MAX_GROUPS];
+    int n_lr;
+    double best;      /* the best monitor value so far (-inf before the first) */
+    int64_t best_step;
+    int64_t bad_evals;     /* evaluations since the best */
+    int64_t plateau_evals; /* evaluations since the best or the last rate reduction */
+} em3_train_state;
+
+bool em3_checkpoint_save(em3_exec *x, const char *path, const em3_train_state *s, char *err,
+                         size_t errlen);
+/* Loads into x's globals; the module must have the same globals (names, shapes). */
+bool em3_checkpoint_load(em3_exec *x, const char *path, em3_train_state *s, char *err,
+                         size_t errlen);
+
+#endif

@@ -1,0 +1,175 @@
+/* runtime/exec.c — see exec.h. */
+#include "exec.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "init.h"
+
+typedef struct {
+    const em3_compiled_func *cf;
+    void *arena;
+    const void **output;
+    const void **input;
+} exec_func;
+
+struct em3_exec {
+    const em3_module *m;
+    void **global;
+    bool *owned; /* storage allocated here (not a bound table) */
+    exec_func *fn;
+    int n_fn;
+};
+
+static void *aligned(size_t bytes) {
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 64)) {
+        fputs("em3: out of memory\n", stderr);
+        abort();
+    }
+    return p;
+}
+
+em3_exec *em3_exec_create(const em3_module *m, const em3_compiled_func *funcs, int n_funcs,
+                          uint64_t seed) {
+    em3_exec *x = em3_xcalloc(1, sizeof(*x));
+    x->m = m;
+    x->global = em3_xcalloc((size_t)(m->n_global ? m->n_global : 1), sizeof(void *));
+    x->owned = em3_xcalloc((size_t)(m->n_global ? m->n_global : 1), sizeof(bool));
+    for (int g = 0; g < m->n_global; g++) {
+        size_t bytes = (size_t)em3_type_numel(&m->global[g].type, 1) * 4;
+        x->global[g] = aligned(bytes);
+        x->owned[g] = true;
+        memset(x->global[g], 0, bytes);
+        if (m->global[g].kind != EM3_GLOBAL_DATA) em3_init_global(&m->global[g], seed, x->global[g], sizeof(float));
+    }
+    x->n_fn = n_funcs;
+    x->fn = em3_xcalloc((size_t)(n_funcs ? n_funcs : 1), sizeof(exec_func));
+    for (int i = 0; i < n_funcs; i++) {
+        x->fn[i].cf = &funcs[i];
+        x->fn[i].arena = aligned((size_t)funcs[i].arena_bytes);
+        x->fn[i].output = em3_xcalloc((size_t)(funcs[i].n_outputs + 1), sizeof(void *));
+        x->fn[i].input = em3_xcalloc((size_t)(funcs[i].n_inputs + 1), sizeof(void *));
+    }
+    return x;
+}
+
+void em3_exec_free(em3_exec *x) {
+    if (!x) return;
+    for (int g = 0; g < x->m->n_global; g++)
+        if (x->owned[g]) free(x->global[g]);
+    for (int i = 0; i < x->n_fn; i++) {
+        free(x->fn[i].arena);
+        free(x->fn[i].output);
+        free(x->fn[i].input);
+    }
+    free(x->fn);
+    free(x->global);
+    free(x->owned);
+    free(x);
+}
+
+const em3_module *em3_exec_module(const em3_exec *x) { return x->m; }
+
+void *em3_exec_global(em3_exec *x, const char *name) {
+    int g = em3_module_find_global(x->m, name);
+    return g < 0 ? NULL : x->global[g];
+}
+
+bool em3_exec_bind_table(em3_exec *x, const char *name, const em3_column *t, char *err,
+                         size_t errlen) {
+    int g = em3_module_find_global(x->m, name);
+    EM3_ASSERT(g >= 0 && x->m->global[g].kind == EM3_GLOBAL_DATA, "%s is not a data global", name);
+    const em3_type *want = &x->m->global[g].type;
+    em3_type have = em3_type_make(t->dtype, t->rank + 1, (int64_t[]){t->rows, t->dim[0], t->dim[1], t->dim[2], t->dim[3]});
+    if (!em3_type_eq(want, &have)) {
+        char a[EM3_TYPE_STR_MAX], b[EM3_TYPE_STR_MAX];
+        snprintf(err, errlen,
+                 "data table %s is %s in the dataset but the model declares %s (set the model's "
+                 "size constants to the dataset's with --set, e.g. items=%lld)",
+                 name, em3_type_str(&have, a, sizeof a), em3_type_str(want, b, sizeof b), (long long)t->rows);
+        return false;
+    }
+    if (x->owned[g]) free(x->global[g]);
+    x->owned[g] = false;
+    x->global[g] = (void *)t->data; /* read-only: compiled code never writes a data global */
+    return true;
+}
+
+bool em3_exec_bind_dataset(em3_exec *x, const em3_dataset *ds, char *err, size_t errlen) {
+    for (int g = 0; g < x->m->n_global; g++) {
+        if (x->m->global[g].kind != EM3_GLOBAL_DATA) continue;
+        const em3_column *t = em3_dataset_find_table(ds, x->m->global[g].name);
+        if (!t) {
+            snprintf(err, errlen, "the model reads data table %s, which dataset %s does not have",
+                     x->m->global[g].name, em3_dataset_name(ds));
+            return false;
+        }
+        if (!em3_exec_bind_table(x, x->m->global[g].name, t, err, errlen)) return false;
+    }
+    return true;
+}
+
+static exec_func *find_func(const em3_exec *x, const char *name) {
+    for (int i = 0; i < x->n_fn; i++)
+        if (!strcmp(x->fn[i].cf->name, name)) return &x->fn[i];
+    return NULL;
+}
+
+const em3_compiled_func *em3_exec_func(const em3_exec *x, const char *name) {
+    exec_func *f = find_func(x, name);
+    return f ? f->cf : NULL;
+}
+
+/* A frame's data error in words: which op, where in the model, which id. */
+static void describe_error(const em3_exec *x, const exec_func *f, const em3_frame *fr, char *err,
+                           size_t errlen) {
+    const em3_func *irf = em3_module_find_func(x->m, f->cf->name);
+    const em3_node *n = irf && fr->err_node >= 0 && fr->err_node < irf->n_node ? &irf->node[fr->err_node] : NULL;
+    const char *what = n ? em3_op_name(n->op) : "an op";
+    const char *ids = "";
+    if (n && n->n_in > 1 && irf->node[n->in[1]].op == EM3_OP_INPUT) ids = irf->node[n->in[1]].attr[0].s;
+    if (n && n->loc.file)
+        snprintf(err, errlen, "%s:%d:%d: %s%s%s: id %lld at position %lld is outside the table",
+                 n->loc.file, n->loc.line, n->loc.col, what, *ids ? " of input " : "", ids,
+                 (long long)fr->err_value, (long long)fr->err_index);
+    else
+        snprintf(err, errlen, "%s %%%d%s%s: id %lld at position %lld is outside the table", what,
+                 fr->err_node, *ids ? " of input " : "", ids, (long long)fr->err_value,
+                 (long long)fr->err_index);
+}
+
+bool em3_exec_run(em3_exec *x, const char *func, int64_t batch, const em3_exec_input *in, int n_in,
+                  char *err, size_t errlen) {
+    exec_func *f = find_func(x, func);
+    EM3_ASSERT(f, "no compiled function %s", func);
+    for (int k = 0; k < f->cf->n_inputs; k++) {
+        const char *name = em3_node_s(f->cf->inputs[k], "name");
+        f->input[k] = NULL;
+        for (int i = 0; i < n_in && !f->input[k]; i++)
+            if (!strcmp(in[i].name, name)) f->input[k] = in[i].data;
+        if (!f->input[k]) {
+            snprintf(err, errlen, "@%s needs input %s, which was not given", func, name);
+            return false;
+        }
+    }
+    em3_frame fr = {.batch = batch, .arena = f->arena, .global = x->global, .input = f->input,
+                    .output = f->output, .err_node = -1};
+    if (f->cf->fn(&fr)) {
+        describe_error(x, f, &fr, err, errlen);
+        return false;
+    }
+    return true;
+}
+
+const void *em3_exec_output(const em3_exec *x, const char *func, const char *name, em3_type *type) {
+    exec_func *f = find_func(x, func);
+    if (!f) return NULL;
+    for (int k = 0; k < f->cf->n_outputs; k++)
+        if (!strcmp(f->cf->outputs[k], name)) {
+            if (type) *type = f->cf->output_types[k];
+            return f->output[k];
+        }
+    return NULL;
+}

@@ -1,0 +1,42 @@
+/* runtime/exec.h — running compiled model functions: the model's globals in memory
+ * (parameters initialised from the seed, optimizer state, data tables bound to the dataset's
+ * side tables without copying), one arena per function, inputs bound by name. Compiled code
+ * arrives as em3_compiled_func descriptors (runtime/abi.h), whatever produced them. */
+#ifndef EM3_EXEC_H
+#define EM3_EXEC_H
+
+#include "abi.h"
+#include "dataset.h"
+
+typedef struct em3_exec em3_exec;
+
+em3_exec *em3_exec_create(const em3_module *m, const em3_compiled_func *funcs, int n_funcs,
+                          uint64_t seed);
+void em3_exec_free(em3_exec *x);
+
+const em3_module *em3_exec_module(const em3_exec *x);
+/* The storage of global `name` (numel elements of its dtype), or NULL. */
+void *em3_exec_global(em3_exec *x, const char *name);
+
+/* Points data global `name` at a dataset side table; false (with a message suggesting the
+ * --set that fixes it) when shapes or types differ. */
+bool em3_exec_bind_table(em3_exec *x, const char *name, const em3_column *table, char *err,
+                         size_t errlen);
+/* Binds every data global of the model to the dataset's table of the same name. */
+bool em3_exec_bind_dataset(em3_exec *x, const em3_dataset *ds, char *err, size_t errlen);
+
+const em3_compiled_func *em3_exec_func(const em3_exec *x, const char *name);
+
+typedef struct {
+    const char *name;
+    const void *data; /* batch × row values of the input's dtype */
+} em3_exec_input;
+
+/* Runs `func` on a batch (1 .. max batch). Every input of the function must be given; a data
+ * error (an id outside its table) is reported with the node's source location. */
+bool em3_exec_run(em3_exec *x, const char *func, int64_t batch, const em3_exec_input *in, int n_in,
+                  char *err, size_t errlen);
+/* An output of the last run of `func` (valid until the next run of it). */
+const void *em3_exec_output(const em3_exec *x, const char *func, const char *name, em3_type *type);
+
+#endif

@@ -1,0 +1,459 @@
+/* runtime/train.c — the training loop (see train.h): batches gathered from a seeded
+ * permutation, the compiled @train step with the learning-rate and step inputs, evaluation
+ * with exact metrics, early stopping and reduce-on-plateau, logs, and checkpoints written so
+ * that a run killed at any moment resumes to the same final weights. */
+#include "train.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "init.h"
+#include "metrics.h"
+
+em3_train_config em3_train_defaults(void) {
+    em3_train_config c = {.epochs = 3, .batch_size = 256, .eval_batch_size = 1024, .seed = 1,
+                          .n_groups = 1, .monitor = "auc", .patience = 2, .lr_factor = 0.5,
+                          .lr_patience = 0, .min_lr = 1e-6, .log_every = 100, .eval_test = true,
+                          .score = "score", .progress = true};
+    c.groups[0] = (em3_lr_group){"default", 1e-3};
+    return c;
+}
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static bool fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static bool fail(char *err, size_t errlen, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+/* ---- inputs of a compiled function, fed from a split ------------------------------------ */
+
+typedef enum { FEED_COLUMN, FEED_STEP, FEED_LR } feed_kind;
+
+typedef struct {
+    int n;
+    em3_exec_input in[64];
+    feed_kind kind[64];
+    const em3_column *col[64];
+    void *buf[64];
+    int group[64];
+    float scalar[64];
+} feeder;
+
+static int64_t row_values(const em3_column *c) {
+    int64_t n = 1;
+    for (int i = 0; i < c->rank; i++) n *= c->dim[i];
+    return n;
+}
+
+/* Matches each input of `cf` to a column of split s (by name) or to a loop-provided scalar,
+ * checking element type and per-row shape against the model's declaration. */
+static bool feeder_init(feeder *fd, const em3_compiled_func *cf, const em3_dataset *ds, em3_split s,
+                        const em3_train_config *c, int64_t rows, char *err, size_t errlen) {
+    memset(fd, 0, sizeof *fd);
+    EM3_ASSERT(cf->n_inputs <= 64, "%d inputs", cf->n_inputs);
+    fd->n = cf->n_inputs;
+    for (int k = 0; k < cf->n_inputs; k++) {
+        const em3_node *in = cf->inputs[k];
+        const char *name = em3_node_s(in, "name");
+        fd->in[k].name = name;
+        if (!strcmp(name, "opt.step")) {
+            fd->kind[k] = FEED_STEP;
+            fd->in[k].data = &fd->scalar[k];
+            continue;
+        }
+        if (!strncmp(name, "opt.lr.", 7)) {
+            fd->kind[k] = FEED_LR;
+            fd->group[k] = -1;
+            for (int g = 0; g < c->n_groups; g++)
+                if (!strcmp(c->groups[g].name, name + 7)) fd->group[k] = g;
+            if (fd->group[k] < 0)
+                return fail(err, errlen, "parameter group %s has no learning rate (set lr.%s)", name + 7, name + 7);
+            fd->in[k].data = &fd->scalar[k];
+            continue;
+        }
+        const em3_column *col = em3_dataset_find(ds, s, name);
+        if (!col)
+            return fail(err, errlen, "the model's input %s has no column in the %s split of dataset %s",
+                        name, em3_split_name(s), em3_dataset_name(ds));
+        em3_type want = in->type, have = em3_type_make(col->dtype, col->rank + 1,
+                                                        (int64_t[]){EM3_DIM_BATCH, col->dim[0], col->dim[1], col->dim[2], col->dim[3]});
+        if (!em3_type_eq(&want, &have)) {
+            char a[EM3_TYPE_STR_MAX], b[EM3_TYPE_STR_MAX];
+            return fail(err, errlen, "input %s is %s in the model but the dataset's column is %s", name,
+                        em3_type_str(&want, a, sizeof a), em3_type_str(&have, b, sizeof b));
+        }
+        int64_t vocab = em3_node_i(in, "vocab");
+        if (vocab > 0 && col->vocab > vocab)
+            return fail(err, errlen, "input %s has vocabulary %lld in the model but ids up to %lld in the "
+                                     "dataset (set the model's size constant to at least %lld)",
+                        name, (long long)vocab, (long long)col->vocab - 1, (long long)col->vocab);
+        fd->kind[k] = FEED_COLUMN;
+        fd->col[k] = col;
+        fd->buf[k] = em3_xmalloc((size_t)(rows * row_values(col) * 4));
+        fd->in[k].data = fd->buf[k];
+    }
+    return true;
+}
+
+static void feeder_free(feeder *fd) {
+    for (int k = 0; k < fd->n; k++) free(fd->buf[k]);
+}
+
+static void feeder_fill(feeder *fd, const int64_t *rows, int64_t n, int64_t step, const double *lr) {
+    for (int k = 0; k < fd->n; k++) {
+        switch (fd->kind[k]) {
+        case FEED_COLUMN: em3_column_gather(fd->col[k], rows, n, fd->buf[k]); break;
+        case FEED_STEP: fd->scalar[k] = (float)step; break;
+        case FEED_LR: fd->scalar[k] = (float)lr[fd->group[k]]; break;
+        }
+    }
+}
+
+/* ---- evaluation ------------------------------------------------------------------------------ */
+
+bool em3_evaluate(em3_exec *x, const em3_dataset *ds, em3_split s, const em3_train_config *c,
+                  em3_eval_result *out, char *err, size_t errlen) {
+    const em3_compiled_func *pf = em3_exec_func(x, "predict");
+    EM3_ASSERT(pf, "no compiled @predict");
+    int64_t rows = em3_dataset_rows(ds, s), chunk = c->eval_batch_size;
+    memset(out, 0, sizeof *out);
+    out->rows = rows;
+    if (rows == 0) return fail(err, errlen, "the %s split is empty", em3_split_name(s));
+    const char *label = em3_dataset_label(ds);
+    const em3_column *lab = label ? em3_dataset_find(ds, s, label) : NULL;
+    if (!lab || lab->dtype != EM3_DTYPE_F32 || lab->rank != 0)
+        return fail(err, errlen, "dataset %s has no f32 label column", em3_dataset_name(ds));
+    feeder fd;
+    if (!feeder_init(&fd, pf, ds, s, c, chunk, err, errlen)) return false;
+    float *score = em3_xmalloc(sizeof(float) * (size_t)rows), *y = em3_xmalloc(sizeof(float) * (size_t)rows);
+    int64_t *idx = em3_xmalloc(sizeof(int64_t) * (size_t)chunk);
+    bool ok = true;
+    for (int64_t at = 0; at < rows && ok; at += chunk) {
+        int64_t n = rows - at < chunk ? rows - at : chunk;
+        for (int64_t i = 0; i < n; i++) idx[i] = at + i;
+        feeder_fill(&fd, idx, n, 0, NULL);
+        ok = em3_exec_run(x, "predict", n, fd.in, fd.n, err, errlen);
+        em3_type t;
+        const float *sc = ok ? em3_exec_output(x, "predict", c->score, &t) : NULL;
+        if (ok && (!sc || em3_type_numel(&t, n) != n))
+            ok = fail(err, errlen, "@predict has no output '%s' with one score per row (set score=NAME)", c->score);
+        if (ok) memcpy(score + at, sc, sizeof(float) * (size_t)n);
+    }
+    if (ok) {
+        memcpy(y, lab->data, sizeof(float) * (size_t)rows);
+        out->auc = em3_auc(y, score, NULL, rows);
+        out->logloss = em3_logloss(y, score, NULL, rows);
+        const char *gname = em3_dataset_group(ds);
+        const em3_column *g = gname ? em3_dataset_find(ds, s, gname) : NULL;
+        out->gauc = out->avg_auc = NAN;
+        if (g && g->dtype == EM3_DTYPE_I32) {
+            em3_gauc_result gr = em3_gauc(y, score, g->data, NULL, rows);
+            out->gauc = gr.gauc;
+            out->avg_auc = gr.avg_auc;
+            out->excluded = gr.excluded_fraction;
+        }
+        const char *iname = em3_dataset_item(ds);
+        const em3_column *it = iname ? em3_dataset_find(ds, s, iname) : NULL;
+        out->auc_cold = out->auc_warm = out->logloss_cold = out->logloss_warm = NAN;
+        if (it && it->dtype == EM3_DTYPE_I32) {
+            bool *cold = em3_xmalloc((size_t)rows), *warm = em3_xmalloc((size_t)rows);
+            for (int64_t i = 0; i < rows; i++) {
+                cold[i] = em3_dataset_is_cold(ds, ((const int32_t *)it->data)[i]);
+                warm[i] = !cold[i];
+                out->rows_cold += cold[i];
+            }
+            out->auc_cold = em3_auc(y, score, cold, rows);
+            out->logloss_cold = em3_logloss(y, score, cold, rows);
+            out->auc_warm = em3_auc(y, score, warm, rows);
+            out->logloss_warm = em3_logloss(y, score, warm, rows);
+            free(cold);
+            free(warm);
+        }
+    }
+    free(score);
+    free(y);
+    free(idx);
+    feeder_free(&fd);
+    return ok;
+}
+
+void em3_eval_print_header(FILE *out) {
+    fprintf(out, "%-8s %9s %8s %8s %8s %9s %9s %9s\n", "split", "rows", "AUC", "gAUC", "logloss",
+            "AUC cold", "AUC warm", "cold rows");
+}
+
+void em3_eval_print_row(FILE *out, const char *name, const em3_eval_result *r) {
+    fprintf(out, "%-8s %9lld %8.4f %8.4f %8.4f %9.4f %9.4f %9lld\n", name, (long long)r->rows, r->auc,
+            r->gauc, r->logloss, r->auc_cold, r->auc_warm, (long long)r->rows_cold);
+}
+
+/* ---- the monitor: a weighted sum of metrics, larger is better -------------------------------- */
+
+static bool monitor_value(const char *spec, const em3_eval_result *r, double *out, char *err, size_t errlen) {
+    double total = 0;
+    const char *p = spec;
+    while (*p) {
+        double sign = 1, coef = 1;
+        while (*p == ' ') p++;
+        if (*p == '+' || *p == '-') sign = *p++ == '-' ? -1 : 1;
+        while (*p == ' ') p++;
+        char *end;
+        double v = strtod(p, &end);
+        if (end != p) {
+            coef = v;
+            p = end;
+            while (*p == ' ') p++;
+            if (*p == '*') p++;
+            while (*p == ' ') p++;
+        }
+        size_t len = strcspn(p, "+- ");
+        double m;
+        if (len == 3 && !strncmp(p, "auc", 3)) m = r->auc;
+        else if (len == 4 && !strncmp(p, "gauc", 4)) m = r->gauc;
+        else if (len == 7 && !strncmp(p, "logloss", 7)) m = r->logloss;
+        else if (len == 8 && !strncmp(p, "auc_cold", 8)) m = r->auc_cold;
+        else return fail(err, errlen, "monitor '%s': unknown metric '%.*s' (auc, gauc, logloss, auc_cold)",
+                         spec, (int)len, p);
+        total += sign * coef * m;
+        p += len;
+        while (*p == ' ') p++;
+    }
+    *out = total;
+    return true;
+}
+
+/* ---- the loop --------------------------------------------------------------------------------- */
+
+static void permutation(int64_t *perm, int64_t n, uint64_t seed, int64_t epoch) {
+    em3_rng r;
+    em3_rng_seed(&r, seed * 0x9E3779B97F4A7C15ull + (uint64_t)epoch + 1);
+    for (int64_t i = 0; i < n; i++) perm[i] = i;
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = (int64_t)em3_rng_below(&r, (uint64_t)i + 1), t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+}
+
+static char *run_path(const em3_train_config *c, const char *file) {
+    size_t n = strlen(c->out_dir) + strlen(file) + 2;
+    char *p = em3_xmalloc(n);
+    snprintf(p, n, "%s/%s", c->out_dir, file);
+    return p;
+}
+
+typedef struct {
+    em3_exec *x;
+    const em3_dataset *ds;
+    const em3_train_config *c;
+    FILE *log, *jsonl, *csv;
+    em3_train_state st;
+    double t_start, t_last;
+    int64_t steps_per_epoch;
+} loop;
+
+static bool save(loop *L, const char *file, char *err, size_t errlen) {
+    char *p = run_path(L->c, file);
+    bool ok = em3_checkpoint_save(L->x, p, &L->st, err, errlen);
+    free(p);
+    return ok;
+}
+
+/* Evaluates valid, logs, updates best / patience / plateau; *stop when patience runs out. */
+static bool evaluate_and_schedule(loop *L, bool *stop, char *err, size_t errlen) {
+    em3_eval_result r;
+    if (!em3_evaluate(L->x, L->ds, EM3_SPLIT_VALID, L->c, &r, err, errlen)) return false;
+    double v = 0;
+    if (!monitor_value(L->c->monitor, &r, &v, err, errlen)) return false;
+    L->st.evals++;
+    bool better = v > L->st.best;
+    if (better) {
+        L->st.best = v;
+        L->st.best_step = L->st.step;
+        L->st.bad_evals = L->st.plateau_evals = 0;
+    } else {
+        L->st.bad_evals++;
+        L->st.plateau_evals++;
+    }
+    bool reduced = false;
+    if (L->c->lr_patience > 0 && L->st.plateau_evals >= L->c->lr_patience) {
+        for (int g = 0; g < L->st.n_lr; g++) L->st.lr[g] = fmax(L->st.lr[g] * L->c->lr_factor, L->c->min_lr);
+        L->st.plateau_evals = 0;
+        reduced = true;
+    }
+    double secs = now() - L->t_start;
+    fprintf(L->log, "[eval %lld] epoch %lld step %lld: valid AUC %.4f gAUC %.4f logloss %.4f "
+                    "(cold AUC %.4f, warm AUC %.4f) monitor %.4f%s%s\n",
+            (long long)L->st.evals, (long long)L->st.epoch + 1, (long long)L->st.step, r.auc, r.gauc, r.logloss,
+            r.auc_cold, r.auc_warm, v, better ? " (best)" : "", reduced ? ", learning rate reduced" : "");
+    fprintf(L->jsonl, "{\"event\":\"eval\",\"epoch\":%lld,\"step\":%lld,\"seconds\":%.3f,\"auc\":%.6f,"
+                      "\"gauc\":%.6f,\"logloss\":%.6f,\"auc_cold\":%.6f,\"auc_warm\":%.6f,\"monitor\":%.6f,"
+                      "\"best\":%s,\"lr\":%g}\n",
+            (long long)L->st.epoch + 1, (long long)L->st.step, secs, r.auc, isnan(r.gauc) ? -1 : r.gauc,
+            r.logloss, isnan(r.auc_cold) ? -1 : r.auc_cold, isnan(r.auc_warm) ? -1 : r.auc_warm, v,
+            better ? "true" : "false", L->st.lr[0]);
+    fprintf(L->csv, "%lld,%lld,%.3f,%.6f,%.6f,%.6f,%.6f,%.6f,%g\n", (long long)L->st.epoch + 1,
+            (long long)L->st.step, secs, r.auc, r.gauc, r.logloss, r.auc_cold, r.auc_warm, L->st.lr[0]);
+    fflush(L->jsonl);
+    fflush(L->csv);
+    if (better && !save(L, "best.ckpt", err, errlen)) return false;
+    *stop = L->c->patience > 0 && L->st.bad_evals >= L->c->patience;
+    if (*stop)
+        fprintf(L->log, "early stop: no improvement of '%s' in %lld evaluations\n", L->c->monitor,
+                (long long)L->st.bad_evals);
+    return true;
+}
+
+static void progress(loop *L, double loss, bool force) {
+    double t = now();
+    if (!force && t - L->t_last < 0.5) return;
+    L->t_last = t;
+    const em3_train_config *c = L->c;
+    int64_t done = L->st.step, total = c->epochs * L->steps_per_epoch;
+    if (c->max_steps && c->max_steps < total) total = c->max_steps;
+    double rate = (double)done * (double)c->batch_size / fmax(t - L->t_start, 1e-9);
+    double eta = rate > 0 ? (double)(total - done) * (double)c->batch_size / rate : 0;
+    if (c->progress && isatty(fileno(stderr)))
+        fprintf(stderr, "\r  epoch %lld/%lld  step %lld/%lld  %8.0f samples/s  loss %.4f  ETA %lld:%02lld   ",
+                (long long)L->st.epoch + 1, (long long)c->epochs, (long long)done, (long long)total, rate, loss,
+                (long long)eta / 60, (long long)eta % 60);
+}
+
+bool em3_train(em3_exec *x, const em3_dataset *ds, const em3_train_config *c, bool resume,
+               FILE *log, char *err, size_t errlen) {
+    const em3_compiled_func *tf = em3_exec_func(x, "train");
+    EM3_ASSERT(tf, "no compiled @train");
+    if (c->deterministic) openblas_set_num_threads(1);
+    if (mkdir(c->out_dir, 0777) && errno != EEXIST)
+        return fail(err, errlen, "cannot create run folder %s: %s", c->out_dir, strerror(errno));
+    int64_t rows = em3_dataset_rows(ds, EM3_SPLIT_TRAIN);
+    if (rows == 0) return fail(err, errlen, "the training split is empty");
+    loop L = {.x = x, .ds = ds, .c = c, .log = log};
+    L.st.best = -INFINITY;
+    L.st.n_lr = c->n_groups;
+    for (int g = 0; g < c->n_groups; g++) L.st.lr[g] = c->groups[g].lr;
+    if (resume) {
+        char *p = run_path(c, "last.ckpt");
+        bool ok = em3_checkpoint_load(x, p, &L.st, err, errlen);
+        free(p);
+        if (!ok) return false;
+        fprintf(log, "resuming at epoch %lld, batch %lld (step %lld)\n", (long long)L.st.epoch + 1,
+                (long long)L.st.batch, (long long)L.st.step);
+    }
+    char *pj = run_path(c, "log.jsonl"), *pc = run_path(c, "metrics.csv");
+    L.jsonl = fopen(pj, resume ? "a" : "w");
+    L.csv = fopen(pc, resume ? "a" : "w");
+    free(pj);
+    free(pc);
+    if (!L.jsonl || !L.csv) {
+        if (L.jsonl) fclose(L.jsonl);
+        if (L.csv) fclose(L.csv);
+        return fail(err, errlen, "cannot write the logs in %s: %s", c->out_dir, strerror(errno));
+    }
+    if (!resume) fprintf(L.csv, "epoch,step,seconds,auc,gauc,logloss,auc_cold,auc_warm,lr\n");
+
+    feeder fd;
+    int64_t bs = c->batch_size;
+    bool ok = feeder_init(&fd, tf, ds, EM3_SPLIT_TRAIN, c, bs, err, errlen);
+    int64_t *perm = em3_xmalloc(sizeof(int64_t) * (size_t)rows);
+    L.steps_per_epoch = (rows + bs - 1) / bs;
+    L.t_start = L.t_last = now();
+    double loss_sum = 0;
+    int64_t loss_n = 0;
+    bool stop = false;
+    int64_t perm_epoch = -1;
+    /* (epoch, batch) is always the next batch to train: that is what a checkpoint records */
+    while (ok && !stop && L.st.epoch < c->epochs) {
+        if (perm_epoch != L.st.epoch) {
+            permutation(perm, rows, c->seed, L.st.epoch);
+            perm_epoch = L.st.epoch;
+        }
+        int64_t at = L.st.batch * bs, n = rows - at < bs ? rows - at : bs;
+        feeder_fill(&fd, perm + at, n, L.st.step + 1, L.st.lr);
+        if (!(ok = em3_exec_run(x, "train", n, fd.in, fd.n, err, errlen))) break;
+        const float *lp = em3_exec_output(x, "train", "loss", NULL);
+        if (!isfinite(*lp)) {
+            ok = fail(err, errlen, "the loss is %g at step %lld (epoch %lld, batch %lld): training "
+                                   "stopped; the last good checkpoint is %s/last.ckpt",
+                      (double)*lp, (long long)L.st.step + 1, (long long)L.st.epoch + 1,
+                      (long long)L.st.batch + 1, c->out_dir);
+            break;
+        }
+        L.st.step++;
+        loss_sum += *lp;
+        loss_n++;
+        bool epoch_end = ++L.st.batch == L.steps_per_epoch;
+        if (epoch_end) {
+            L.st.epoch++;
+            L.st.batch = 0;
+        }
+        progress(&L, loss_sum / (double)loss_n, false);
+        if (c->log_every && L.st.step % c->log_every == 0) {
+            fprintf(L.jsonl, "{\"event\":\"train\",\"epoch\":%lld,\"step\":%lld,\"seconds\":%.3f,\"loss\":%.6f}\n",
+                    (long long)L.st.epoch + !epoch_end, (long long)L.st.step, now() - L.t_start,
+                    loss_sum / (double)loss_n);
+            if (!isatty(fileno(stderr)) || !c->progress)
+                fprintf(log, "  step %lld  loss %.4f\n", (long long)L.st.step, loss_sum / (double)loss_n);
+            loss_sum = 0;
+            loss_n = 0;
+        }
+        bool limit = c->max_steps && L.st.step >= c->max_steps;
+        if (c->eval_every ? L.st.step % c->eval_every == 0 : epoch_end || limit) {
+            if (c->progress && isatty(fileno(stderr))) fputc('\n', stderr);
+            ok = evaluate_and_schedule(&L, &stop, err, errlen);
+        }
+        if (ok && (epoch_end || limit || stop || (c->checkpoint_every && L.st.step % c->checkpoint_every == 0)))
+            ok = save(&L, "last.ckpt", err, errlen);
+        stop |= limit;
+    }
+    if (c->progress && isatty(fileno(stderr))) fputc('\n', stderr);
+    free(perm);
+    feeder_free(&fd);
+    if (ok) {
+        fprintf(log, "trained %lld steps in %.1f s; best monitor %.4f at step %lld\n", (long long)L.st.step,
+                now() - L.t_start, L.st.best, (long long)L.st.best_step);
+        if (L.st.evals) {
+            char *pb = run_path(c, "best.ckpt");
+            em3_train_state best;
+            ok = em3_checkpoint_load(x, pb, &best, err, errlen);
+            free(pb);
+        }
+    }
+    if (ok) {
+        em3_eval_result r;
+        fputc('\n', log);
+        em3_eval_print_header(log);
+        ok = em3_evaluate(x, ds, EM3_SPLIT_VALID, c, &r, err, errlen);
+        if (ok) em3_eval_print_row(log, "valid", &r);
+        if (ok && c->eval_test && em3_dataset_rows(ds, EM3_SPLIT_TEST) > 0) {
+            ok = em3_evaluate(x, ds, EM3_SPLIT_TEST, c, &r, err, errlen);
+            if (ok) {
+                em3_eval_print_row(log, "test", &r);
+                fprintf(L.jsonl, "{\"event\":\"test\",\"auc\":%.6f,\"gauc\":%.6f,\"logloss\":%.6f,\"auc_cold\":%.6f,"
+                                 "\"auc_warm\":%.6f}\n",
+                        r.auc, isnan(r.gauc) ? -1 : r.gauc, r.logloss, isnan(r.auc_cold) ? -1 : r.auc_cold,
+                        isnan(r.auc_warm) ? -1 : r.auc_warm);
+            }
+        }
+    }
+    fclose(L.jsonl);
+    fclose(L.csv);
+    return ok;
+}

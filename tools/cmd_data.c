@@ -1,0 +1,195 @@
+/* tools/cmd_data.c — `em3 data gen|import|info`: write the built-in generated dataset, import a
+ * described dataset into its cache, and show what a dataset holds (splits, columns, item tables,
+ * cold items, the cache). docs/data.md is the reference. */
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "commands.h"
+#include "driver.h"
+#include "runtime/dataset.h"
+
+static double seconds_since(const struct timespec *t0) {
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0->tv_nsec);
+}
+
+static int data_gen(int argc, char **argv) {
+    static const struct option longopts[] = {{"out", required_argument, 0, 'o'},
+                                             {"size", required_argument, 0, 's'},
+                                             {"seed", required_argument, 0, 'S'},
+                                             {"topk", no_argument, 0, 't'},
+                                             {0, 0, 0, 0}};
+    em3_gen_options o = {.size = EM3_GEN_DEFAULT, .seed = 1};
+    const char *out = NULL;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "o:", longopts, NULL)) != -1) {
+        char *end;
+        switch (c) {
+        case 'o': out = optarg; break;
+        case 's':
+            if (!em3_gen_size_parse(optarg, &o.size))
+                return em3_usage_error("data", "--size takes tiny, small, default or large, not '%s'", optarg);
+            break;
+        case 'S':
+            o.seed = strtoull(optarg, &end, 10);
+            if (!*optarg || *end) return em3_usage_error("data", "--seed takes a number, not '%s'", optarg);
+            break;
+        case 't': o.topk = true; break;
+        default: return em3_usage_error("data", "unknown option of 'data gen'");
+        }
+    }
+    if (!out) return em3_usage_error("data", "data gen needs --out DIR");
+    if (optind < argc) return em3_usage_error("data", "unexpected argument '%s'", argv[optind]);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    char err[4096];
+    em3_gen_summary s;
+    if (!em3_data_generate(out, &o, &s, err, sizeof err)) {
+        fprintf(stderr, "em3: error: %s\n", err);
+        return 1;
+    }
+    printf("generated gen_%s (seed %" PRIu64 ") in %s in %.2f s\n", em3_gen_size_name(o.size), o.seed,
+           out, seconds_since(&t0));
+    printf("  %-6s %10s %10s %8s %16s %11s\n", "split", "rows", "clicks", "CTR", "cold-item rows", "oracle AUC");
+    for (int sp = 0; sp < EM3_SPLIT_COUNT; sp++)
+        printf("  %-6s %10lld %10lld %8.3f %16lld %11.4f\n", em3_split_name((em3_split)sp), (long long)s.rows[sp],
+               (long long)s.clicks[sp], s.rows[sp] ? (double)s.clicks[sp] / (double)s.rows[sp] : 0.0,
+               (long long)s.cold_rows[sp], s.oracle_auc[sp]);
+    printf("  %lld users, %lld items (%lld cold: in valid/test rows, in no train row), %lld words\n",
+           (long long)s.users - 1, (long long)s.items - 1, (long long)s.cold_items, (long long)s.words - 1);
+    printf("  model constants (vocabularies count the padding id 0): --set users=%lld --set items=%lld --set seq=%lld --set patches=%lld "
+           "--set patch_dim=%lld --set text_len=%lld --set words=%lld\n",
+           (long long)s.users, (long long)s.items, (long long)s.seq, (long long)s.patches,
+           (long long)s.patch_dim, (long long)s.text_len, (long long)s.words);
+    if (o.topk) printf("  top-K form (MMRec): %s/topk\n", out);
+    return 0;
+}
+
+static void shape_text(const em3_column *c, char *buf, size_t n) {
+    size_t k = (size_t)snprintf(buf, n, "%s[", c->dtype == EM3_DTYPE_I32 ? "i32" : "f32");
+    for (int i = 0; i < c->rank && k < n; i++)
+        k += (size_t)snprintf(buf + k, n - k, "%s%lld", i ? ", " : "", (long long)c->dim[i]);
+    if (k < n) snprintf(buf + k, n - k, "]");
+}
+
+static void print_column(const em3_dataset *ds, const em3_column *c, const char *role) {
+    char shape[96];
+    shape_text(c, shape, sizeof shape);
+    printf("  %-16s %-12s %-16s", c->name, em3_col_kind_name(c->kind), shape);
+    if (c->vocab) printf(" vocab %lld", (long long)c->vocab);
+    if (c->shares) printf(" (shares %s)", c->shares);
+    const char *t1 = em3_dataset_token(ds, c->name, 1);
+    if (t1 && !c->shares) {
+        printf(", most frequent: '%s'", t1);
+        for (int64_t id = 2; id <= 3 && id + 1 < c->vocab; id++) printf(" '%s'", em3_dataset_token(ds, c->name, id));
+    }
+    if (role) printf("  [%s]", role);
+    putchar('\n');
+}
+
+static int open_dataset(int argc, char **argv, bool import, em3_dataset **out) {
+    static const struct option longopts[] = {{"cache", required_argument, 0, 'c'},
+                                             {"rebuild", no_argument, 0, 'r'},
+                                             {"quiet", no_argument, 0, 'q'},
+                                             {0, 0, 0, 0}};
+    em3_data_options o = {0};
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "c:q", longopts, NULL)) != -1) {
+        if (c == 'c') o.cache_dir = optarg;
+        else if (c == 'r' && import) o.rebuild = true;
+        else if (c == 'q') o.quiet = true;
+        else return em3_usage_error("data", "unknown option of 'data %s'", argv[0]);
+    }
+    if (optind + 1 != argc) return em3_usage_error("data", "data %s takes one dataset (a YAML file or a folder)", argv[0]);
+    char err[4096];
+    *out = em3_dataset_open(argv[optind], &o, err, sizeof err);
+    if (!*out) {
+        fprintf(stderr, "em3: error: %s\n", err);
+        return 1;
+    }
+    return 0;
+}
+
+static int data_import(int argc, char **argv) {
+    em3_dataset *ds;
+    int status = open_dataset(argc, argv, true, &ds);
+    if (status) return status;
+    printf("%s: %lld train, %lld valid, %lld test rows; cache %s (%s)\n", em3_dataset_name(ds),
+           (long long)em3_dataset_rows(ds, EM3_SPLIT_TRAIN), (long long)em3_dataset_rows(ds, EM3_SPLIT_VALID),
+           (long long)em3_dataset_rows(ds, EM3_SPLIT_TEST), em3_dataset_cache_path(ds),
+           em3_dataset_cache_reused(ds) ? "up to date, reused" : "imported now");
+    em3_dataset_free(ds);
+    return 0;
+}
+
+static double label_rate(const em3_column *c) {
+    const float *v = c->data;
+    double sum = 0;
+    for (int64_t r = 0; r < c->rows; r++) sum += v[r];
+    return c->rows ? sum / (double)c->rows : 0;
+}
+
+static int data_info(int argc, char **argv) {
+    em3_dataset *ds;
+    int status = open_dataset(argc, argv, false, &ds);
+    if (status) return status;
+    const char *label = em3_dataset_label(ds), *group = em3_dataset_group(ds), *item = em3_dataset_item(ds);
+    printf("dataset %s\n", em3_dataset_name(ds));
+    printf("cache   %s (%s)\n", em3_dataset_cache_path(ds),
+           em3_dataset_cache_reused(ds) ? "up to date, checksums verified" : "imported now");
+    printf("splits ");
+    for (int sp = 0; sp < EM3_SPLIT_COUNT; sp++) {
+        printf("  %s %lld rows", em3_split_name((em3_split)sp), (long long)em3_dataset_rows(ds, (em3_split)sp));
+        if (label && em3_dataset_rows(ds, (em3_split)sp))
+            printf(" (%s rate %.4f)", label, label_rate(em3_dataset_find(ds, (em3_split)sp, label)));
+        putchar(sp + 1 < EM3_SPLIT_COUNT ? ',' : '\n');
+    }
+    printf("columns\n");
+    for (int i = 0; i < em3_dataset_column_count(ds); i++) {
+        const em3_column *c = em3_dataset_column(ds, EM3_SPLIT_TRAIN, i);
+        char role[64] = "";
+        if (label && !strcmp(c->name, label)) strcat(role, "label ");
+        if (group && !strcmp(c->name, group)) strcat(role, "group for gAUC ");
+        if (item && !strcmp(c->name, item)) strcat(role, "item id ");
+        if (*role) role[strlen(role) - 1] = 0;
+        print_column(ds, c, *role ? role : NULL);
+    }
+    if (em3_dataset_table_count(ds)) {
+        printf("item tables (rows are %s ids)\n", item);
+        for (int i = 0; i < em3_dataset_table_count(ds); i++) {
+            const em3_column *t = em3_dataset_table(ds, i);
+            print_column(ds, t, NULL);
+        }
+    }
+    if (item) {
+        const em3_column *train = em3_dataset_find(ds, EM3_SPLIT_TRAIN, item);
+        int64_t cold = 0;
+        for (int32_t id = 1; id < train->vocab; id++) cold += em3_dataset_is_cold(ds, id);
+        printf("cold items: %lld of %lld ids never occur in train rows;", (long long)cold, (long long)train->vocab - 1);
+        for (int sp = EM3_SPLIT_VALID; sp < EM3_SPLIT_COUNT; sp++) {
+            const em3_column *c = em3_dataset_find(ds, (em3_split)sp, item);
+            const int32_t *ids = c->data;
+            int64_t rows = 0;
+            for (int64_t r = 0; r < c->rows; r++) rows += em3_dataset_is_cold(ds, ids[r]);
+            printf(" %s %lld rows (%.1f%%)%s", em3_split_name((em3_split)sp), (long long)rows,
+                   c->rows ? 100.0 * (double)rows / (double)c->rows : 0.0, sp == EM3_SPLIT_VALID ? "," : "\n");
+        }
+    }
+    em3_dataset_free(ds);
+    return 0;
+}
+
+int em3_cmd_data(int argc, char **argv) {
+    if (argc < 2) return em3_usage_error("data", "data needs a subcommand: gen, import or info");
+    if (!strcmp(argv[1], "gen")) return data_gen(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "import")) return data_import(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "info")) return data_info(argc - 1, argv + 1);
+    return em3_usage_error("data", "no subcommand 'data %s' (gen, import or info)", argv[1]);
+}
