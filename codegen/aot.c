@@ -60,9 +60,8 @@ static char *c_name(const char *so_path) {
 /* An identifier from a tensor name for enum constants: HIST, OPT_LR_DEFAULT. */
 static void upper_ident(em3_strbuf *sb, const char *s) {
     for (; *s; s++) {
-        char c = *s;
-        if (c >= 'a' && c <= 'z') c = (char)(c - 'a' + 'A');
-        em3_sb_putc(sb, is_ident((char[]){c, 0}) || (c >= '0' && c <= '9') ? c : '_');
+        char c = *s >= 'a' && *s <= 'z' ? (char)(*s - 'a' + 'A') : *s;
+        em3_sb_putc(sb, (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ? c : '_');
     }
 }
 
@@ -128,12 +127,25 @@ static input_role role_of(const em3_node *n) {
     return strncmp(name, "opt.lr.", 7) ? ROLE_CALLER : ROLE_LR;
 }
 
+/* An em3_tensor_info initialiser: {"name", EM3_MODEL_F32, rank, {dims}, vocab, pad}. */
 static void tensor_info(em3_strbuf *sb, const char *name, const em3_type *t, int64_t vocab, int64_t pad) {
-    em3_sb_printf(sb, "    {");
+    em3_sb_printf(sb, "{");
     c_string(sb, name);
     em3_sb_printf(sb, ", %s, %d, {", t->dtype == EM3_DTYPE_I32 ? "EM3_MODEL_I32" : "EM3_MODEL_F32", t->rank);
     for (int d = 0; d < t->rank; d++) em3_sb_printf(sb, "%s%lld", d ? ", " : "", (long long)t->dim[d]);
-    em3_sb_printf(sb, "%s}, %lld, %lld},\n", t->rank ? "" : "0", (long long)vocab, (long long)pad);
+    em3_sb_printf(sb, "%s}, %lld, %lld}", t->rank ? "" : "0", (long long)vocab, (long long)pad);
+}
+
+static void input_info(em3_strbuf *sb, const em3_node *n) {
+    em3_sb_printf(sb, "    ");
+    tensor_info(sb, em3_node_s(n, "name"), &n->type, em3_node_i(n, "vocab"), em3_node_i(n, "pad"));
+    em3_sb_printf(sb, ",\n");
+}
+
+static void output_info(em3_strbuf *sb, const em3_func *f, int k) {
+    em3_sb_printf(sb, "    ");
+    tensor_info(sb, f->out[k].name, &f->node[f->out[k].value].type, 0, -1);
+    em3_sb_printf(sb, ",\n");
 }
 
 /* The value v came from, looking through reshapes and stop_gradient (which keep the values and
@@ -150,27 +162,69 @@ static bool checks_ids(const em3_func *f, const em3_node *n) {
     return em3_op_kind_of(n->op) == EM3_KIND_GATHER || (em3_op_flags(n->op) & EM3_OPF_SIDE_EFFECT);
 }
 
+static bool is_caller_input(const em3_node *n) { return n->op == EM3_OP_INPUT && role_of(n) == ROLE_CALLER; }
+
 static int caller_index(const em3_func *f, const em3_node *input) {
     int k = 0;
-    for (int i = 0; i < f->n_node && &f->node[i] != input; i++)
-        k += f->node[i].op == EM3_OP_INPUT && role_of(&f->node[i]) == ROLE_CALLER;
+    for (int i = 0; i < f->n_node && &f->node[i] != input; i++) k += is_caller_input(&f->node[i]);
     return k;
+}
+
+/* The sizes of a function's tables: the caller's inputs, all inputs, the nodes that check ids. */
+typedef struct {
+    int caller, slots, faults;
+} table_sizes;
+
+static table_sizes sizes_of(const em3_func *f) {
+    table_sizes t = {0, 0, 0};
+    for (int i = 0; i < f->n_node; i++) {
+        t.caller += is_caller_input(&f->node[i]);
+        t.slots += f->node[i].op == EM3_OP_INPUT;
+        t.faults += checks_ids(f, &f->node[i]);
+    }
+    return t;
+}
+
+/* An em3_host_fault for node i: where its ids come from and which table they index, named for
+ * the messages the host builds. */
+static void fault_entry(em3_strbuf *sb, const em3_func *f, int i) {
+    const em3_node *n = &f->node[i];
+    const em3_node *ids = source(f, n->in[1]), *table = source(f, n->in[0]);
+    em3_strbuf from = {0}, tname = {0};
+    int input = -1;
+    if (ids->op == EM3_OP_INPUT) {
+        em3_sb_printf(&from, "input '%s'", em3_node_s(ids, "name"));
+        input = caller_index(f, ids);
+    } else if (ids->op == EM3_OP_PARAM) {
+        em3_sb_printf(&from, "table '%s'", em3_node_s(ids, "name"));
+    } else if (ids->op == EM3_OP_GATHER && source(f, ids->in[0])->op == EM3_OP_PARAM) {
+        em3_sb_printf(&from, "ids read from table '%s'", em3_node_s(source(f, ids->in[0]), "name"));
+    } else {
+        em3_sb_printf(&from, "ids computed by %s %%%d", em3_op_name(ids->op), (int)(ids - f->node));
+    }
+    if (table->op == EM3_OP_PARAM)
+        em3_sb_printf(&tname, "%s", em3_node_s(table, "name"));
+    else
+        em3_sb_printf(&tname, "%%%d", (int)(table - f->node));
+    em3_sb_printf(sb, "    {%d, %d, ", i, input);
+    c_string(sb, from.data);
+    em3_sb_printf(sb, ", ");
+    c_string(sb, tname.data);
+    em3_sb_printf(sb, ", %lld}, /* %s */\n", (long long)f->node[n->in[0]].type.dim[0], em3_op_name(n->op));
+    em3_sb_free(&from);
+    em3_sb_free(&tname);
 }
 
 static void func_tables(em3_strbuf *sb, const em3_func *f) {
     const char *fn = f->name;
-    int n_caller = 0, n_slots = 0, n_faults = 0;
-    for (int i = 0; i < f->n_node; i++)
-        if (f->node[i].op == EM3_OP_INPUT) n_caller += role_of(&f->node[i]) == ROLE_CALLER, n_slots++;
-    if (n_caller) {
+    table_sizes n = sizes_of(f);
+    if (n.caller) {
         em3_sb_printf(sb, "static const em3_tensor_info %s_inputs[] = {\n", fn);
         for (int i = 0; i < f->n_node; i++)
-            if (f->node[i].op == EM3_OP_INPUT && role_of(&f->node[i]) == ROLE_CALLER)
-                tensor_info(sb, em3_node_s(&f->node[i], "name"), &f->node[i].type, em3_node_i(&f->node[i], "vocab"),
-                            em3_node_i(&f->node[i], "pad"));
+            if (is_caller_input(&f->node[i])) input_info(sb, &f->node[i]);
         em3_sb_printf(sb, "};\n");
     }
-    if (n_slots) {
+    if (n.slots) {
         em3_sb_printf(sb, "static const em3_host_slot %s_slots[] = {\n", fn);
         static const char *const roles[] = {"EM3_HOST_IN_CALLER", "EM3_HOST_IN_STEP", "EM3_HOST_IN_LR"};
         for (int i = 0, k = 0; i < f->n_node; i++)
@@ -182,48 +236,25 @@ static void func_tables(em3_strbuf *sb, const em3_func *f) {
         em3_sb_printf(sb, "};\n");
     }
     em3_sb_printf(sb, "static const em3_tensor_info %s_outputs[] = {\n", fn);
-    for (int i = 0; i < f->n_out; i++) tensor_info(sb, f->out[i].name, &f->node[f->out[i].value].type, 0, -1);
+    for (int i = 0; i < f->n_out; i++) output_info(sb, f, i);
     em3_sb_printf(sb, "};\n");
-    for (int i = 0; i < f->n_node; i++) {
-        const em3_node *n = &f->node[i];
-        if (!checks_ids(f, n)) continue;
-        if (!n_faults++) em3_sb_printf(sb, "static const em3_host_fault %s_faults[] = {\n", fn);
-        const em3_node *ids = source(f, n->in[1]), *table = source(f, n->in[0]);
-        em3_strbuf from = {0}, tname = {0};
-        int input = -1;
-        if (ids->op == EM3_OP_INPUT) {
-            em3_sb_printf(&from, "input '%s'", em3_node_s(ids, "name"));
-            input = caller_index(f, ids);
-        } else if (ids->op == EM3_OP_PARAM) {
-            em3_sb_printf(&from, "table '%s'", em3_node_s(ids, "name"));
-        } else if (ids->op == EM3_OP_GATHER && source(f, ids->in[0])->op == EM3_OP_PARAM) {
-            em3_sb_printf(&from, "ids read from table '%s'", em3_node_s(source(f, ids->in[0]), "name"));
-        } else {
-            em3_sb_printf(&from, "ids computed by %s %%%d", em3_op_name(ids->op), (int)(ids - f->node));
-        }
-        if (table->op == EM3_OP_PARAM)
-            em3_sb_printf(&tname, "%s", em3_node_s(table, "name"));
-        else
-            em3_sb_printf(&tname, "%%%d", (int)(table - f->node));
-        em3_sb_printf(sb, "    {%d, %d, ", i, input);
-        c_string(sb, from.data);
-        em3_sb_printf(sb, ", ");
-        c_string(sb, tname.data);
-        em3_sb_printf(sb, ", %lld}, /* %s */\n", (long long)f->node[n->in[0]].type.dim[0], em3_op_name(n->op));
-        em3_sb_free(&from);
-        em3_sb_free(&tname);
-    }
-    if (n_faults) em3_sb_printf(sb, "};\n");
+    if (!n.faults) return;
+    em3_sb_printf(sb, "static const em3_host_fault %s_faults[] = {\n", fn);
+    for (int i = 0; i < f->n_node; i++)
+        if (checks_ids(f, &f->node[i])) fault_entry(sb, f, i);
+    em3_sb_printf(sb, "};\n");
 }
 
 static const char *const kind_names[] = {"EM3_GLOBAL_PARAM", "EM3_GLOBAL_FROZEN", "EM3_GLOBAL_DATA", "EM3_GLOBAL_STATE"};
 static const char *const init_names[] = {"EM3_INIT_NONE",   "EM3_INIT_ZEROS",   "EM3_INIT_ONES",  "EM3_INIT_CONST",
                                           "EM3_INIT_NORMAL", "EM3_INIT_UNIFORM", "EM3_INIT_XAVIER"};
 
+/* What the generated files say about the library besides the module. */
 typedef struct {
     const char *name, *upper, *model, *cpu;
     int64_t max_batch;
     bool train;
+    const int64_t *arena_bytes; /* per function, from its memory plan at max_batch */
 } names;
 
 static const char abi_wrappers[] =
@@ -257,7 +288,7 @@ static const char train_wrapper[] =
     "}\n";
 
 /* NAME_abi.c: the model's tables and the exported wrappers. */
-static char *abi_source(const em3_module *m, em3_mem_plan **plans, const names *nm) {
+static char *abi_source(const em3_module *m, const names *nm) {
     em3_strbuf sb = {0};
     emit(&sb,
          "/* @N@_abi.c — generated by `em3 build` for model @M@: the exported C ABI of lib@N@.so (@N@.h) as\n"
@@ -270,17 +301,19 @@ static char *abi_source(const em3_module *m, em3_mem_plan **plans, const names *
     for (int g = 0; g < m->n_global; g++) {
         const em3_global *gl = &m->global[g];
         n_tables += gl->kind == EM3_GLOBAL_DATA;
-        em3_strbuf t = {0};
-        tensor_info(&t, gl->name, &gl->type, 0, -1);
-        t.data[t.len - 2] = 0; /* the entry without its ",\n" */
-        em3_sb_printf(&sb, "    {%s, %s, {%s, %.17g}},\n", t.data + 4, kind_names[gl->kind], init_names[gl->init.kind], gl->init.a);
-        em3_sb_free(&t);
+        em3_sb_printf(&sb, "    {");
+        tensor_info(&sb, gl->name, &gl->type, 0, -1);
+        em3_sb_printf(&sb, ", %s, {%s, %.17g}},\n", kind_names[gl->kind], init_names[gl->init.kind], gl->init.a);
     }
     em3_sb_printf(&sb, "};\n");
     if (n_tables) {
         em3_sb_printf(&sb, "static const em3_tensor_info tables[] = {\n");
         for (int g = 0; g < m->n_global; g++)
-            if (m->global[g].kind == EM3_GLOBAL_DATA) tensor_info(&sb, m->global[g].name, &m->global[g].type, 0, -1);
+            if (m->global[g].kind == EM3_GLOBAL_DATA) {
+                em3_sb_printf(&sb, "    ");
+                tensor_info(&sb, m->global[g].name, &m->global[g].type, 0, -1);
+                em3_sb_printf(&sb, ",\n");
+            }
         em3_sb_printf(&sb, "};\n");
     }
     for (int i = 0; i < m->n_func; i++) func_tables(&sb, m->func[i]);
@@ -292,17 +325,13 @@ static char *abi_source(const em3_module *m, em3_mem_plan **plans, const names *
     em3_sb_printf(&sb, "};\nstatic const em3_host_func funcs[] = {\n");
     for (int i = 0; i < m->n_func; i++) {
         const em3_func *f = m->func[i];
-        int n_caller = 0, n_slots = 0, n_faults = 0;
-        for (int k = 0; k < f->n_node; k++) {
-            if (f->node[k].op == EM3_OP_INPUT) n_caller += role_of(&f->node[k]) == ROLE_CALLER, n_slots++;
-            n_faults += checks_ids(f, &f->node[k]);
-        }
+        table_sizes n = sizes_of(f);
         const char *fn = f->name;
-        em3_sb_printf(&sb, "    {\"%s\", %s_fn_%s, %lld, ", fn, nm->name, fn, (long long)plans[i]->arena_bytes);
-        em3_sb_printf(&sb, n_slots ? "%d, %s_slots, " : "%d, NULL, ", n_slots, fn);
-        em3_sb_printf(&sb, n_caller ? "%d, %s_inputs, " : "%d, NULL, ", n_caller, fn);
+        em3_sb_printf(&sb, "    {\"%s\", %s_fn_%s, %lld, ", fn, nm->name, fn, (long long)nm->arena_bytes[i]);
+        em3_sb_printf(&sb, n.slots ? "%d, %s_slots, " : "%d, NULL, ", n.slots, fn);
+        em3_sb_printf(&sb, n.caller ? "%d, %s_inputs, " : "%d, NULL, ", n.caller, fn);
         em3_sb_printf(&sb, "%d, %s_outputs, ", f->n_out, fn);
-        em3_sb_printf(&sb, n_faults ? "%d, %s_faults},\n" : "%d, NULL},\n", n_faults, fn);
+        em3_sb_printf(&sb, n.faults ? "%d, %s_faults},\n" : "%d, NULL},\n", n.faults, fn);
     }
     em3_sb_printf(&sb, "};\n\nstatic const em3_host_model model = {\n    {EM3_ABI_VERSION, ");
     c_string(&sb, nm->model);
@@ -402,7 +431,7 @@ static void header_func(em3_strbuf *sb, const em3_func *f, const names *nm) {
     em3_sb_printf(sb, "/* @%s — inputs, in this order:\n", f->name);
     int k = 0;
     for (int i = 0; i < f->n_node; i++)
-        if (f->node[i].op == EM3_OP_INPUT && role_of(&f->node[i]) == ROLE_CALLER)
+        if (is_caller_input(&f->node[i]))
             describe_tensor(sb, k++, em3_node_s(&f->node[i], "name"), &f->node[i].type, em3_node_i(&f->node[i], "vocab"),
                             em3_node_i(&f->node[i], "pad"));
     bool first = true;
@@ -414,13 +443,17 @@ static void header_func(em3_strbuf *sb, const em3_func *f, const names *nm) {
     if (!first) em3_sb_printf(sb, "\n");
     em3_sb_printf(sb, " * outputs:\n");
     for (int i = 0; i < f->n_out; i++) describe_tensor(sb, i, f->out[i].name, &f->node[f->out[i].value].type, 0, -1);
+    int fi = 0;
+    while (f->mod->func[fi] != f) fi++;
+    em3_sb_printf(sb, " * workspace: %lld bytes, allocated at the first call (planned for %lld rows)\n",
+                  (long long)nm->arena_bytes[fi], (long long)nm->max_batch);
     em3_sb_printf(sb, " */\n#define %s_", nm->upper);
     upper_ident(sb, f->name);
     em3_sb_printf(sb, "_N_INPUTS %d\n#define %s_", k, nm->upper);
     upper_ident(sb, f->name);
     em3_sb_printf(sb, "_N_OUTPUTS %d\nenum {\n", f->n_out);
     for (int i = 0, j = 0; i < f->n_node; i++)
-        if (f->node[i].op == EM3_OP_INPUT && role_of(&f->node[i]) == ROLE_CALLER)
+        if (is_caller_input(&f->node[i]))
             enum_entry(sb, nm->upper, f->name, "IN", em3_node_s(&f->node[i], "name"), j++);
     for (int i = 0; i < f->n_out; i++) enum_entry(sb, nm->upper, f->name, "OUT", f->out[i].name, i);
     em3_sb_printf(sb, "};\n\n");
@@ -578,11 +611,7 @@ static bool link_library(const em3_module *m, const em3_codegen_options *o, cons
     ao.symbol_prefix = prefix;
     if (!em3_codegen_emit(m, &ao, EM3_EMIT_OBJ, obj, d)) return false;
 
-    em3_mem_plan **plans = em3_xcalloc((size_t)m->n_func, sizeof(*plans));
-    for (int i = 0; i < m->n_func; i++) plans[i] = em3_mem_plan_create(m->func[i], o->max_batch, !o->no_mem_reuse);
-    char *abi = abi_source(m, plans, nm);
-    for (int i = 0; i < m->n_func; i++) em3_mem_plan_free(plans[i]);
-    free(plans);
+    char *abi = abi_source(m, nm);
     em3_strbuf vs = {0};
     emit(&vs, "{\n  global:\n    @N@_create; @N@_destroy; @N@_info; @N@_inputs; @N@_outputs; @N@_tables;\n"
               "    @N@_load_weights; @N@_save_weights; @N@_set_table; @N@_predict;\n",
@@ -662,7 +691,14 @@ bool em3_aot_build(const em3_module *m, const em3_codegen_options *o, const char
         LLVMDisposeMessage(h);
         cpu = host_cpu;
     }
-    names nm = {name, upper, m->name, cpu, o->max_batch, em3_module_find_func(m, "train") != NULL};
+    /* the plans em3_codegen_emit makes for the object, so that the sizes match its offsets */
+    int64_t *arena = em3_xcalloc((size_t)m->n_func + 1, sizeof(int64_t));
+    for (int i = 0; i < m->n_func; i++) {
+        em3_mem_plan *plan = em3_mem_plan_create(m->func[i], o->max_batch, !o->no_mem_reuse);
+        arena[i] = plan->arena_bytes;
+        em3_mem_plan_free(plan);
+    }
+    names nm = {name, upper, m->name, cpu, o->max_batch, em3_module_find_func(m, "train") != NULL, arena};
     char *header = ok ? header_source(m, &nm, model_h) : NULL;
     if (ok) ok = link_library(m, o, &nm, &b, header, d);
     if (ok && (!write_text(b.h_tmp, header) || chmod(b.h_tmp, 0644) != 0 || chmod(b.so_tmp, 0755) != 0))
@@ -677,6 +713,7 @@ bool em3_aot_build(const em3_module *m, const em3_codegen_options *o, const char
         b.so_tmp = b.h_tmp = NULL;
     }
     cleanup(&b, name);
+    free(arena);
     free(header);
     free(model_h);
     free(name);

@@ -3,7 +3,9 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
 
 void em3_assert_fail(const char *file, int line, const char *cond, const char *fmt, ...) {
     fprintf(stderr, "%s:%d: internal error: assertion '%s' failed: ", file, line, cond);
@@ -134,4 +136,18 @@ void em3_format_double(char *out, size_t n, double v) {
         size_t l = strlen(out);
         if (l + 2 < n) memcpy(out + l, ".0", 3);
     }
+}
+
+bool em3_mkdir_p(const char *path) {
+    char *p = em3_xstrdup(path);
+    bool ok = true;
+    for (char *c = p + 1; ok && *c; c++)
+        if (*c == '/') {
+            *c = 0;
+            ok = !mkdir(p, 0777) || errno == EEXIST;
+            *c = '/';
+        }
+    ok = ok && (!mkdir(p, 0777) || errno == EEXIST);
+    free(p);
+    return ok;
 }

@@ -4,6 +4,7 @@
 #define EM3_SUPPORT_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -46,6 +47,9 @@ void em3_sb_printf(em3_strbuf *sb, const char *fmt, ...) __attribute__((format(p
 void em3_sb_vprintf(em3_strbuf *sb, const char *fmt, va_list ap);
 void em3_sb_putc(em3_strbuf *sb, char c);
 void em3_sb_free(em3_strbuf *sb);
+
+/* mkdir -p: creates `path` and its missing parents; false (errno set) on failure. */
+bool em3_mkdir_p(const char *path);
 
 /* Shortest "%g" text that reads back to the same double: IR dumps must round-trip exactly. */
 void em3_format_double(char *out, size_t n, double v);

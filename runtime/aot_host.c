@@ -124,21 +124,40 @@ static int check_vocab(const em3_host_func *f, int64_t batch, const void *const 
     return 0;
 }
 
-/* The message for a kernel's report of a bad id (em3_frame err_*), in a chunk from `first_row`. */
-static int data_error(const em3_host_func *f, const em3_frame *fr, int64_t first_row, char *err, size_t errlen) {
-    for (int i = 0; i < f->n_faults; i++) {
-        const em3_host_fault *x = &f->faults[i];
-        if (x->node != fr->err_node) continue;
-        char at[96] = "";
-        if (x->ids_input >= 0 && fr->err_index >= 0) {
-            at[0] = ' ';
-            where(at + 1, sizeof at - 1, &f->inputs[x->ids_input], fr->err_index, first_row);
+/* The message for a kernel's report of a bad id (em3_frame err_*) in the chunk of `rows` rows
+ * from `first_row`. Kernels of the same signature are shared between nodes, so err_node may
+ * name another node of the same kind; for ids that come straight from the caller the failing
+ * node is found again instead: kernels run in node order and stop at the first bad id, so it
+ * is the first such node with an id outside its table. */
+static int data_error(const em3_host_func *f, const em3_frame *fr, const void *const *inputs, int64_t first_row,
+                      int64_t rows, char *err, size_t errlen) {
+    const em3_host_fault *x = NULL;
+    int64_t index = fr->err_index, value = fr->err_value;
+    for (int i = 0; i < f->n_faults && !x; i++)
+        if (f->faults[i].node == fr->err_node) x = &f->faults[i];
+    if (x && x->ids_input >= 0)
+        for (int i = 0; i < f->n_faults; i++) {
+            const em3_host_fault *y = &f->faults[i];
+            if (y->ids_input < 0) continue;
+            const em3_tensor_info *t = &f->inputs[y->ids_input];
+            const int32_t *ids = (const int32_t *)((const char *)inputs[y->ids_input] + row_offset(t, first_row));
+            int64_t n = numel(t, rows), k = 0;
+            while (k < n && ids[k] >= 0 && ids[k] < y->rows) k++;
+            if (k < n) {
+                x = y, index = k, value = ids[k];
+                break;
+            }
         }
-        return fail(err, errlen, "%s: %s: id %" PRId64 "%s is outside table '%s' (%" PRId64 " rows)", f->name, x->ids,
-                    fr->err_value, at, x->table, x->rows);
+    if (!x)
+        return fail(err, errlen, "%s: value %%%" PRId32 ": id %" PRId64 " at position %" PRId64 " is out of range",
+                    f->name, fr->err_node, value, index);
+    char at[96] = "";
+    if (x->ids_input >= 0 && index >= 0) {
+        at[0] = ' ';
+        where(at + 1, sizeof at - 1, &f->inputs[x->ids_input], index, first_row);
     }
-    return fail(err, errlen, "%s: value %%%" PRId32 ": id %" PRId64 " at position %" PRId64 " is out of range", f->name,
-                fr->err_node, fr->err_value, fr->err_index);
+    return fail(err, errlen, "%s: %s: id %" PRId64 "%s is outside table '%s' (%" PRId64 " rows)", f->name, x->ids,
+                value, at, x->table, x->rows);
 }
 
 int em3_host_run(em3_host *h, int fi, int64_t batch, const void *const *inputs, void *const *outputs,
@@ -178,7 +197,7 @@ int em3_host_run(em3_host *h, int fi, int64_t batch, const void *const *inputs, 
                 in[s] = sl->role == EM3_HOST_IN_STEP ? &step : &lr;
         }
         em3_frame fr = {.batch = rows, .arena = h->arena[fi], .global = h->global, .input = in, .output = out};
-        if (f->fn(&fr)) return data_error(f, &fr, first, err, errlen);
+        if (f->fn(&fr)) return data_error(f, &fr, inputs, first, rows, err, errlen);
         for (int k = 0; outputs && k < f->n_outputs; k++)
             if (outputs[k])
                 memcpy((char *)outputs[k] + row_offset(&f->outputs[k], first), out[k],

@@ -164,6 +164,14 @@ bool em3_data_fingerprint(const em3_data_spec *s, em3_source_stamp **stamps, int
             lines[n++] = line;
         }
     }
+    /* absolute paths: the same dataset named from another folder has the same fingerprint */
+    for (int i = 0; i < n; i++) {
+        char *abs = realpath(paths[i], NULL);
+        if (abs) {
+            free(paths[i]);
+            paths[i] = abs;
+        }
+    }
     em3_source_stamp *st = em3_xcalloc((size_t)n + 1, sizeof *st);
     bool ok = true;
     int done = 0;

@@ -123,7 +123,6 @@ typedef struct {
     void *data[EM3_SPLIT_COUNT];
     int64_t rows[EM3_SPLIT_COUNT], cap[EM3_SPLIT_COUNT];
     int csv_col;      /* in the CSV being read */
-    em3_npy *arr;     /* in the arrays being read */
 } feat_state;
 
 typedef struct {
@@ -450,13 +449,23 @@ static bool array_column(importer *im, int i, int sp, const em3_npy *a) {
         free(v);
         return ok;
     }
-    int64_t *v = em3_xmalloc(sizeof *v * (size_t)(a->numel + 1));
-    bool ok = em3_npy_to_i64(a, v, im->err, im->errlen);
+    /* converted a block of rows at a time: a history column of millions of rows would
+     * otherwise take twice its size again as int64 */
+    enum { BLOCK = 1 << 16 };
+    size_t esize = a->dtype == EM3_NPY_I32 ? 4 : a->dtype == EM3_NPY_I64 ? 8 : 1;
+    int64_t *v = em3_xmalloc(sizeof *v * (size_t)(BLOCK * per + 1));
+    bool ok = true;
     for (int64_t r = 0; ok && r < rows; r++) {
+        if (r % BLOCK == 0) {
+            em3_npy view = *a;
+            view.data = (char *)a->data + (size_t)(r * per) * esize;
+            view.numel = (rows - r < BLOCK ? rows - r : BLOCK) * per;
+            if (!(ok = em3_npy_to_i64(&view, v, im->err, im->errlen))) break;
+        }
         w.at = r;
         int64_t n = 0;
         for (int64_t k = 0; ok && k < per; k++) {
-            int64_t x = v[r * per + k], id;
+            int64_t x = v[(r % BLOCK) * per + k], id;
             /* in arrays a sequence is padded with 0 (or, with id_offset, a negative value) */
             if (f->kind == EM3_COL_SEQUENCE && (x < 0 || (x == 0 && (f->id_offset == 0 || f->enc == EM3_ENC_VOCAB))))
                 continue;

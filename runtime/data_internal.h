@@ -129,11 +129,8 @@ const char *em3_csv_path(const em3_csv *c);
 /* ---- arrays: .npy files, .npz members ------------------------------------------------------------ */
 
 /* Reads member `name` (without ".npy") of the .npz `path`: stored (np.savez) members only.
- * Messages name "PATH[name]". */
+ * Messages name "PATH[name]"; a missing member's lists the members there are. */
 em3_npy *em3_npz_read(const char *path, const char *name, char *err, size_t errlen);
-/* The member names of an .npz (without ".npy"), NULL-terminated; free with em3_npz_names_free. */
-char **em3_npz_names(const char *path, char *err, size_t errlen);
-void em3_npz_names_free(char **names);
 
 /* ---- import and the cache ---------------------------------------------------------------------- */
 

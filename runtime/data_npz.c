@@ -134,36 +134,6 @@ static bool is_npy_member(const char *name) {
     return n > 4 && !strcmp(name + n - 4, ".npy");
 }
 
-char **em3_npz_names(const char *path, char *err, size_t errlen) {
-    zipfile z;
-    uint64_t pos, count;
-    if (!open_zip(path, &z, err, errlen)) return NULL;
-    char **names = NULL;
-    if (find_directory(&z, &pos, &count, err, errlen)) {
-        names = em3_xcalloc(count + 1, sizeof *names);
-        int n = 0;
-        for (uint64_t i = 0; i < count; i++) {
-            zipentry en;
-            if (!read_entry(&z, &pos, &en, err, errlen)) {
-                em3_npz_names_free(names);
-                names = NULL;
-                break;
-            }
-            if (is_npy_member(en.name)) {
-                en.name[strlen(en.name) - 4] = 0;
-                names[n++] = em3_xstrdup(en.name);
-            }
-        }
-    }
-    close_zip(&z);
-    return names;
-}
-
-void em3_npz_names_free(char **names) {
-    for (char **p = names; p && *p; p++) free(*p);
-    free(names);
-}
-
 /* Replaces the temporary file's name at the start of npy.c's message by "PATH[name]". */
 static void rename_message(char *err, size_t errlen, const char *tmp, const char *shown) {
     size_t t = strlen(tmp);
@@ -177,18 +147,24 @@ em3_npy *em3_npz_read(const char *path, const char *name, char *err, size_t errl
     char shown[4096];
     snprintf(shown, sizeof shown, "%s[%s]", path, name);
     zipfile z;
-    uint64_t pos, count;
+    uint64_t pos = 0, count = 0;
     if (!open_zip(path, &z, err, errlen)) return NULL;
     em3_npy *a = NULL;
     zipentry en = {0};
+    em3_strbuf members = {0}; /* for the message when `name` is not one */
     bool found = false, ok = find_directory(&z, &pos, &count, err, errlen);
     for (uint64_t i = 0; ok && !found && i < count; i++) {
         ok = read_entry(&z, &pos, &en, err, errlen);
         found = ok && is_npy_member(en.name) && strlen(en.name) == strlen(name) + 4 &&
                 !strncmp(en.name, name, strlen(name));
+        if (ok && is_npy_member(en.name))
+            em3_sb_printf(&members, "%s%.*s", members.len ? ", " : "", (int)strlen(en.name) - 4, en.name);
     }
     const unsigned char *data = NULL;
-    if (ok && !found) ok = em3_data_fail(err, errlen, "%s: has no array '%s'", path, name);
+    if (ok && !found)
+        ok = em3_data_fail(err, errlen, "%s: has no array '%s' (it has: %s)", path, name,
+                           members.len ? members.data : "none");
+    em3_sb_free(&members);
     if (ok && (en.method != 0 || (en.flags & 1)))
         ok = em3_data_fail(err, errlen, "%s: compressed or encrypted member (np.savez_compressed); "
                            "save with np.savez, or as .npy files", shown);

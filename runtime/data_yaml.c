@@ -528,11 +528,16 @@ em3_data_spec *em3_data_spec_load(const char *yaml_path, char *err, size_t errle
         }
         yaml_document_delete(&y.doc);
     }
-    if (ok && !s->name) { /* the folder's name */
+    if (ok && !s->name) { /* the folder's name, made a name: "my-data.v2" becomes "my_data_v2" */
         char *d = dir_of(yaml_path);
         char *abs = realpath(d, NULL);
         const char *base = strrchr(abs ? abs : d, '/');
-        s->name = em3_xstrdup(base && base[1] ? base + 1 : "dataset");
+        em3_strbuf name = {0};
+        em3_sb_printf(&name, "%s%s", base && base[1] >= '0' && base[1] <= '9' ? "_" : "",
+                      base && base[1] ? base + 1 : "dataset");
+        for (char *c = name.data; *c; c++)
+            if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9'))) *c = '_';
+        s->name = name.data;
         free(abs);
         free(d);
     }

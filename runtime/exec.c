@@ -8,6 +8,7 @@
 #include "init.h"
 
 typedef struct {
+    em3_compiled_func desc; /* a copy: callers may free theirs */
     const em3_compiled_func *cf;
     void *arena;
     const void **output;
@@ -47,7 +48,8 @@ em3_exec *em3_exec_create(const em3_module *m, const em3_compiled_func *funcs, i
     x->n_fn = n_funcs;
     x->fn = em3_xcalloc((size_t)(n_funcs ? n_funcs : 1), sizeof(exec_func));
     for (int i = 0; i < n_funcs; i++) {
-        x->fn[i].cf = &funcs[i];
+        x->fn[i].desc = funcs[i];
+        x->fn[i].cf = &x->fn[i].desc;
         x->fn[i].arena = aligned((size_t)funcs[i].arena_bytes);
         x->fn[i].output = em3_xcalloc((size_t)(funcs[i].n_outputs + 1), sizeof(void *));
         x->fn[i].input = em3_xcalloc((size_t)(funcs[i].n_inputs + 1), sizeof(void *));

@@ -1,7 +1,7 @@
 /* runtime/exec.h — running compiled model functions: the model's globals in memory
  * (parameters initialised from the seed, optimizer state, data tables bound to the dataset's
  * side tables without copying), one arena per function, inputs bound by name. Compiled code
- * arrives as em3_compiled_func descriptors (runtime/abi.h), whatever produced them. */
+ * arrives as em3_compiled_func descriptors (runtime/abi.h, copied here), whatever produced them. */
 #ifndef EM3_EXEC_H
 #define EM3_EXEC_H
 

@@ -299,17 +299,18 @@ static bool evaluate_and_schedule(loop *L, bool *stop, char *err, size_t errlen)
         reduced = true;
     }
     double secs = now() - L->t_start;
-    fprintf(L->log, "[eval %lld] epoch %lld step %lld: valid AUC %.4f gAUC %.4f logloss %.4f "
+    double epoch = (double)L->st.step / (double)L->steps_per_epoch;
+    fprintf(L->log, "[eval %lld] epoch %.2f step %lld: valid AUC %.4f gAUC %.4f logloss %.4f "
                     "(cold AUC %.4f, warm AUC %.4f) monitor %.4f%s%s\n",
-            (long long)L->st.evals, (long long)L->st.epoch + 1, (long long)L->st.step, r.auc, r.gauc, r.logloss,
+            (long long)L->st.evals, epoch, (long long)L->st.step, r.auc, r.gauc, r.logloss,
             r.auc_cold, r.auc_warm, v, better ? " (best)" : "", reduced ? ", learning rate reduced" : "");
-    fprintf(L->jsonl, "{\"event\":\"eval\",\"epoch\":%lld,\"step\":%lld,\"seconds\":%.3f,\"auc\":%.6f,"
+    fprintf(L->jsonl, "{\"event\":\"eval\",\"epoch\":%.4f,\"step\":%lld,\"seconds\":%.3f,\"auc\":%.6f,"
                       "\"gauc\":%.6f,\"logloss\":%.6f,\"auc_cold\":%.6f,\"auc_warm\":%.6f,\"monitor\":%.6f,"
                       "\"best\":%s,\"lr\":%g}\n",
-            (long long)L->st.epoch + 1, (long long)L->st.step, secs, r.auc, isnan(r.gauc) ? -1 : r.gauc,
+            epoch, (long long)L->st.step, secs, r.auc, isnan(r.gauc) ? -1 : r.gauc,
             r.logloss, isnan(r.auc_cold) ? -1 : r.auc_cold, isnan(r.auc_warm) ? -1 : r.auc_warm, v,
             better ? "true" : "false", L->st.lr[0]);
-    fprintf(L->csv, "%lld,%lld,%.3f,%.6f,%.6f,%.6f,%.6f,%.6f,%g\n", (long long)L->st.epoch + 1,
+    fprintf(L->csv, "%.4f,%lld,%.3f,%.6f,%.6f,%.6f,%.6f,%.6f,%g\n", epoch,
             (long long)L->st.step, secs, r.auc, r.gauc, r.logloss, r.auc_cold, r.auc_warm, L->st.lr[0]);
     fflush(L->jsonl);
     fflush(L->csv);
@@ -341,7 +342,7 @@ bool em3_train(em3_exec *x, const em3_dataset *ds, const em3_train_config *c, bo
     const em3_compiled_func *tf = em3_exec_func(x, "train");
     EM3_ASSERT(tf, "no compiled @train");
     if (c->deterministic) openblas_set_num_threads(1);
-    if (mkdir(c->out_dir, 0777) && errno != EEXIST)
+    if (!em3_mkdir_p(c->out_dir))
         return fail(err, errlen, "cannot create run folder %s: %s", c->out_dir, strerror(errno));
     int64_t rows = em3_dataset_rows(ds, EM3_SPLIT_TRAIN);
     if (rows == 0) return fail(err, errlen, "the training split is empty");
@@ -406,8 +407,8 @@ bool em3_train(em3_exec *x, const em3_dataset *ds, const em3_train_config *c, bo
         }
         progress(&L, loss_sum / (double)loss_n, false);
         if (c->log_every && L.st.step % c->log_every == 0) {
-            fprintf(L.jsonl, "{\"event\":\"train\",\"epoch\":%lld,\"step\":%lld,\"seconds\":%.3f,\"loss\":%.6f}\n",
-                    (long long)L.st.epoch + !epoch_end, (long long)L.st.step, now() - L.t_start,
+            fprintf(L.jsonl, "{\"event\":\"train\",\"epoch\":%.4f,\"step\":%lld,\"seconds\":%.3f,\"loss\":%.6f}\n",
+                    (double)L.st.step / (double)L.steps_per_epoch, (long long)L.st.step, now() - L.t_start,
                     loss_sum / (double)loss_n);
             if (!isatty(fileno(stderr)) || !c->progress)
                 fprintf(log, "  step %lld  loss %.4f\n", (long long)L.st.step, loss_sum / (double)loss_n);

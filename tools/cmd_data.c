@@ -12,6 +12,8 @@
 #include "driver.h"
 #include "runtime/dataset.h"
 
+static int imax(int a, int b) { return a > b ? a : b; }
+
 static double seconds_since(const struct timespec *t0) {
     struct timespec t1;
     clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -78,15 +80,15 @@ static void shape_text(const em3_column *c, char *buf, size_t n) {
     if (k < n) snprintf(buf + k, n - k, "]");
 }
 
-static void print_column(const em3_dataset *ds, const em3_column *c, const char *role) {
+static void print_column(const em3_dataset *ds, const em3_column *c, int width, const char *role) {
     char shape[96];
     shape_text(c, shape, sizeof shape);
-    printf("  %-16s %-12s %-16s", c->name, em3_col_kind_name(c->kind), shape);
+    printf("  %-*s %-12s %-12s", width, c->name, em3_col_kind_name(c->kind), shape);
     if (c->vocab) printf(" vocab %lld", (long long)c->vocab);
     if (c->shares) printf(" (shares %s)", c->shares);
     const char *t1 = em3_dataset_token(ds, c->name, 1);
     if (t1 && !c->shares) {
-        printf(", most frequent: '%s'", t1);
+        printf(", tokens '%s'", t1);
         for (int64_t id = 2; id <= 3 && id + 1 < c->vocab; id++) printf(" '%s'", em3_dataset_token(ds, c->name, id));
     }
     if (role) printf("  [%s]", role);
@@ -151,6 +153,11 @@ static int data_info(int argc, char **argv) {
             printf(" (%s rate %.4f)", label, label_rate(em3_dataset_find(ds, (em3_split)sp, label)));
         putchar(sp + 1 < EM3_SPLIT_COUNT ? ',' : '\n');
     }
+    int width = 8;
+    for (int i = 0; i < em3_dataset_column_count(ds); i++)
+        width = imax(width, (int)strlen(em3_dataset_column(ds, EM3_SPLIT_TRAIN, i)->name));
+    for (int i = 0; i < em3_dataset_table_count(ds); i++)
+        width = imax(width, (int)strlen(em3_dataset_table(ds, i)->name));
     printf("columns\n");
     for (int i = 0; i < em3_dataset_column_count(ds); i++) {
         const em3_column *c = em3_dataset_column(ds, EM3_SPLIT_TRAIN, i);
@@ -159,28 +166,35 @@ static int data_info(int argc, char **argv) {
         if (group && !strcmp(c->name, group)) strcat(role, "group for gAUC ");
         if (item && !strcmp(c->name, item)) strcat(role, "item id ");
         if (*role) role[strlen(role) - 1] = 0;
-        print_column(ds, c, *role ? role : NULL);
+        print_column(ds, c, width, *role ? role : NULL);
     }
     if (em3_dataset_table_count(ds)) {
         printf("item tables (rows are %s ids)\n", item);
         for (int i = 0; i < em3_dataset_table_count(ds); i++) {
             const em3_column *t = em3_dataset_table(ds, i);
-            print_column(ds, t, NULL);
+            print_column(ds, t, width, NULL);
         }
     }
     if (item) {
-        const em3_column *train = em3_dataset_find(ds, EM3_SPLIT_TRAIN, item);
-        int64_t cold = 0;
-        for (int32_t id = 1; id < train->vocab; id++) cold += em3_dataset_is_cold(ds, id);
-        printf("cold items: %lld of %lld ids never occur in train rows;", (long long)cold, (long long)train->vocab - 1);
+        int64_t vocab = em3_dataset_find(ds, EM3_SPLIT_TRAIN, item)->vocab, cold = 0, shown = 0;
+        bool *seen = calloc((size_t)vocab + 1, sizeof *seen);
+        for (int32_t id = 1; id < vocab; id++) cold += em3_dataset_is_cold(ds, id);
+        printf("cold items (in no train row): %lld of %lld ids;", (long long)cold, (long long)vocab - 1);
         for (int sp = EM3_SPLIT_VALID; sp < EM3_SPLIT_COUNT; sp++) {
             const em3_column *c = em3_dataset_find(ds, (em3_split)sp, item);
             const int32_t *ids = c->data;
             int64_t rows = 0;
-            for (int64_t r = 0; r < c->rows; r++) rows += em3_dataset_is_cold(ds, ids[r]);
-            printf(" %s %lld rows (%.1f%%)%s", em3_split_name((em3_split)sp), (long long)rows,
-                   c->rows ? 100.0 * (double)rows / (double)c->rows : 0.0, sp == EM3_SPLIT_VALID ? "," : "\n");
+            for (int64_t r = 0; r < c->rows; r++)
+                if (em3_dataset_is_cold(ds, ids[r])) {
+                    rows++;
+                    shown += ids[r] < vocab && !seen[ids[r]];
+                    if (ids[r] < vocab) seen[ids[r]] = true;
+                }
+            printf(" %s %lld rows (%.1f%%),", em3_split_name((em3_split)sp), (long long)rows,
+                   c->rows ? 100.0 * (double)rows / (double)c->rows : 0.0);
         }
+        printf(" %lld distinct\n", (long long)shown);
+        free(seen);
     }
     em3_dataset_free(ds);
     return 0;

@@ -6,6 +6,7 @@
 
 #include "commands.h"
 #include "driver.h"
+#include "run_config.h"
 #include "ir/support.h"
 
 static const em3_command commands[] = {
@@ -25,7 +26,11 @@ static void overview(FILE *out) {
     fputs("\n'em3 help COMMAND' or 'em3 COMMAND --help' describes a command.\n", out);
 }
 
-static void print_help(const em3_command *c, FILE *out) { fputs(c->help, out); }
+/* A command's help; `train` appends the table of run options it shares with --set. */
+static void print_help(const em3_command *c, FILE *out) {
+    fputs(c->help, out);
+    if (c->fn == em3_cmd_train) em3_run_config_help(out);
+}
 
 static const em3_command *find(const char *name) {
     for (int i = 0; i < N_COMMANDS; i++)

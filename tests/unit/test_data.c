@@ -514,12 +514,6 @@ static void test_npz(void **state) {
     assert_true(em3_npy_write_f32(in_dir("click.npy"), 1, &n, click, err, sizeof err));
     const char *members[] = {"user", "click"};
     put_npz("train.npz", members, 2, 0);
-    char **names = em3_npz_names(in_dir("train.npz"), err, sizeof err);
-    assert_non_null(names);
-    assert_string_equal(names[0], "user");
-    assert_string_equal(names[1], "click");
-    assert_null(names[2]);
-    em3_npz_names_free(names);
     put("z.yaml", "train_data: train.npz\nfeature_cols:\n  - {name: user, type: categorical}\nlabel_col: {name: click}\n");
     em3_dataset *ds = open_ds(in_dir("z.yaml"), err, sizeof err);
     if (!ds) fail_msg("%s", err);
@@ -530,7 +524,7 @@ static void test_npz(void **state) {
 
     em3_npy *a = em3_npz_read(in_dir("train.npz"), "nothing", err, sizeof err);
     assert_null(a);
-    assert_non_null(strstr(err, "has no array 'nothing'"));
+    assert_non_null(strstr(err, "train.npz: has no array 'nothing' (it has: user, click)"));
     put_npz("train.npz", members, 2, 8);
     expect_error(in_dir("z.yaml"), "train.npz[user]: compressed", NULL);
     put_npz("train.npz", members, 2, 0);
@@ -815,25 +809,24 @@ static void test_fuxictr_tiny(void **state) {
     for (int sp = 0; sp < EM3_SPLIT_COUNT; sp++) {
         char npz[64];
         snprintf(npz, sizeof npz, "ctr-samples/fuxictr-tiny-seq/%s.npz", em3_split_name((em3_split)sp));
-        char **names = em3_npz_names(shared(npz), err, sizeof err);
-        if (!names) fail_msg("%s", err);
-        int n = 0;
-        for (; names[n]; n++) {
-            em3_npy *a = em3_npz_read(shared(npz), names[n], err, sizeof err);
+        int compared = 0;
+        for (int i = 0; i < em3_dataset_column_count(ds); i++) {
+            const em3_column *c = em3_dataset_column(ds, (em3_split)sp, i);
+            if (!strcmp(c->name, "price")) continue; /* numeric: FuxiCTR's tiny_seq left it out */
+            em3_npy *a = em3_npz_read(shared(npz), c->name, err, sizeof err);
             if (!a) fail_msg("%s", err);
-            const em3_column *c = em3_dataset_find(ds, (em3_split)sp, names[n]);
-            assert_non_null(c);
+            assert_int_equal(a->numel, c->rows * (c->rank ? c->dim[0] : 1));
             double *v = malloc(sizeof *v * (size_t)a->numel);
             em3_npy_to_f64(a, v);
             for (int64_t k = 0; k < a->numel; k++) {
                 double mine = c->dtype == EM3_DTYPE_I32 ? ((const int32_t *)c->data)[k] : ((const float *)c->data)[k];
-                if (mine != v[k]) fail_msg("%s %s[%lld]: %g, FuxiCTR %g", em3_split_name((em3_split)sp), names[n], (long long)k, mine, v[k]);
+                if (mine != v[k]) fail_msg("%s %s[%lld]: %g, FuxiCTR %g", em3_split_name((em3_split)sp), c->name, (long long)k, mine, v[k]);
             }
             free(v);
             em3_npy_free(a);
+            compared++;
         }
-        assert_int_equal(n, 16);
-        em3_npz_names_free(names);
+        assert_int_equal(compared, 16);
     }
     em3_dataset_free(ds);
 }

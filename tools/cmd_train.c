@@ -1,0 +1,386 @@
+/* tools/cmd_train.c — `em3 train`, `em3 eval` and `em3 predict`: compile a model for a dataset
+ * (frontend, autodiff, optimizer and the -O2 passes, LLVM JIT), then run the training loop or
+ * score a split with a run folder's best weights. The run folder keeps the resolved
+ * configuration and the compiled IR (model.ir), so a run can be evaluated, resumed or served
+ * without its sources. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "codegen/codegen.h"
+#include "commands.h"
+#include "driver.h"
+#include "run_config.h"
+#include "runtime/checkpoint.h"
+
+enum { OPT_DATA = 256, OPT_OUT, OPT_CONFIG, OPT_RESUME, OPT_NOPROG, OPT_SPLIT, OPT_CKPT, OPT_QUIET };
+
+static int user_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int user_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("em3: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 1;
+}
+
+static char *join(const char *dir, const char *file) {
+    size_t n = strlen(dir) + strlen(file) + 2;
+    char *p = em3_xmalloc(n);
+    snprintf(p, n, "%s/%s", dir, file);
+    return p;
+}
+
+/* The module after the passes a run needs: @train only when training. */
+static em3_module *compile_model(em3_run_config *rc, const em3_source_opts *so, bool train, em3_diag *d) {
+    em3_frontend_options fe = so->fe;
+    fe.overrides = rc->consts;
+    fe.n_overrides = rc->n_consts;
+    em3_module *m = em3_frontend_compile(rc->model, &fe, d);
+    if (!m) return NULL;
+    em3_pipeline *pl = em3_pipeline_create();
+    if (train) em3_pipeline_add_default(pl, 2);
+    else em3_pipeline_add(pl, EM3_PASS_DCE);
+    em3_pass_options po = {.optim = &rc->optim, .quiet = true};
+    bool ok = em3_pipeline_run(pl, m, &po, d);
+    em3_pipeline_free(pl);
+    if (!ok) {
+        em3_module_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+static em3_jit *jit(const em3_module *m, const em3_run_config *rc, em3_diag *d, FILE *log) {
+    em3_codegen_options o = em3_codegen_defaults();
+    o.max_batch = rc->max_batch;
+    o.no_mem_reuse = rc->no_mem_reuse;
+    em3_jit *j = em3_jit_compile(m, &o, d);
+    if (j && log) fprintf(log, "compiled %s in %.2f s\n", m->name, em3_jit_compile_seconds(j));
+    return j;
+}
+
+static em3_exec *executor(const em3_module *m, em3_jit *j, uint64_t seed) {
+    em3_compiled_func *fs = em3_xcalloc((size_t)m->n_func, sizeof(*fs));
+    for (int i = 0; i < m->n_func; i++) fs[i] = *em3_jit_func(j, m->func[i]->name);
+    em3_exec *x = em3_exec_create(m, fs, m->n_func, seed);
+    free(fs); /* copied by the executor; what they point to belongs to the jit */
+    return x;
+}
+
+static bool write_file(const char *path, void (*fill)(FILE *, const void *), const void *ctx) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return false;
+    fill(f, ctx);
+    bool ok = fclose(f) == 0 && rename(tmp, path) == 0;
+    if (!ok) remove(tmp);
+    return ok;
+}
+
+static void fill_config(FILE *f, const void *rc) { em3_run_config_write(rc, f); }
+static void fill_ir(FILE *f, const void *m) { em3_module_print(m, f, 0); }
+
+static void default_out_dir(em3_run_config *rc, char *buf, size_t n) {
+    const char *base = strrchr(rc->model, '/') ? strrchr(rc->model, '/') + 1 : rc->model;
+    time_t t = time(NULL);
+    struct tm tm;
+    localtime_r(&t, &tm);
+    snprintf(buf, n, "runs/%.*s-%04d%02d%02d-%02d%02d%02d", (int)strcspn(base, "."), base, tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+int em3_cmd_train(int argc, char **argv) {
+    static const struct option longopts[] = {
+        EM3_SOURCE_OPTIONS,
+        {"data", required_argument, 0, OPT_DATA},
+        {"out", required_argument, 0, OPT_OUT},
+        {"config", required_argument, 0, OPT_CONFIG},
+        {"resume", required_argument, 0, OPT_RESUME},
+        {"no-progress", no_argument, 0, OPT_NOPROG},
+        {0, 0, 0, 0}};
+    em3_source_opts so = {0};
+    em3_run_config rc;
+    em3_run_config_init(&rc);
+    const char *resume = NULL;
+    char err[1024], outbuf[4096];
+    bool ok = true;
+    int c;
+    /* first pass: a config file or a run to resume provide defaults that --set overrides */
+    for (int i = 1; i + 1 < argc; i++) {
+        if (!strcmp(argv[i], "--resume")) resume = argv[i + 1];
+        if (!strcmp(argv[i], "--config") && !em3_run_config_read(&rc, argv[i + 1], err, sizeof err))
+            return user_error("%s", err);
+    }
+    if (resume) {
+        char *p = join(resume, "config.yaml");
+        ok = em3_run_config_read(&rc, p, err, sizeof err);
+        free(p);
+        if (!ok) return user_error("--resume %s: %s", resume, err);
+        rc.train.out_dir = resume;
+    }
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "I:", longopts, NULL)) != -1) {
+        if (c == 'S') { /* --set: an option of the run, or a model constant */
+            const char *eq = strchr(optarg, '=');
+            char key[256];
+            if (!eq || eq == optarg) {
+                ok = !em3_usage_error("train", "--set needs KEY=VALUE, got '%s'", optarg);
+                continue;
+            }
+            snprintf(key, sizeof key, "%.*s", (int)(eq - optarg), optarg);
+            if (!em3_run_config_set(&rc, key, eq + 1, err, sizeof err)) ok = !em3_usage_error("train", "%s", err);
+            continue;
+        }
+        if (em3_source_option(&so, c, optarg, &ok)) continue;
+        switch (c) {
+        case OPT_DATA: rc.data = optarg; break;
+        case OPT_OUT: rc.train.out_dir = optarg; break;
+        case OPT_CONFIG: case OPT_RESUME: break;
+        case OPT_NOPROG: rc.train.progress = false; break;
+        default: ok = false; em3_usage_error("train", "unknown option"); break;
+        }
+    }
+    if (ok && optind < argc) rc.model = argv[optind++];
+    if (ok && (!rc.model || optind != argc)) ok = !em3_usage_error("train", "expected one model file");
+    if (ok && !rc.data) ok = !em3_usage_error("train", "--data DATASET is required");
+    if (ok && !em3_run_config_finish(&rc, err, sizeof err)) ok = !em3_usage_error("train", "%s", err);
+    if (!ok) {
+        em3_source_opts_free(&so);
+        em3_run_config_free(&rc);
+        return 2;
+    }
+    if (!rc.train.out_dir) {
+        default_out_dir(&rc, outbuf, sizeof outbuf);
+        rc.train.out_dir = outbuf;
+    }
+    int status = 1;
+    em3_diag *d = em3_diag_create(stderr);
+    em3_data_options dopt = {0};
+    em3_dataset *ds = em3_dataset_open(rc.data, &dopt, err, sizeof err);
+    em3_module *m = ds ? compile_model(&rc, &so, true, d) : NULL;
+    em3_jit *j = m ? jit(m, &rc, d, stderr) : NULL;
+    em3_exec *x = j ? executor(m, j, rc.train.seed) : NULL;
+    if (!ds) {
+        user_error("%s", err);
+    } else if (x && !em3_exec_bind_dataset(x, ds, err, sizeof err)) {
+        user_error("%s", err);
+    } else if (x) {
+        if (!em3_mkdir_p(rc.train.out_dir)) {
+            user_error("cannot create %s: %s", rc.train.out_dir, strerror(errno));
+        } else {
+            char *pc = join(rc.train.out_dir, "config.yaml"), *pm = join(rc.train.out_dir, "model.ir");
+            if (!resume && (!write_file(pc, fill_config, &rc) || !write_file(pm, fill_ir, m)))
+                user_error("cannot write the run folder %s: %s", rc.train.out_dir, strerror(errno));
+            else if (!em3_train(x, ds, &rc.train, resume != NULL, stdout, err, sizeof err))
+                user_error("%s", err);
+            else {
+                printf("\nrun folder: %s\n", rc.train.out_dir);
+                status = 0;
+            }
+            free(pc);
+            free(pm);
+        }
+    }
+    em3_exec_free(x);
+    em3_jit_free(j);
+    em3_module_free(m);
+    em3_dataset_free(ds);
+    em3_diag_free(d);
+    em3_source_opts_free(&so);
+    em3_run_config_free(&rc);
+    return status;
+}
+
+/* eval and predict: a run folder's model.ir and checkpoint, on a split of a dataset. */
+typedef struct {
+    em3_run_config rc;
+    em3_diag *d;
+    em3_dataset *ds;
+    em3_module *m;
+    em3_jit *j;
+    em3_exec *x;
+} scoring;
+
+static bool open_run(scoring *s, const char *run, const char *data, const char *ckpt, char *err, size_t errlen) {
+    em3_run_config_init(&s->rc);
+    char *pc = join(run, "config.yaml"), *pm = join(run, "model.ir");
+    bool ok = em3_run_config_read(&s->rc, pc, err, errlen) && em3_run_config_finish(&s->rc, err, errlen);
+    s->d = em3_diag_create(stderr);
+    if (ok) {
+        FILE *f = fopen(pm, "rb");
+        char *text = NULL;
+        size_t n = 0;
+        if (f) {
+            FILE *mem = open_memstream(&text, &n);
+            char buf[65536];
+            size_t r;
+            while ((r = fread(buf, 1, sizeof buf, f)) > 0) fwrite(buf, 1, r, mem);
+            fclose(mem);
+            fclose(f);
+            s->m = em3_module_parse(text, n, pm, s->d);
+            free(text);
+        }
+        if (!s->m) ok = (snprintf(err, errlen, "cannot read the compiled model %s", pm), false);
+    }
+    if (ok) { /* only @predict is needed to score */
+        while (s->m->n_func > 0 && strcmp(s->m->func[0]->name, "predict")) em3_module_remove_func(s->m, s->m->func[0]);
+        while (s->m->n_func > 1) em3_module_remove_func(s->m, s->m->func[1]);
+        em3_data_options dopt = {0};
+        s->ds = em3_dataset_open(data ? data : s->rc.data, &dopt, err, errlen);
+        ok = s->ds != NULL;
+    }
+    if (ok) ok = (s->j = jit(s->m, &s->rc, s->d, NULL)) != NULL;
+    if (ok) {
+        s->x = executor(s->m, s->j, s->rc.train.seed);
+        ok = em3_exec_bind_dataset(s->x, s->ds, err, errlen);
+    }
+    if (ok) {
+        char file[64];
+        snprintf(file, sizeof file, "%s.ckpt", ckpt);
+        char *pk = join(run, file);
+        em3_train_state st;
+        ok = em3_checkpoint_load(s->x, pk, &st, err, errlen);
+        free(pk);
+    }
+    free(pc);
+    free(pm);
+    return ok;
+}
+
+static void close_run(scoring *s) {
+    em3_exec_free(s->x);
+    em3_jit_free(s->j);
+    em3_module_free(s->m);
+    em3_dataset_free(s->ds);
+    em3_diag_free(s->d);
+    em3_run_config_free(&s->rc);
+}
+
+static bool parse_split(const char *s, em3_split *out) {
+    for (int i = 0; i < EM3_SPLIT_COUNT; i++)
+        if (!strcmp(s, em3_split_name((em3_split)i))) return *out = (em3_split)i, true;
+    return false;
+}
+
+int em3_cmd_eval(int argc, char **argv) {
+    static const struct option longopts[] = {{"data", required_argument, 0, OPT_DATA},
+                                             {"split", required_argument, 0, OPT_SPLIT},
+                                             {"checkpoint", required_argument, 0, OPT_CKPT},
+                                             {0, 0, 0, 0}};
+    const char *data = NULL, *ckpt = "best";
+    em3_split split = EM3_SPLIT_TEST;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        if (c == OPT_DATA) data = optarg;
+        else if (c == OPT_CKPT) ckpt = optarg;
+        else if (c == OPT_SPLIT && parse_split(optarg, &split)) continue;
+        else return em3_usage_error("eval", c == OPT_SPLIT ? "--split takes train, valid or test" : "unknown option");
+    }
+    if (optind != argc - 1) return em3_usage_error("eval", "expected one run folder");
+    if (strcmp(ckpt, "best") && strcmp(ckpt, "last")) return em3_usage_error("eval", "--checkpoint takes best or last");
+    scoring s = {0};
+    char err[1024];
+    int status = 1;
+    em3_eval_result r;
+    if (!open_run(&s, argv[optind], data, ckpt, err, sizeof err) ||
+        !em3_evaluate(s.x, s.ds, split, &s.rc.train, &r, err, sizeof err)) {
+        user_error("%s", err);
+    } else {
+        em3_eval_print_header(stdout);
+        em3_eval_print_row(stdout, em3_split_name(split), &r);
+        status = 0;
+    }
+    close_run(&s);
+    return status;
+}
+
+int em3_cmd_predict(int argc, char **argv) {
+    static const struct option longopts[] = {{"data", required_argument, 0, OPT_DATA},
+                                             {"split", required_argument, 0, OPT_SPLIT},
+                                             {"checkpoint", required_argument, 0, OPT_CKPT},
+                                             {0, 0, 0, 0}};
+    const char *data = NULL, *ckpt = "best", *out = NULL;
+    em3_split split = EM3_SPLIT_TEST;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "o:", longopts, NULL)) != -1) {
+        if (c == OPT_DATA) data = optarg;
+        else if (c == OPT_CKPT) ckpt = optarg;
+        else if (c == 'o') out = optarg;
+        else if (c == OPT_SPLIT && parse_split(optarg, &split)) continue;
+        else return em3_usage_error("predict", "unknown option or bad --split");
+    }
+    if (optind != argc - 1 || !out) return em3_usage_error("predict", "expected a run folder and -o FILE");
+    scoring s = {0};
+    char err[1024], tmp[4096];
+    int status = 1;
+    snprintf(tmp, sizeof tmp, "%s.tmp", out);
+    FILE *f = NULL;
+    if (!open_run(&s, argv[optind], data, ckpt, err, sizeof err)) {
+        user_error("%s", err);
+    } else if (!(f = fopen(tmp, "w"))) {
+        user_error("cannot write %s: %s", out, strerror(errno));
+    } else {
+        const em3_compiled_func *pf = em3_exec_func(s.x, "predict");
+        int64_t rows = em3_dataset_rows(s.ds, split), chunk = s.rc.train.eval_batch_size;
+        bool ok = true;
+        fprintf(f, "row");
+        for (int k = 0; k < pf->n_outputs; k++) fprintf(f, ",%s", pf->outputs[k]);
+        fputc('\n', f);
+        em3_exec_input in[64];
+        int64_t *idx = em3_xmalloc(sizeof(int64_t) * (size_t)chunk);
+        void *bufs[64] = {0};
+        for (int k = 0; k < pf->n_inputs && ok; k++) {
+            const char *name = em3_node_s(pf->inputs[k], "name");
+            const em3_column *col = em3_dataset_find(s.ds, split, name);
+            if (!col) {
+                ok = false;
+                user_error("the model's input %s has no column in the %s split", name, em3_split_name(split));
+                break;
+            }
+            int64_t w = 1;
+            for (int i = 0; i < col->rank; i++) w *= col->dim[i];
+            bufs[k] = em3_xmalloc((size_t)(chunk * w * 4));
+            in[k] = (em3_exec_input){name, bufs[k]};
+        }
+        for (int64_t at = 0; ok && at < rows; at += chunk) {
+            int64_t n = rows - at < chunk ? rows - at : chunk;
+            for (int64_t i = 0; i < n; i++) idx[i] = at + i;
+            for (int k = 0; k < pf->n_inputs; k++)
+                em3_column_gather(em3_dataset_find(s.ds, split, in[k].name), idx, n, bufs[k]);
+            if (!(ok = em3_exec_run(s.x, "predict", n, in, pf->n_inputs, err, sizeof err))) {
+                user_error("%s", err);
+                break;
+            }
+            for (int64_t i = 0; i < n; i++) {
+                fprintf(f, "%lld", (long long)(at + i));
+                for (int k = 0; k < pf->n_outputs; k++) {
+                    em3_type t;
+                    const float *o = em3_exec_output(s.x, "predict", pf->outputs[k], &t);
+                    int64_t per = em3_type_numel(&t, n) / n;
+                    for (int64_t e = 0; e < per; e++) fprintf(f, "%s%.9g", e ? " " : ",", (double)o[i * per + e]);
+                }
+                fputc('\n', f);
+            }
+        }
+        for (int k = 0; k < pf->n_inputs; k++) free(bufs[k]);
+        free(idx);
+        if (fclose(f) || !ok || rename(tmp, out)) {
+            if (ok) user_error("cannot write %s: %s", out, strerror(errno));
+            remove(tmp);
+        } else {
+            fprintf(stderr, "wrote %lld rows to %s\n", (long long)rows, out);
+            status = 0;
+        }
+    }
+    close_run(&s);
+    return status;
+}

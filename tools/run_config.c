@@ -1,0 +1,237 @@
+/* tools/run_config.c — the table of training options (see run_config.h). One row per key:
+ * its type, where it lives, its meaning; parsing, writing, reading and help all walk it. */
+#include "run_config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { K_INT, K_FLOAT, K_BOOL, K_STR, K_OPTIM } kind;
+
+typedef struct {
+    const char *key;
+    kind k;
+    size_t off;
+    const char *help;
+} option;
+
+#define T(f) offsetof(em3_run_config, train.f)
+#define O(f) offsetof(em3_run_config, optim.f)
+#define R(f) offsetof(em3_run_config, f)
+
+static const option options[] = {
+    {"epochs", K_INT, T(epochs), "passes over the training split"},
+    {"batch_size", K_INT, T(batch_size), "training rows per step"},
+    {"eval_batch_size", K_INT, T(eval_batch_size), "rows per evaluation call"},
+    {"max_steps", K_INT, T(max_steps), "stop after this many steps in all (0: no limit)"},
+    {"seed", K_INT, T(seed), "seed of the initial weights and of every permutation"},
+    {"deterministic", K_BOOL, T(deterministic), "one thread, fixed reduction order: bit-identical reruns"},
+    {"optimizer", K_OPTIM, O(kind), "sgd, momentum, adam, adamw or adagrad"},
+    {"lr", K_FLOAT, O(lr), "learning rate of the default parameter group"},
+    {"beta1", K_FLOAT, O(beta1), "Adam's first-moment decay"},
+    {"beta2", K_FLOAT, O(beta2), "Adam's second-moment decay"},
+    {"eps", K_FLOAT, O(eps), "Adam's / Adagrad's epsilon"},
+    {"momentum", K_FLOAT, O(momentum), "SGD momentum"},
+    {"weight_decay", K_FLOAT, O(weight_decay), "L2 weight decay (decoupled for adamw)"},
+    {"clip_norm", K_FLOAT, O(clip_norm), "clip the global gradient norm to this (0: off)"},
+    {"lazy", K_BOOL, O(lazy), "update only the touched rows of embedding tables"},
+    {"adagrad_init", K_FLOAT, O(adagrad_init), "Adagrad's initial accumulator value"},
+    {"monitor", K_STR, T(monitor), "early-stopping monitor: auc, gauc, -logloss, or a sum like gauc+0.5*auc"},
+    {"patience", K_INT, T(patience), "evaluations without improvement before stopping (0: never)"},
+    {"lr_factor", K_FLOAT, T(lr_factor), "reduce-on-plateau factor"},
+    {"lr_patience", K_INT, T(lr_patience), "evaluations without improvement before reducing rates (0: off)"},
+    {"min_lr", K_FLOAT, T(min_lr), "reduce-on-plateau floor"},
+    {"eval_every", K_INT, T(eval_every), "evaluate every N steps (0: after each epoch)"},
+    {"checkpoint_every", K_INT, T(checkpoint_every), "also checkpoint every N steps (0: at evaluations)"},
+    {"log_every", K_INT, T(log_every), "a log record every N steps"},
+    {"eval_test", K_BOOL, T(eval_test), "evaluate the test split with the best weights at the end"},
+    {"score", K_STR, T(score), "the output of @predict the metrics score"},
+    {"max_batch", K_INT, R(max_batch), "rows the compiled code is planned for (0: the larger batch size)"},
+    {"opt_level", K_INT, R(opt_level), "compiler optimisation level, 0 or 2"},
+    {"no_mem_reuse", K_BOOL, R(no_mem_reuse), "give every value its own memory (debugging)"},
+};
+enum { N_OPTIONS = sizeof options / sizeof *options };
+
+static const char *keep(em3_run_config *rc, const char *s) {
+    rc->owned = em3_xrealloc(rc->owned, sizeof(char *) * (size_t)(rc->n_owned + 1));
+    return rc->owned[rc->n_owned++] = em3_xstrdup(s);
+}
+
+void em3_run_config_init(em3_run_config *rc) {
+    memset(rc, 0, sizeof *rc);
+    rc->train = em3_train_defaults();
+    rc->optim = em3_optim_defaults();
+    rc->opt_level = 2;
+}
+
+void em3_run_config_free(em3_run_config *rc) {
+    for (int i = 0; i < rc->n_owned; i++) free(rc->owned[i]);
+    free(rc->owned);
+    free(rc->consts);
+}
+
+static bool parse_int(const char *v, int64_t *out) {
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (!*v || *end || errno) return false;
+    *out = x;
+    return true;
+}
+
+static bool parse_float(const char *v, double *out) {
+    char *end;
+    double x = strtod(v, &end);
+    if (!*v || *end || !isfinite(x)) return false;
+    *out = x;
+    return true;
+}
+
+static bool parse_bool(const char *v, bool *out) {
+    if (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes")) return *out = true, true;
+    if (!strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "no")) return *out = false, true;
+    return false;
+}
+
+static em3_param_group *group(em3_run_config *rc, const char *name) {
+    for (int i = 0; i < rc->optim.n_groups; i++)
+        if (!strcmp(rc->groups[i].name, name)) return &rc->groups[i];
+    if (rc->optim.n_groups == EM3_MAX_GROUPS - 1) return NULL;
+    em3_param_group *g = &rc->groups[rc->optim.n_groups++];
+    *g = (em3_param_group){keep(rc, name), NULL, -1, -1};
+    return g;
+}
+
+bool em3_run_config_set(em3_run_config *rc, const char *key, const char *value, char *err, size_t errlen) {
+    for (int i = 0; i < N_OPTIONS; i++) {
+        const option *o = &options[i];
+        if (strcmp(o->key, key)) continue;
+        void *at = (char *)rc + o->off;
+        bool ok = true;
+        switch (o->k) {
+        case K_INT: ok = parse_int(value, at); break;
+        case K_FLOAT: ok = parse_float(value, at); break;
+        case K_BOOL: ok = parse_bool(value, at); break;
+        case K_STR: *(const char **)at = keep(rc, value); break;
+        case K_OPTIM: ok = em3_optim_kind_parse(value, at); break;
+        }
+        if (!ok)
+            snprintf(err, errlen, "--set %s=%s: expected %s", key, value,
+                     o->k == K_INT ? "an integer" : o->k == K_FLOAT ? "a number"
+                     : o->k == K_BOOL ? "true or false" : "sgd, momentum, adam, adamw or adagrad");
+        return ok;
+    }
+    /* group.NAME=pattern, lr.NAME=rate, wd.NAME=decay: parameter groups */
+    const char *dot = strchr(key, '.');
+    if (dot && (!strncmp(key, "group.", 6) || !strncmp(key, "lr.", 3) || !strncmp(key, "wd.", 3))) {
+        em3_param_group *g = group(rc, dot + 1);
+        if (!g || !strcmp(dot + 1, "default")) {
+            snprintf(err, errlen, "--set %s: %s", key, g ? "'default' is the group of unmatched parameters (use lr=...)"
+                                                          : "too many parameter groups");
+            return false;
+        }
+        double x;
+        if (key[0] == 'g') {
+            g->pattern = keep(rc, value);
+            return true;
+        }
+        if (!parse_float(value, &x)) {
+            snprintf(err, errlen, "--set %s=%s: expected a number", key, value);
+            return false;
+        }
+        *(key[0] == 'l' ? &g->lr : &g->weight_decay) = x;
+        return true;
+    }
+    rc->consts = em3_xrealloc(rc->consts, sizeof(*rc->consts) * (size_t)(rc->n_consts + 1));
+    rc->consts[rc->n_consts++] = (em3_const_override){keep(rc, key), keep(rc, value)};
+    return true;
+}
+
+bool em3_run_config_finish(em3_run_config *rc, char *err, size_t errlen) {
+    em3_train_config *t = &rc->train;
+    t->groups[0] = (em3_lr_group){"default", rc->optim.lr};
+    t->n_groups = 1;
+    for (int i = 0; i < rc->optim.n_groups; i++) {
+        em3_param_group *g = &rc->groups[i];
+        if (!g->pattern) {
+            snprintf(err, errlen, "parameter group %s has no pattern (--set group.%s='content.*')", g->name, g->name);
+            return false;
+        }
+        if (g->lr < 0) g->lr = rc->optim.lr;
+        t->groups[t->n_groups++] = (em3_lr_group){g->name, g->lr};
+    }
+    rc->optim.groups = rc->groups;
+    if (t->batch_size < 1 || t->eval_batch_size < 1 || t->epochs < 0) {
+        snprintf(err, errlen, "batch sizes must be positive and epochs not negative");
+        return false;
+    }
+    if (rc->max_batch == 0) rc->max_batch = t->batch_size > t->eval_batch_size ? t->batch_size : t->eval_batch_size;
+    if (rc->max_batch < t->batch_size || rc->max_batch < t->eval_batch_size) {
+        snprintf(err, errlen, "max_batch %lld is smaller than a batch size", (long long)rc->max_batch);
+        return false;
+    }
+    return true;
+}
+
+void em3_run_config_write(const em3_run_config *rc, FILE *out) {
+    fprintf(out, "# em3 run configuration, resolved (em3 train --set KEY=VALUE sets these)\n");
+    if (rc->model) fprintf(out, "model: %s\n", rc->model);
+    if (rc->data) fprintf(out, "data: %s\n", rc->data);
+    for (int i = 0; i < N_OPTIONS; i++) {
+        const option *o = &options[i];
+        const void *at = (const char *)rc + o->off;
+        fprintf(out, "%s: ", o->key);
+        switch (o->k) {
+        case K_INT: fprintf(out, "%lld\n", (long long)*(const int64_t *)at); break;
+        case K_FLOAT: fprintf(out, "%.17g\n", *(const double *)at); break;
+        case K_BOOL: fprintf(out, "%s\n", *(const bool *)at ? "true" : "false"); break;
+        case K_STR: fprintf(out, "%s\n", *(const char *const *)at); break;
+        case K_OPTIM: fprintf(out, "%s\n", em3_optim_kind_name(*(const em3_optim_kind *)at)); break;
+        }
+    }
+    for (int i = 0; i < rc->optim.n_groups; i++) {
+        const em3_param_group *g = &rc->groups[i];
+        fprintf(out, "group.%s: %s\nlr.%s: %.17g\n", g->name, g->pattern ? g->pattern : "", g->name, g->lr);
+        if (g->weight_decay >= 0) fprintf(out, "wd.%s: %.17g\n", g->name, g->weight_decay);
+    }
+    for (int i = 0; i < rc->n_consts; i++) fprintf(out, "const.%s: %s\n", rc->consts[i].name, rc->consts[i].value);
+}
+
+bool em3_run_config_read(em3_run_config *rc, const char *path, char *err, size_t errlen) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+        return false;
+    }
+    char line[4096];
+    bool ok = true;
+    for (int n = 1; ok && fgets(line, sizeof line, f); n++) {
+        line[strcspn(line, "\n")] = 0;
+        if (!line[0] || line[0] == '#') continue;
+        char *colon = strstr(line, ": ");
+        if (!colon) {
+            snprintf(err, errlen, "%s:%d: expected 'key: value'", path, n);
+            ok = false;
+            break;
+        }
+        *colon = 0;
+        const char *k = line, *v = colon + 2;
+        char sub[512];
+        if (!strcmp(k, "model")) rc->model = keep(rc, v);
+        else if (!strcmp(k, "data")) rc->data = keep(rc, v);
+        else if (!strncmp(k, "const.", 6)) ok = em3_run_config_set(rc, k + 6, v, sub, sizeof sub);
+        else ok = em3_run_config_set(rc, k, v, sub, sizeof sub);
+        if (!ok) snprintf(err, errlen, "%s:%d: %s", path, n, sub);
+    }
+    fclose(f);
+    return ok;
+}
+
+void em3_run_config_help(FILE *out) {
+    for (int i = 0; i < N_OPTIONS; i++) fprintf(out, "      %-18s %s\n", options[i].key, options[i].help);
+    fprintf(out, "      %-18s %s\n", "group.NAME", "a parameter group: an fnmatch pattern over parameter names");
+    fprintf(out, "      %-18s %s\n", "lr.NAME, wd.NAME", "the group's learning rate and weight decay");
+    fprintf(out, "      %-18s %s\n", "OTHER", "any other key is a model constant (e.g. d=32)");
+}
