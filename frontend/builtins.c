@@ -54,7 +54,8 @@ static value b_unary(elab *e, int self, const value *a, em3_loc loc) {
             elab_error(e, loc, "%s(%g) is not a finite number", table[self].name, x);
             return v_error();
         }
-        if (a[0].kind == V_INT && (op == EM3_OP_ABS || op == EM3_OP_RELU)) return v_int((int64_t)r);
+        if (a[0].kind == V_INT && (op == EM3_OP_ABS || op == EM3_OP_RELU) && r < 9e18)
+            return v_int((int64_t)r);
         return v_float(r);
     }
     return v_tensor(emit_unary(e, op, as_tensor(e, &a[0], -1, loc), loc));
@@ -76,9 +77,9 @@ static value b_binary(elab *e, int self, const value *a, em3_loc loc) {
         double x, y;
         if (!as_number(e, &a[0], loc, "an operand", &x) || !as_number(e, &a[1], loc, "an operand", &y))
             return v_error();
-        double r = op == EM3_OP_MAXIMUM ? fmax(x, y) : fmin(x, y);
-        bool ints = a[0].kind != V_FLOAT && a[1].kind != V_FLOAT;
-        return ints ? v_int((int64_t)r) : v_float(r);
+        if (a[0].kind != V_FLOAT && a[1].kind != V_FLOAT) /* exactly, beyond 2^53 too */
+            return (a[0].i > a[1].i) == (op == EM3_OP_MAXIMUM) ? v_int(a[0].i) : v_int(a[1].i);
+        return v_float(op == EM3_OP_MAXIMUM ? fmax(x, y) : fmin(x, y));
     }
     int ta, tb;
     if (!two_tensors(e, &a[0], &a[1], loc, &ta, &tb)) return v_error();
@@ -295,6 +296,10 @@ static value b_concat(elab *e, int self, const value *a, em3_loc loc) {
         return v_error();
     }
     int n = a[0].list.n;
+    if (n > 64) { /* the IR's operand limit */
+        elab_error(e, loc, "concat of %d tensors: at most 64 can be joined at once (concat groups of them)", n);
+        return v_error();
+    }
     int *in = em3_arena_alloc(e->arena, sizeof(int) * (size_t)n);
     for (int i = 0; i < n; i++)
         if ((in[i] = as_tensor(e, &a[0].list.items[i], -1, loc)) < 0) return v_error();
@@ -435,10 +440,7 @@ static value b_fill(elab *e, int self, const value *a, em3_loc loc) {
     if (r < 0) return v_error();
     if (!strcmp(table[self].name, "full") && !as_number(e, &a[1], loc, "the fill value", &v))
         return v_error();
-    em3_node p = em3_node_proto(EM3_OP_CONST, loc);
-    em3_node_set_f(&p, "value", v);
-    p.type = em3_type_make(EM3_DTYPE_F32, r, dims);
-    return v_tensor(emit(e, &p, NULL, 0, loc));
+    return v_tensor(emit_const(e, v, EM3_DTYPE_F32, dims, r, loc));
 }
 
 static value b_init(elab *e, int self, const value *a, em3_loc loc) {

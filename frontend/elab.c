@@ -2,6 +2,8 @@
  * (parameters become IR globals named by their instance path, "content.proj.w"), weight
  * sharing, and the lowering of a model into its @forward and @predict functions.
  * Expressions are in eval.c, built-in functions in builtins.c. */
+#include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,6 +98,10 @@ bool elab_tick(elab *e, em3_loc loc) { return elab_charge(e, 1, loc); }
 
 bool elab_charge(elab *e, long n, em3_loc loc) {
     if (e->abort) return false;
+    if (em3_diag_error_count(e->diag) - e->errors_before > EM3_ELAB_MAX_ERRORS) { /* 20 shown */
+        e->abort = true;
+        return false;
+    }
     if ((e->steps += n) > EM3_ELAB_MAX_STEPS) {
         e->abort = true;
         return elab_error(e, loc, "the model takes too long to elaborate (over %ld steps): "
@@ -383,7 +389,7 @@ static value declare_data(elab *e, scope *s, const ast *st) {
 }
 
 /* A model-level constant may be overridden from the command line (--set NAME=VALUE). */
-static value override_value(elab *e, const char *name, bool *found) {
+static value override_value(elab *e, const char *name, em3_loc loc, bool *found) {
     *found = false;
     if (!e->opt) return v_error();
     for (int i = 0; i < e->opt->n_overrides; i++) {
@@ -391,10 +397,17 @@ static value override_value(elab *e, const char *name, bool *found) {
         if (strcmp(o->name, name)) continue;
         *found = true;
         char *end;
+        errno = 0;
         long long iv = strtoll(o->value, &end, 10);
-        if (*o->value && !*end) return v_int(iv);
+        bool range = errno == ERANGE;
+        if (*o->value && !*end && !range) return v_int(iv);
         double fv = strtod(o->value, &end);
-        if (*o->value && !*end) return v_float(fv);
+        if (*o->value && !*end && !range && isfinite(fv)) return v_float(fv);
+        if (*o->value && !*end) { /* inf, nan, 1e999, or an integer beyond 64 bits */
+            elab_error(e, loc, "--set %s=%s: the number is too large or not finite", name,
+                       o->value);
+            return v_error();
+        }
         if (!strcmp(o->value, "true") || !strcmp(o->value, "false"))
             return v_bool(!strcmp(o->value, "true"));
         return (value){.kind = V_STRING, .s = o->value};
@@ -577,7 +590,7 @@ static flow exec_stmt(elab *e, scope *s, instance *in, const ast *st, ctx_kind c
     case AST_CONST:
         for (const ast *c = st->list; c; c = c->next) {
             bool over = false;
-            value v = ctx == CTX_MODEL ? override_value(e, c->str, &over) : v_error();
+            value v = ctx == CTX_MODEL ? override_value(e, c->str, c->loc, &over) : v_error();
             if (!over) v = eval(e, s, c->a);
             if (!is_compile_time(&v)) {
                 elab_error(e, c->loc, "const %s must be known at compile time, but it is %s "
@@ -715,7 +728,7 @@ bool elab_model(elab *e, const ast *model) {
                 if (st->kind == AST_CONST)
                     for (const ast *c = st->list; c; c = c->next)
                         if (!strcmp(c->str, e->opt->overrides[i].name)) declared = true;
-            if (!declared)
+            if (!declared && !e->opt->overrides[i].optional)
                 elab_error(e, model->loc, "--set %s: model %s has no constant %s",
                            e->opt->overrides[i].name, model->str, e->opt->overrides[i].name);
         }

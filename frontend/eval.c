@@ -2,6 +2,7 @@
  * computed here; anything involving a tensor becomes IR nodes of @forward through emit(),
  * whose shape rules (ir/shape.c) are the single source of shape errors, reported at the
  * expression that caused them. */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,10 +25,18 @@ int emit(elab *e, em3_node *proto, const int *in, int n_in, em3_loc loc) {
     return id;
 }
 
-int emit_const(elab *e, double v, em3_dtype dt, em3_loc loc) {
+int emit_const(elab *e, double v, em3_dtype dt, const int64_t *dims, int rank, em3_loc loc) {
+    if (dt == EM3_DTYPE_I32 && v != floor(v)) {
+        elab_error(e, loc, "the number %g cannot be combined with an i32 tensor (use cast)", v);
+        return -1;
+    }
+    if (dt == EM3_DTYPE_I32 ? fabs(v) > INT32_MAX : fabs(v) > FLT_MAX) {
+        elab_error(e, loc, "the number %g does not fit in %s", v, em3_dtype_name(dt));
+        return -1;
+    }
     em3_node p = em3_node_proto(EM3_OP_CONST, loc);
     em3_node_set_f(&p, "value", v);
-    p.type = em3_type_make(dt, 0, NULL);
+    p.type = em3_type_make(dt, rank, dims);
     return emit(e, &p, NULL, 0, loc);
 }
 
@@ -101,12 +110,7 @@ int as_tensor(elab *e, const value *v, int like, em3_loc loc) {
     case V_FLOAT: {
         em3_dtype dt = like >= 0 ? em3_func_node(e->fn, like)->type.dtype
                                  : v->kind == V_FLOAT ? EM3_DTYPE_F32 : EM3_DTYPE_I32;
-        double x = v->kind == V_FLOAT ? v->f : (double)v->i;
-        if (dt == EM3_DTYPE_I32 && x != floor(x)) {
-            elab_error(e, loc, "the number %g cannot be combined with an i32 tensor (use cast)", x);
-            return -1;
-        }
-        return emit_const(e, x, dt, loc);
+        return emit_const(e, v->kind == V_FLOAT ? v->f : (double)v->i, dt, NULL, 0, loc);
     }
     default:
         elab_error(e, loc, "expected a tensor, got %s", v_describe(e, v));
@@ -213,7 +217,9 @@ bool match_type(elab *e, scope *s, const ast *t, const em3_type *actual, em3_loc
     int i = 0;
     for (const ast *d = t->list; d; d = d->next, i++) {
         int64_t a = actual->dim[i];
-        if (d->kind == AST_NAME && !scope_lookup(s, d->str) && builtin_find(d->str) < 0) {
+        /* B stays the batch dimension: a pattern f32[B, d] asks for it, it binds nothing */
+        if (d->kind == AST_NAME && !scope_lookup(s, d->str) && builtin_find(d->str) < 0 &&
+            strcmp(d->str, "B")) {
             scope_bind(e, s, d->str, a < 0 ? (value){.kind = V_BATCH, .i = -a} : v_int(a), d->loc);
             continue;
         }
@@ -235,26 +241,50 @@ static bool is_number(const value *v) {
 
 static bool is_tensor(const value *v) { return v->kind == V_TENSOR || v->kind == V_GLOBAL; }
 
+/* Compile-time arithmetic reports what a C compiler would not: 64-bit overflow and results
+ * that are not finite numbers. */
+static value fold_float(elab *e, ast_op op, double r, em3_loc loc) {
+    if (isfinite(r)) return v_float(r);
+    elab_error(e, loc, "the result of '%s' is not a finite number", ast_op_text(op));
+    return v_error();
+}
+
+/* `r` is read after `overflow` was computed into it (hence a pointer, not a value). */
+static value fold_int(elab *e, ast_op op, bool overflow, const int64_t *r, em3_loc loc) {
+    if (!overflow) return v_int(*r);
+    elab_error(e, loc, "the result of '%s' does not fit in a 64-bit integer", ast_op_text(op));
+    return v_error();
+}
+
 static value fold(elab *e, ast_op op, const value *a, const value *b, em3_loc loc) {
     bool ints = a->kind != V_FLOAT && b->kind != V_FLOAT;
     double x = a->kind == V_FLOAT ? a->f : (double)a->i, y = b->kind == V_FLOAT ? b->f : (double)b->i;
-    int64_t i = a->i, j = b->i;
+    int64_t i = a->i, j = b->i, r;
     switch (op) {
-    case AST_OP_ADD: return ints ? v_int(i + j) : v_float(x + y);
-    case AST_OP_SUB: return ints ? v_int(i - j) : v_float(x - y);
-    case AST_OP_MUL: return ints ? v_int(i * j) : v_float(x * y);
+    case AST_OP_ADD:
+        return ints ? fold_int(e, op, __builtin_add_overflow(i, j, &r), &r, loc)
+                    : fold_float(e, op, x + y, loc);
+    case AST_OP_SUB:
+        return ints ? fold_int(e, op, __builtin_sub_overflow(i, j, &r), &r, loc)
+                    : fold_float(e, op, x - y, loc);
+    case AST_OP_MUL:
+        return ints ? fold_int(e, op, __builtin_mul_overflow(i, j, &r), &r, loc)
+                    : fold_float(e, op, x * y, loc);
     case AST_OP_DIV:
         if (y == 0) break;
+        if (ints && j == -1) return fold_int(e, op, __builtin_sub_overflow(0, i, &r), &r, loc);
         /* an exact division of integers stays an integer, so d / heads can be a dimension */
-        return ints && i % j == 0 ? v_int(i / j) : v_float(x / y);
+        return ints && i % j == 0 ? v_int(i / j) : fold_float(e, op, x / y, loc);
     case AST_OP_FLOORDIV:
         if (y == 0) break;
+        if (ints && j == -1) return fold_int(e, op, __builtin_sub_overflow(0, i, &r), &r, loc);
         if (ints) return v_int(i / j - ((i % j != 0) && ((i < 0) != (j < 0))));
-        return v_float(floor(x / y));
+        return fold_float(e, op, floor(x / y), loc);
     case AST_OP_MOD:
         if (y == 0) break;
-        if (ints) return v_int(((i % j) + j) % j);
-        return v_float(x - y * floor(x / y));
+        if (ints && j == -1) return v_int(0); /* INT64_MIN % -1 traps in C */
+        if (ints) return v_int(i % j != 0 && (i % j < 0) != (j < 0) ? i % j + j : i % j);
+        return fold_float(e, op, x - y * floor(x / y), loc);
     case AST_OP_EQ: return v_bool(x == y);
     case AST_OP_NE: return v_bool(x != y);
     case AST_OP_LT: return v_bool(x < y);
@@ -355,7 +385,9 @@ static value unop(elab *e, ast_op op, const value *a, em3_loc loc) {
         }
         return as_bool(e, a, loc, "the operand of 'not'", &b) ? v_bool(!b) : v_error();
     }
-    if (a->kind == V_INT || a->kind == V_BOOL) return v_int(-a->i);
+    int64_t r;
+    if (a->kind == V_INT || a->kind == V_BOOL)
+        return fold_int(e, AST_OP_NEG, __builtin_sub_overflow(0, a->i, &r), &r, loc);
     if (a->kind == V_FLOAT) return v_float(-a->f);
     if (is_tensor(a)) return v_tensor(emit_unary(e, EM3_OP_NEG, as_tensor(e, a, -1, loc), loc));
     elab_error(e, loc, "'-' is not defined for %s", v_describe(e, a));
@@ -423,7 +455,8 @@ static value index_tensor(elab *e, scope *s, const value *obj, const ast *x) {
     em3_type ty = em3_func_node(e->fn, t)->type;
     int n = ast_list_length(x->list);
     if (n > ty.rank) {
-        elab_error(e, x->loc, "%d indices for a tensor of rank %d", n, ty.rank);
+        elab_error(e, x->loc, "%d %s for a tensor of rank %d", n, n == 1 ? "index" : "indices",
+                   ty.rank);
         return v_error();
     }
     bool drop[EM3_MAX_RANK] = {0};
@@ -445,12 +478,12 @@ static value index_tensor(elab *e, scope *s, const value *obj, const ast *x) {
                 elab_error(e, it->loc, "the batch dimension cannot be indexed");
                 return v_error();
             }
-            if (lo < 0) lo += dim;
-            if (lo < 0 || lo >= dim) {
+            if (lo < -dim || lo >= dim) {
                 elab_error(e, it->loc, "index %lld is out of range for dimension %d of size %lld",
                            (long long)lo, axis, (long long)dim);
                 return v_error();
             }
+            if (lo < 0) lo += dim;
             hi = lo + 1;
             drop[axis] = true;
         }

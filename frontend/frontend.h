@@ -10,6 +10,8 @@
 typedef struct {
     const char *name;  /* a model-level `const` */
     const char *value; /* its new value as text: 64, 0.1, true, "str" */
+    bool optional;     /* applies if the model declares it; otherwise ignored, not an error
+                          (what a dataset offers, e.g. vocab_user) */
 } em3_const_override;
 
 typedef struct {

@@ -154,6 +154,9 @@ static bool load(loader *ld, const char *path, const char *text, size_t len, em3
     if (!text) {
         text = owned = read_file(e, path, from, &len);
         if (!text) return false;
+    } else if (len > MAX_SOURCE_BYTES) { /* a buffer from the API: the scanner takes an int */
+        return elab_error(e, (em3_loc){path, 0, 0}, "%s is larger than %d MB: not a model source",
+                          path, MAX_SOURCE_BYTES >> 20);
     }
     const char *file = em3_diag_add_source(e->diag, path, text, len);
     EM3_GROW(ld->files, ld->cap, ld->n + 1);
@@ -171,19 +174,19 @@ static bool load(loader *ld, const char *path, const char *text, size_t len, em3
     return ok;
 }
 
-static void declare(elab *e, const ast *it) {
+/* A top-level name (module, model, fn or const) of any loaded file: defined once. */
+static void declare(elab *e, const char *name, value v, em3_loc loc) {
     binding *prev = NULL;
     for (binding *b = e->globals.head; b; b = b->next)
-        if (!strcmp(b->name, it->str)) prev = b;
+        if (!strcmp(b->name, name)) prev = b;
     if (prev) {
-        elab_error(e, it->loc, "'%s' is already defined", it->str);
-        em3_diag_note(e->diag, prev->loc, "the earlier definition of '%s' is here", it->str);
+        elab_error(e, loc, "'%s' is already defined", name);
+        em3_diag_note(e->diag, prev->loc, "the earlier definition of '%s' is here", name);
         return;
     }
-    if (builtin_find(it->str) >= 0 || !strcmp(it->str, "B"))
-        em3_diag_warning(e->diag, it->loc, "'%s' hides the built-in of the same name", it->str);
-    value v = {.kind = it->kind == AST_FN ? V_FN : V_MODULE, .decl = it, .env = &e->globals};
-    scope_bind(e, &e->globals, it->str, v, it->loc);
+    if (builtin_find(name) >= 0 || !strcmp(name, "B"))
+        em3_diag_warning(e->diag, loc, "'%s' hides the built-in of the same name", name);
+    scope_bind(e, &e->globals, name, v, loc);
 }
 
 /* Top-level statements of every file, dependencies first. */
@@ -194,7 +197,12 @@ static void declare_files(elab *e, loader *ld) {
             case AST_IMPORT: break;
             case AST_MODULE:
             case AST_MODEL:
-            case AST_FN: declare(e, it); break;
+            case AST_FN:
+                declare(e, it->str,
+                        (value){.kind = it->kind == AST_FN ? V_FN : V_MODULE, .decl = it,
+                                .env = &e->globals},
+                        it->loc);
+                break;
             case AST_CONST:
                 for (const ast *c = it->list; c; c = c->next) {
                     value v = eval(e, &e->globals, c->a);
@@ -202,7 +210,7 @@ static void declare_files(elab *e, loader *ld) {
                         elab_error(e, c->loc, "a top-level const must be known at compile time");
                         v = v_error();
                     }
-                    scope_bind(e, &e->globals, c->str, v, c->loc);
+                    declare(e, c->str, v, c->loc);
                 }
                 break;
             default:
@@ -237,7 +245,8 @@ static const ast *choose_model(elab *e, const ast_file *root) {
 static em3_module *compile(const char *path, const char *text, size_t len,
                            const em3_frontend_options *opt, em3_diag *d) {
     int errors_before = em3_diag_error_count(d);
-    elab e = {.diag = d, .arena = em3_arena_create(), .opt = opt, .loss = -1};
+    elab e = {.diag = d, .arena = em3_arena_create(), .opt = opt, .loss = -1,
+              .errors_before = errors_before};
     loader ld = {.e = &e};
     bool ok = load(&ld, path, text, len, (em3_loc){0});
     em3_module *m = NULL;

@@ -79,7 +79,9 @@ int em3_b_reshape(em3_builder *b, int x, const int64_t *dims, int rank) {
     return em3_b_node(b, &p, &x, 1);
 }
 
-int em3_b_broadcast(em3_builder *b, int x, const em3_type *to) {
+/* Types passed in may live in the node array, which adding a node can move: copy them first. */
+int em3_b_broadcast(em3_builder *b, int x, const em3_type *to_) {
+    const em3_type to_copy = *to_, *to = &to_copy;
     em3_type want = *to;
     want.dtype = em3_b_type(b, x)->dtype;
     if (em3_type_eq(em3_b_type(b, x), &want)) return x;
@@ -134,8 +136,8 @@ int em3_b_numel(em3_builder *b, int x, const int64_t *axes, int n) {
     return em3_b_node(b, &p, &x, 1);
 }
 
-int em3_b_unbroadcast(em3_builder *b, int g, const em3_type *to) {
-    const em3_type *gt = em3_b_type(b, g);
+int em3_b_unbroadcast(em3_builder *b, int g, const em3_type *to_) {
+    const em3_type to_copy = *to_, *to = &to_copy, gt_copy = *em3_b_type(b, g), *gt = &gt_copy;
     EM3_ASSERT(gt->rank >= to->rank, "unbroadcast of rank %d to rank %d", gt->rank, to->rank);
     int64_t axes[EM3_MAX_RANK];
     int n = 0, lead = gt->rank - to->rank;

@@ -498,6 +498,76 @@ static void free_world(world *w) {
     free(w->behaviour);
 }
 
+/* The impression log in time order: the first 80% train, then 10% valid, 10% test. Each
+ * impression: a user by activity, a candidate, the click draw; a click extends the user's
+ * behaviour. Also the summary's figures and, for the MMRec form, the interactions. */
+static void make_log(world *w, split_rows *sp, em3_gen_summary *sum, interactions *ia, bool topk) {
+    int64_t bound[EM3_SPLIT_COUNT + 1] = {0, w->impressions * 8 / 10, w->impressions * 9 / 10, w->impressions};
+    int32_t *last = em3_xmalloc(sizeof *last * (size_t)w->seq);
+    for (int64_t u = 1; topk && u < w->users; u++) { /* behaviour before the log: training */
+        int64_t n = recent(w, u, w->seq, last);
+        for (int64_t j = 0; j < n; j++) add_interaction(ia, u, last[j], EM3_SPLIT_TRAIN);
+    }
+    bool *in_train = em3_xcalloc((size_t)w->items, sizeof *in_train);
+    bool *counted = em3_xcalloc((size_t)w->items, sizeof *counted);
+    float *prob = em3_xmalloc(sizeof *prob * (size_t)(w->impressions + 1)); /* the true P(click) */
+    for (int s = 0; s < EM3_SPLIT_COUNT; s++) {
+        int64_t rows = bound[s + 1] - bound[s];
+        sp[s] = (split_rows){em3_xmalloc(sizeof(int32_t) * (size_t)(rows + 1)),
+                             em3_xmalloc(sizeof(int32_t) * (size_t)(rows + 1)),
+                             em3_xcalloc((size_t)(rows * w->seq + 1), sizeof(int32_t)),
+                             em3_xmalloc(sizeof(float) * (size_t)(rows + 1)), rows};
+        for (int64_t r = 0; r < rows; r++) {
+            int64_t u = sample(&w->by_user, &w->r), i = candidate(w, u, s != EM3_SPLIT_TRAIN);
+            int64_t n = recent(w, u, w->seq, last); /* padding first, the most recent last */
+            memcpy(sp[s].hist + (r + 1) * w->seq - n, last, sizeof *last * (size_t)n);
+            double p = click_prob(w, u, i);
+            bool click = uniform(&w->r) < p;
+            sp[s].user[r] = (int32_t)u;
+            sp[s].item[r] = (int32_t)i;
+            sp[s].click[r] = click;
+            prob[r] = (float)p;
+            sum->clicks[s] += click;
+            if (s == EM3_SPLIT_TRAIN) in_train[i] = true;
+            sum->cold_rows[s] += !in_train[i];
+            if (!in_train[i] && !counted[i]) {
+                counted[i] = true;
+                sum->cold_items++;
+            }
+            if (click) remember(w, u, i);
+            if (click && topk) add_interaction(ia, u, i, s);
+        }
+        sum->rows[s] = rows;
+        sum->oracle_auc[s] = em3_auc(sp[s].click, prob, NULL, rows);
+    }
+    free(in_train);
+    free(counted);
+    free(prob);
+    free(last);
+}
+
+/* The splits' folders, the item tables, and dataset.yaml last: a folder without it is not a
+ * dataset yet. */
+static bool write_dataset(const char *dir, const world *w, const em3_gen_options *o, const split_rows *sp,
+                          const float *img, const int32_t *text, char *err, size_t errlen) {
+    bool ok = make_dir(dir, NULL, err, errlen) && make_dir(dir, "items", err, errlen);
+    for (int s = 0; ok && s < EM3_SPLIT_COUNT; s++) {
+        char *sub = path_in(dir, em3_split_name((em3_split)s));
+        int64_t rows = sp[s].rows, hshape[2] = {rows, w->seq};
+        ok = make_dir(sub, NULL, err, errlen) && write_i32(sub, "user.npy", 1, &rows, sp[s].user, err, errlen) &&
+             write_i32(sub, "item.npy", 1, &rows, sp[s].item, err, errlen) &&
+             write_i32(sub, "hist.npy", 2, hshape, sp[s].hist, err, errlen) &&
+             write_f32(sub, "click.npy", 1, &rows, sp[s].click, err, errlen);
+        free(sub);
+    }
+    char *items_dir = path_in(dir, "items");
+    int64_t ishape[3] = {w->items, PATCHES, PATCH_DIM}, tshape[2] = {w->items, TEXT_LEN};
+    ok = ok && write_f32(items_dir, "image.npy", 3, ishape, img, err, errlen) &&
+         write_i32(items_dir, "text.npy", 2, tshape, text, err, errlen) && write_yaml(dir, w, o, err, errlen);
+    free(items_dir);
+    return ok;
+}
+
 bool em3_data_generate(const char *dir, const em3_gen_options *o, em3_gen_summary *out, char *err,
                        size_t errlen) {
     EM3_ASSERT(o->size >= 0 && o->size < EM3_GEN_COUNT, "size %d", (int)o->size);
@@ -515,66 +585,12 @@ bool em3_data_generate(const char *dir, const em3_gen_options *o, em3_gen_summar
     make_histories(&w);
     float *img = make_images(&w);
     int32_t *text = make_text(&w);
-
     em3_gen_summary sum = {.users = w.users, .items = w.items, .words = w.words, .seq = w.seq,
                            .patches = PATCHES, .patch_dim = PATCH_DIM, .text_len = TEXT_LEN};
-    int64_t bound[EM3_SPLIT_COUNT + 1] = {0, w.impressions * 8 / 10, w.impressions * 9 / 10, w.impressions};
     split_rows sp[EM3_SPLIT_COUNT];
     interactions ia = {0};
-    int32_t *last = em3_xmalloc(sizeof *last * (size_t)w.seq);
-    for (int64_t u = 1; o->topk && u < w.users; u++) { /* behaviour before the log: training */
-        int64_t n = recent(&w, u, w.seq, last);
-        for (int64_t j = 0; j < n; j++) add_interaction(&ia, u, last[j], EM3_SPLIT_TRAIN);
-    }
-    bool *in_train = em3_xcalloc((size_t)w.items, sizeof *in_train), *counted = em3_xcalloc((size_t)w.items, sizeof *counted);
-    float *prob = em3_xmalloc(sizeof *prob * (size_t)(w.impressions + 1)); /* true click probabilities */
-    for (int s = 0; s < EM3_SPLIT_COUNT; s++) {
-        int64_t rows = bound[s + 1] - bound[s];
-        sp[s] = (split_rows){em3_xmalloc(sizeof(int32_t) * (size_t)(rows + 1)),
-                             em3_xmalloc(sizeof(int32_t) * (size_t)(rows + 1)),
-                             em3_xcalloc((size_t)(rows * w.seq + 1), sizeof(int32_t)),
-                             em3_xmalloc(sizeof(float) * (size_t)(rows + 1)), rows};
-        for (int64_t r = 0; r < rows; r++) {
-            int64_t u = sample(&w.by_user, &w.r), i = candidate(&w, u, s != EM3_SPLIT_TRAIN);
-            int64_t n = recent(&w, u, w.seq, last); /* padding first, the most recent last */
-            memcpy(sp[s].hist + (r + 1) * w.seq - n, last, sizeof *last * (size_t)n);
-            double p = click_prob(&w, u, i);
-            bool click = uniform(&w.r) < p;
-            sp[s].user[r] = (int32_t)u;
-            sp[s].item[r] = (int32_t)i;
-            sp[s].click[r] = click;
-            prob[r] = (float)p;
-            sum.clicks[s] += click;
-            if (s == EM3_SPLIT_TRAIN) in_train[i] = true;
-            sum.cold_rows[s] += !in_train[i];
-            if (!in_train[i] && !counted[i]) {
-                counted[i] = true;
-                sum.cold_items++;
-            }
-            if (click) remember(&w, u, i);
-            if (click && o->topk) add_interaction(&ia, u, i, s);
-        }
-        sum.rows[s] = rows;
-        sum.oracle_auc[s] = em3_auc(sp[s].click, prob, NULL, rows);
-    }
-    free(in_train);
-    free(counted);
-    free(prob);
-    bool ok = make_dir(dir, NULL, err, errlen) && make_dir(dir, "items", err, errlen);
-    for (int s = 0; ok && s < EM3_SPLIT_COUNT; s++) {
-        char *sub = path_in(dir, em3_split_name((em3_split)s));
-        int64_t rows = sp[s].rows, hshape[2] = {rows, w.seq};
-        ok = make_dir(sub, NULL, err, errlen) && write_i32(sub, "user.npy", 1, &rows, sp[s].user, err, errlen) &&
-             write_i32(sub, "item.npy", 1, &rows, sp[s].item, err, errlen) &&
-             write_i32(sub, "hist.npy", 2, hshape, sp[s].hist, err, errlen) &&
-             write_f32(sub, "click.npy", 1, &rows, sp[s].click, err, errlen);
-        free(sub);
-    }
-    char *items_dir = path_in(dir, "items");
-    int64_t ishape[3] = {w.items, PATCHES, PATCH_DIM}, tshape[2] = {w.items, TEXT_LEN};
-    ok = ok && write_f32(items_dir, "image.npy", 3, ishape, img, err, errlen) &&
-         write_i32(items_dir, "text.npy", 2, tshape, text, err, errlen) && write_yaml(dir, &w, o, err, errlen);
-    free(items_dir);
+    make_log(&w, sp, &sum, &ia, o->topk);
+    bool ok = write_dataset(dir, &w, o, sp, img, text, err, errlen);
     if (ok && o->topk) ok = write_topk(dir, &w, ia.at, ia.n, img, text, err, errlen);
     for (int s = 0; s < EM3_SPLIT_COUNT; s++) {
         free(sp[s].user);
@@ -583,7 +599,6 @@ bool em3_data_generate(const char *dir, const em3_gen_options *o, em3_gen_summar
         free(sp[s].click);
     }
     free(ia.at);
-    free(last);
     free(img);
     free(text);
     free_world(&w);

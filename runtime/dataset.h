@@ -18,9 +18,9 @@ const char *em3_split_name(em3_split s);
 
 /* The role a column plays, from the YAML description (FuxiCTR's feature types). */
 typedef enum {
-    EM3_COL_CATEGORICAL, /* one id per row (vocabulary built at import; 0 = padding/OOV) */
+    EM3_COL_CATEGORICAL, /* one id per row (0 pads; with a vocabulary the last id is OOV) */
     EM3_COL_NUMERIC,     /* one float per row */
-    EM3_COL_SEQUENCE,    /* max_len ids per row, padded */
+    EM3_COL_SEQUENCE,    /* max_len ids per row, padded with 0 (also: a table of token ids) */
     EM3_COL_EMBEDDING,   /* a dense float vector per row */
     EM3_COL_META,        /* group id (user) for gAUC; not a model input unless named */
     EM3_COL_LABEL,       /* the target */
@@ -34,7 +34,7 @@ typedef struct {
     em3_dtype dtype;    /* i32 ids or f32 values */
     int rank;           /* per-row shape: rank 0 scalar, 1 for a sequence/vector, ... */
     int64_t dim[4];
-    int64_t rows;       /* rows of this split */
+    int64_t rows;       /* rows of this split (of an item table: the item vocabulary) */
     int64_t vocab;      /* ids are in [0, vocab) (categorical / sequence), else 0 */
     const char *shares; /* the column whose ids (and embedding) these are, or NULL */
     const void *data;   /* rows × prod(dim) values, row-major, read-only (mapped) */
@@ -50,7 +50,7 @@ typedef struct {
 
 /* Opens a dataset: `path` is a YAML description (docs/data.md), or a folder holding
  * dataset.yaml, or an MMRec folder (NAME.inter + *_feat.npy). Imports into the cache when
- * needed. NULL with a message naming the file (and row, for data errors) in `err`.
+ * needed. NULL with a message naming the file (and line or row, for data errors) in `err`.
  * `o` may be NULL (defaults). When the dataset folder is not writable the cache goes to
  * $XDG_CACHE_HOME/em3 (or ~/.cache/em3). */
 em3_dataset *em3_dataset_open(const char *path, const em3_data_options *o, char *err, size_t errlen);

@@ -240,12 +240,6 @@ static bool jobject(json *j, bool (*entry)(json *j, char *key, void *ctx), void 
 
 static bool meta_entry(json *j, char *key, void *ctx) {
     em3_st_file *f = ctx;
-    for (int i = 0; i < f->n_meta; i++)
-        if (!strcmp(f->meta[i].key, key)) {
-            jerr(j, "metadata key '%s' given twice", key);
-            free(key);
-            return false;
-        }
     char *value = NULL;
     if (peek(j) != '"')
         jerr(j, "__metadata__ values must be strings");
@@ -359,6 +353,20 @@ static int by_begin(const void *a, const void *b) {
     return (x->begin > y->begin) - (x->begin < y->begin);
 }
 
+static int by_key(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Sorting, not pairwise comparison: a 100 MB header may hold millions of keys. */
+static bool unique_meta(const em3_st_file *f, const char *what, char *err, size_t errlen) {
+    const char **keys = em3_xmalloc(sizeof(char *) * (size_t)(f->n_meta ? f->n_meta : 1));
+    for (int i = 0; i < f->n_meta; i++) keys[i] = f->meta[i].key;
+    qsort(keys, (size_t)f->n_meta, sizeof(char *), by_key);
+    bool ok = true;
+    for (int i = 1; ok && i < f->n_meta; i++)
+        if (!strcmp(keys[i], keys[i - 1])) ok = fail(err, errlen, what, "metadata key '%s' given twice", keys[i]);
+    free(keys);
+    return ok;
+}
+
 static bool check_tensors(em3_st_file *f, const int64_t *begin, const int64_t *end, size_t data_len,
                           const char *what, char *err, size_t errlen) {
     for (int i = 0; i < f->n; i++) {
@@ -422,7 +430,7 @@ em3_st_file *em3_st_parse(const void *bytes, size_t len, const char *what, char 
     bool ok = jobject(&j, header_entry, &h);
     if (ok && peek(&j) != -1) ok = jerr(&j, "text after the header's object");
     size_t data_off = 8 + (size_t)n;
-    if (ok) ok = check_tensors(f, h.begin, h.end, len - data_off, what, err, errlen);
+    if (ok) ok = unique_meta(f, what, err, errlen) && check_tensors(f, h.begin, h.end, len - data_off, what, err, errlen);
     for (int i = 0; ok && i < f->n; i++) f->t[i].data = f->bytes + data_off + h.begin[i];
     free(h.begin);
     free(h.end);

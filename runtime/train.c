@@ -416,7 +416,7 @@ bool em3_train(em3_exec *x, const em3_dataset *ds, const em3_train_config *c, bo
             loss_n = 0;
         }
         bool limit = c->max_steps && L.st.step >= c->max_steps;
-        if (c->eval_every ? L.st.step % c->eval_every == 0 : epoch_end || limit) {
+        if (c->eval_every ? L.st.step % c->eval_every == 0 : epoch_end) {
             if (c->progress && isatty(fileno(stderr))) fputc('\n', stderr);
             ok = evaluate_and_schedule(&L, &stop, err, errlen);
         }

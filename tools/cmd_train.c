@@ -37,11 +37,42 @@ static char *join(const char *dir, const char *file) {
 }
 
 /* The module after the passes a run needs: @train only when training. */
-static em3_module *compile_model(em3_run_config *rc, const em3_source_opts *so, bool train, em3_diag *d) {
+/* What a dataset tells a model: the vocabulary of every id column and side table as an
+ * optional constant vocab_NAME (a model that declares it gets the dataset's value). The
+ * run's own --set constants come first and win. */
+static em3_const_override *model_constants(const em3_run_config *rc, const em3_dataset *ds, int *n,
+                                           char ***owned) {
+    int nc = em3_dataset_column_count(ds), nt = em3_dataset_table_count(ds), k = 0;
+    em3_const_override *o = em3_xcalloc((size_t)(rc->n_consts + nc + nt + 1), sizeof(*o));
+    *owned = em3_xcalloc((size_t)(2 * (nc + nt) + 1), sizeof(char *));
+    int no = 0;
+    for (int i = 0; i < rc->n_consts; i++) o[k++] = rc->consts[i];
+    for (int i = 0; i < nc + nt; i++) {
+        const em3_column *c = i < nc ? em3_dataset_column(ds, EM3_SPLIT_TRAIN, i) : em3_dataset_table(ds, i - nc);
+        if (!c || c->vocab <= 0) continue;
+        char *name = em3_xmalloc(strlen(c->name) + 8), *value = em3_xmalloc(32);
+        sprintf(name, "vocab_%s", c->name);
+        snprintf(value, 32, "%lld", (long long)c->vocab);
+        bool set = false;
+        for (int j = 0; j < rc->n_consts; j++) set |= !strcmp(rc->consts[j].name, name);
+        (*owned)[no++] = name;
+        (*owned)[no++] = value;
+        if (!set) o[k++] = (em3_const_override){name, value, true};
+    }
+    *n = k;
+    return o;
+}
+
+static em3_module *compile_model(em3_run_config *rc, const em3_source_opts *so, const em3_dataset *ds,
+                                 bool train, em3_diag *d) {
     em3_frontend_options fe = so->fe;
-    fe.overrides = rc->consts;
-    fe.n_overrides = rc->n_consts;
+    char **owned;
+    em3_const_override *consts = model_constants(rc, ds, &fe.n_overrides, &owned);
+    fe.overrides = consts;
     em3_module *m = em3_frontend_compile(rc->model, &fe, d);
+    for (int i = 0; owned[i]; i++) free(owned[i]);
+    free(owned);
+    free(consts);
     if (!m) return NULL;
     em3_pipeline *pl = em3_pipeline_create();
     if (train) em3_pipeline_add_default(pl, 2);
@@ -164,7 +195,7 @@ int em3_cmd_train(int argc, char **argv) {
     em3_diag *d = em3_diag_create(stderr);
     em3_data_options dopt = {0};
     em3_dataset *ds = em3_dataset_open(rc.data, &dopt, err, sizeof err);
-    em3_module *m = ds ? compile_model(&rc, &so, true, d) : NULL;
+    em3_module *m = ds ? compile_model(&rc, &so, ds, true, d) : NULL;
     em3_jit *j = m ? jit(m, &rc, d, stderr) : NULL;
     em3_exec *x = j ? executor(m, j, rc.train.seed) : NULL;
     if (!ds) {

@@ -23,7 +23,7 @@ bool em3_source_option(em3_source_opts *o, int c, const char *arg, bool *ok) {
         o->over = em3_xrealloc(o->over, sizeof(*o->over) * (size_t)(o->fe.n_overrides + 1));
         char *name = em3_xstrdup(arg);
         name[eq - arg] = 0;
-        o->over[o->fe.n_overrides++] = (em3_const_override){name, eq + 1};
+        o->over[o->fe.n_overrides++] = (em3_const_override){name, eq + 1, false};
         o->fe.overrides = o->over;
         return true;
     }

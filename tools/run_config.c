@@ -145,7 +145,7 @@ bool em3_run_config_set(em3_run_config *rc, const char *key, const char *value, 
         return true;
     }
     rc->consts = em3_xrealloc(rc->consts, sizeof(*rc->consts) * (size_t)(rc->n_consts + 1));
-    rc->consts[rc->n_consts++] = (em3_const_override){keep(rc, key), keep(rc, value)};
+    rc->consts[rc->n_consts++] = (em3_const_override){keep(rc, key), keep(rc, value), false};
     return true;
 }
 

@@ -74,7 +74,7 @@ static inline double jh_get(const void *buf, em3_dtype dt, int64_t i) {
 /* Stores v, which must be exactly representable: both sides must see the same number. */
 static inline void jh_put(void *buf, em3_dtype dt, int64_t i, double v) {
     if (dt == EM3_DTYPE_I32) {
-        if (v != (double)(int32_t)v) fail_msg("%g is not an i32", v);
+        if (!(v >= INT32_MIN && v <= INT32_MAX) || v != trunc(v)) fail_msg("%g is not an i32", v);
         ((int32_t *)buf)[i] = (int32_t)v;
     } else {
         if (v != (double)(float)v && !isnan(v)) fail_msg("%.17g is not an f32", v);

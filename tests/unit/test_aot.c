@@ -697,6 +697,7 @@ static void test_safetensors_reader(void **state) {
          8, "tensor 'a' appears twice"},
         {"{\"__metadata__\":{\"k\":1}}", 0, "values must be strings"},
         {"{\"__metadata__\":{},\"__metadata__\":{}}", 0, "__metadata__ given twice"},
+        {"{\"__metadata__\":{\"k\":\"1\",\"j\":\"2\",\"k\":\"3\"}}", 0, "metadata key 'k' given twice"},
         {"{\"\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "empty name"},
         {"{\"a\\u0000\":{}}", 0, "\\u0000"},
         {"{\"a\\x\":{}}", 0, "unknown escape"},

@@ -68,8 +68,9 @@ typedef struct {
     double (*cond)(double x); /* ... times max(1, cond(x)) when given */
 } math_fn;
 
-/* Measured worst cases (this machine, AVX-512 and the scalar tail give the same) are printed by
- * the test; the bounds leave one ulp or so of room. */
+/* The test prints the measured worst cases; measured on Zen 5 (AVX-512): exp 1.15 ulp, log
+ * 0.77, tanh 1.25, sigmoid 2.63, softplus 2.93, bce_logits 2.93, gelu 188 at x = −9.1 where
+ * |2u| = 68 (0.69 of its scaled bound). The bounds leave about an ulp of room. */
 static const math_fn fns[] = {
     {EM3_OP_EXP, exp, NULL, 2, NULL},
     {EM3_OP_LOG, log, NULL, 1.5, NULL},

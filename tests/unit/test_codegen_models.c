@@ -96,9 +96,10 @@ static void init_globals(jh_pair *p, const model_case *mc) {
     jh_globals_from_interp(p);
 }
 
-/* The inputs of `func` for step `step` at `batch`: ids within their vocabulary (pads included),
- * 0/1 labels, the learning rate and the step number. Values live in `store` (freed by the
- * caller); returns the count. */
+/* The inputs of `func` for step `step` at `batch`: ids within their vocabulary (a quarter of them
+ * the pad id where the input has one, and the whole first row: a user without history), 0/1
+ * labels, the learning rate and the step number. Values live in `store` (freed by the caller);
+ * returns the count. */
 static int make_inputs(const em3_module *m, const char *func, int64_t batch, int step, double lr,
                        em3_interp_input *in, double **store) {
     const em3_func *f = em3_module_find_func(m, func);
@@ -110,10 +111,13 @@ static int make_inputs(const em3_module *m, const char *func, int64_t batch, int
         if (nd->op != EM3_OP_INPUT) continue;
         const char *name = em3_node_s(nd, "name");
         int64_t count = em3_type_numel(&nd->type, batch), vocab = em3_node_i(nd, "vocab");
+        int64_t pad = em3_node_i(nd, "pad"), row = count / batch;
         double *v = store[n] = malloc(sizeof(double) * (size_t)(count ? count : 1));
         for (int64_t k = 0; k < count; k++) {
             double u = em3_rng_uniform(&r);
-            if (!strncmp(name, "opt.lr", 6))
+            if (pad >= 0 && (k < row || u < 0.25))
+                v[k] = (double)pad;
+            else if (!strncmp(name, "opt.lr", 6))
                 v[k] = (double)(float)lr;
             else if (!strcmp(name, "opt.step"))
                 v[k] = step;

@@ -144,6 +144,7 @@ static const op_row structural_rows[] = {
     {EM3_OP_CONCAT, {"x:f32[B,2,3,1,3]", "x:f32[B,2,3,4,3]"}, "axis=3", EXACT},
     {EM3_OP_CONCAT, {"x:f32[3,B,4]", "x:f32[2,B,4]"}, "axis=0", EXACT},
     {EM3_OP_CONCAT, {"x:f32[B]", "x:f32[B]", "x:f32[B]"}, "axis=0", EXACT},
+    {EM3_OP_CONCAT, {"x:f32[B,5,7]"}, "axis=1", EXACT},
     /* slice */
     {EM3_OP_SLICE, {"x:f32[B,5,7]"}, "axis=1 start=1 end=4", EXACT},
     {EM3_OP_SLICE, {"x:f32[B,5,7]"}, "axis=2 start=0 end=3", EXACT},
@@ -161,6 +162,7 @@ static const op_row structural_rows[] = {
     {EM3_OP_MATMUL, {"x:f32[B,2,3,4,5]", "xG:f32[5,2]"}, "", CLOSE},
     {EM3_OP_MATMUL, {"xG:f32[5,7]", "x:f32[7,3]"}, "", CLOSE},
     {EM3_OP_MATMUL, {"x:f32[B,5,7]", "x:f32[B,7,3]"}, "", CLOSE},
+    {EM3_OP_MATMUL, {"xG:f32[5,7]", "x:f32[B,7,3]"}, "", CLOSE},
     {EM3_OP_MATMUL, {"x:f32[B,7,5]", "x:f32[B,7,3]"}, "ta=1", CLOSE},
     {EM3_OP_MATMUL, {"x:f32[B,7,5]", "x:f32[B,3,7]"}, "ta=1 tb=1", CLOSE},
     {EM3_OP_MATMUL, {"x:f32[B,5,7]", "x:f32[B,3,7]"}, "tb=1", CLOSE},
@@ -171,6 +173,8 @@ static const op_row structural_rows[] = {
     {EM3_OP_MATMUL, {"x:f32[B,7]", "x:f32[B,3]"}, "ta=1", CLOSE},
     {EM3_OP_MATMUL, {"x:f32[B,5,7]>[B*5,7]", "x:f32[B*5,3]"}, "ta=1", CLOSE},
     {EM3_OP_MATMUL, {"x:f32[B,3]", "xG:f32[7,3]"}, "tb=1", CLOSE},
+    {EM3_OP_MATMUL, {"x:f32[B,1,7]", "x:f32[B,7,1]"}, "", CLOSE},
+    {EM3_OP_MATMUL, {"x:f32[B,7,1]", "x:f32[B,1,7]"}, "ta=1 tb=1", CLOSE},
     /* gather: embedding rows, rank-1 and rank-3 tables, an i32 side table, repeated ids */
     {EM3_OP_GATHER, {"xG:f32[10,4]", "i10:i32[B]"}, "", EXACT},
     {EM3_OP_GATHER, {"xG:f32[10,4]", "i10:i32[B,3]"}, "", EXACT},
@@ -221,78 +225,81 @@ static const op_row structural_rows[] = {
      "wd=0.01", CLOSE},
 };
 
-/* Elementwise ops run over every shape of their arity below, in f32 and (where the op takes
- * it) in i32. kinds: the value kind of each operand; NULL: no rows of that element type. */
+/* Elementwise ops run over the shapes of their arity below, in f32 and (where the op takes it)
+ * in i32. kinds: the value kind of each operand; NULL: no rows of that element type. The walk
+ * over a shape with broadcast operands is one piece of code for every op (cg_walk) while the
+ * formula is the op's own, so each op runs on the first SHORT_SHAPES shapes and a few (`all`)
+ * on every shape: compile time, since each row is a kernel of its own. */
 typedef struct {
     em3_op op;
     const char *f32_kinds, *i32_kinds;
     const char *attrs;
     double tol;
+    bool all;
 } ew_row;
 
 static const ew_row elementwise_rows[] = {
-    {EM3_OP_NEG, "x", "x", "", EXACT},
-    {EM3_OP_NEG, "e", NULL, "", EXACT},
-    {EM3_OP_EXP, "x", NULL, "", ULP},
-    {EM3_OP_EXP, "b", NULL, "", ULP},
-    {EM3_OP_EXP, "e", NULL, "", ULP},
-    {EM3_OP_LOG, "p", NULL, "", ULP},
-    {EM3_OP_LOG, "e", NULL, "", ULP},
-    {EM3_OP_SQRT, "p", NULL, "", EXACT},
-    {EM3_OP_SQRT, "e", NULL, "", EXACT},
-    {EM3_OP_RSQRT, "p", NULL, "", ULP},
-    {EM3_OP_RSQRT, "e", NULL, "", ULP},
-    {EM3_OP_ABS, "x", "x", "", EXACT},
-    {EM3_OP_ABS, "e", NULL, "", EXACT},
-    {EM3_OP_TANH, "x", NULL, "", ULP},
-    {EM3_OP_TANH, "e", NULL, "", ULP},
-    {EM3_OP_SIGMOID, "b", NULL, "", ULP},
-    {EM3_OP_SIGMOID, "e", NULL, "", ULP},
-    {EM3_OP_RELU, "x", NULL, "", EXACT},
-    {EM3_OP_RELU, "e", NULL, "", EXACT},
-    {EM3_OP_GELU, "x", NULL, "", ULP},
-    {EM3_OP_GELU, "e", NULL, "", ULP},
-    {EM3_OP_SOFTPLUS, "b", NULL, "", ULP},
-    {EM3_OP_SOFTPLUS, "e", NULL, "", ULP},
-    {EM3_OP_CAST, "x", "x", "to=i32", EXACT},
-    {EM3_OP_CAST, "x", "x", "to=f32", EXACT},
-    {EM3_OP_STOP_GRADIENT, "x", "x", "", EXACT},
-    {EM3_OP_ADD, "xx", "xx", "", EXACT},
-    {EM3_OP_ADD, "ee", NULL, "", EXACT},
-    {EM3_OP_SUB, "xx", "xx", "", EXACT},
-    {EM3_OP_SUB, "ee", NULL, "", EXACT},
-    {EM3_OP_MUL, "xx", "xx", "", EXACT},
-    {EM3_OP_MUL, "ee", NULL, "", EXACT},
-    {EM3_OP_DIV, "xn", NULL, "", EXACT},
-    {EM3_OP_DIV, "ee", NULL, "", EXACT},
-    {EM3_OP_MAXIMUM, "qq", "qq", "", EXACT},
-    {EM3_OP_MAXIMUM, "ee", NULL, "", EXACT},
-    {EM3_OP_MINIMUM, "qq", "qq", "", EXACT},
-    {EM3_OP_MINIMUM, "ee", NULL, "", EXACT},
-    {EM3_OP_EQ, "qq", "qq", "", EXACT},
-    {EM3_OP_EQ, "ee", NULL, "", EXACT},
-    {EM3_OP_NE, "qq", "qq", "", EXACT},
-    {EM3_OP_NE, "ee", NULL, "", EXACT},
-    {EM3_OP_LT, "qq", "qq", "", EXACT},
-    {EM3_OP_LT, "ee", NULL, "", EXACT},
-    {EM3_OP_LE, "qq", "qq", "", EXACT},
-    {EM3_OP_LE, "ee", NULL, "", EXACT},
-    {EM3_OP_GT, "qq", "qq", "", EXACT},
-    {EM3_OP_GT, "ee", NULL, "", EXACT},
-    {EM3_OP_GE, "qq", "qq", "", EXACT},
-    {EM3_OP_GE, "ee", NULL, "", EXACT},
-    {EM3_OP_BCE_LOGITS, "bm", NULL, "", ULP},
-    {EM3_OP_BCE_LOGITS, "xu", NULL, "", ULP},
-    {EM3_OP_BCE_LOGITS, "em", NULL, "", ULP},
-    {EM3_OP_WHERE, "mxx", "mxx", "", EXACT},
-    {EM3_OP_WHERE, "eee", NULL, "", EXACT},
-    {EM3_OP_GELU_GRAD, "xx", NULL, "", CLOSE},
+    {EM3_OP_NEG, "x", "x", "", EXACT, true},
+    {EM3_OP_NEG, "e", NULL, "", EXACT, false},
+    {EM3_OP_EXP, "x", NULL, "", ULP, true},
+    {EM3_OP_EXP, "b", NULL, "", ULP, false},
+    {EM3_OP_EXP, "e", NULL, "", ULP, false},
+    {EM3_OP_LOG, "p", NULL, "", ULP, false},
+    {EM3_OP_LOG, "e", NULL, "", ULP, false},
+    {EM3_OP_SQRT, "p", NULL, "", EXACT, false},
+    {EM3_OP_SQRT, "e", NULL, "", EXACT, false},
+    {EM3_OP_RSQRT, "p", NULL, "", ULP, false},
+    {EM3_OP_RSQRT, "e", NULL, "", ULP, false},
+    {EM3_OP_ABS, "x", "x", "", EXACT, false},
+    {EM3_OP_ABS, "e", NULL, "", EXACT, false},
+    {EM3_OP_TANH, "x", NULL, "", ULP, false},
+    {EM3_OP_TANH, "e", NULL, "", ULP, false},
+    {EM3_OP_SIGMOID, "b", NULL, "", ULP, false},
+    {EM3_OP_SIGMOID, "e", NULL, "", ULP, false},
+    {EM3_OP_RELU, "x", NULL, "", EXACT, false},
+    {EM3_OP_RELU, "e", NULL, "", EXACT, false},
+    {EM3_OP_GELU, "x", NULL, "", ULP, false},
+    {EM3_OP_GELU, "e", NULL, "", ULP, false},
+    {EM3_OP_SOFTPLUS, "b", NULL, "", ULP, false},
+    {EM3_OP_SOFTPLUS, "e", NULL, "", ULP, false},
+    {EM3_OP_CAST, "x", "x", "to=i32", EXACT, true},
+    {EM3_OP_CAST, "x", "x", "to=f32", EXACT, false},
+    {EM3_OP_STOP_GRADIENT, "x", "x", "", EXACT, false},
+    {EM3_OP_ADD, "xx", "xx", "", EXACT, true},
+    {EM3_OP_ADD, "ee", NULL, "", EXACT, false},
+    {EM3_OP_SUB, "xx", "xx", "", EXACT, false},
+    {EM3_OP_SUB, "ee", NULL, "", EXACT, false},
+    {EM3_OP_MUL, "xx", "xx", "", EXACT, false},
+    {EM3_OP_MUL, "ee", NULL, "", EXACT, false},
+    {EM3_OP_DIV, "xn", NULL, "", EXACT, false},
+    {EM3_OP_DIV, "ee", NULL, "", EXACT, false},
+    {EM3_OP_MAXIMUM, "qq", "qq", "", EXACT, false},
+    {EM3_OP_MAXIMUM, "ee", NULL, "", EXACT, false},
+    {EM3_OP_MINIMUM, "qq", "qq", "", EXACT, false},
+    {EM3_OP_MINIMUM, "ee", NULL, "", EXACT, false},
+    {EM3_OP_EQ, "qq", "qq", "", EXACT, false},
+    {EM3_OP_EQ, "ee", NULL, "", EXACT, false},
+    {EM3_OP_NE, "qq", "qq", "", EXACT, false},
+    {EM3_OP_NE, "ee", NULL, "", EXACT, false},
+    {EM3_OP_LT, "qq", "qq", "", EXACT, false},
+    {EM3_OP_LT, "ee", NULL, "", EXACT, false},
+    {EM3_OP_LE, "qq", "qq", "", EXACT, false},
+    {EM3_OP_LE, "ee", NULL, "", EXACT, false},
+    {EM3_OP_GT, "qq", "qq", "", EXACT, false},
+    {EM3_OP_GT, "ee", NULL, "", EXACT, false},
+    {EM3_OP_GE, "qq", "qq", "", EXACT, false},
+    {EM3_OP_GE, "ee", NULL, "", EXACT, false},
+    {EM3_OP_BCE_LOGITS, "bm", NULL, "", ULP, true},
+    {EM3_OP_BCE_LOGITS, "xu", NULL, "", ULP, false},
+    {EM3_OP_BCE_LOGITS, "em", NULL, "", ULP, false},
+    {EM3_OP_WHERE, "mxx", "mxx", "", EXACT, true},
+    {EM3_OP_WHERE, "eee", NULL, "", EXACT, false},
+    {EM3_OP_GELU_GRAD, "xx", NULL, "", CLOSE, false},
 };
 
 /* The shapes of one, two and three operands ("G" before a shape: held by a global). They cover
  * scalars, [B], [B, 5, 7], numpy broadcasting both ways, B·k dims made by reshape, rank 5 and
- * the batch dimension in the middle. Rows of special values and of i32 run on the first
- * SHORT_SHAPES only (compile time: each row is a kernel of its own). */
+ * the batch dimension in the middle. */
 #define SHORT_SHAPES 2
 static const char *const unary_shapes[][1] = {
     {"[B,5,7]"}, {"[B,5,7]>[B*5,7]"}, {"[]"}, {"[B]"}, {"[B,2,3,2,3]"}, {"[3,B,4]"}, {"G[5,7]"},
@@ -332,8 +339,8 @@ static int count_args(const char *const *args) {
     return n;
 }
 
-/* The rows of op kind group `kind` (or every row for EM3_KIND_LEAF: used by the coverage
- * test), expanded into `out`; returns the count. */
+/* The rows of ops of kind `kind` (of every op when `all`), expanded into `out`; returns the
+ * count. */
 static int expand_rows(row *out, int cap, bool all, em3_op_kind kind) {
     int n = 0;
     for (size_t i = 0; i < sizeof structural_rows / sizeof *structural_rows; i++) {
@@ -354,7 +361,7 @@ static int expand_rows(row *out, int cap, bool all, em3_op_kind kind) {
         for (int dt = 0; dt < 2; dt++) {
             const char *kinds = dt ? r->i32_kinds : r->f32_kinds;
             if (!kinds) continue;
-            for (int s = 0; s < (dt || strchr(kinds, 'e') ? SHORT_SHAPES : n_shapes); s++) {
+            for (int s = 0; s < (r->all ? n_shapes : SHORT_SHAPES); s++) {
                 assert_true(n < cap);
                 row *o = &out[n++];
                 *o = (row){r->op, arity, {{0}}, r->attrs, r->tol};
@@ -428,17 +435,26 @@ static void fill_values(em3_rng *r, const spec *sp, double *v, int64_t n) {
     }
 }
 
-static const char *func_name(em3_module *m, int i, em3_op op) {
-    return em3_arena_printf(m->arena, "r%d_%s", i, em3_op_name(op));
+/* Row i is function r<i>_<op>; its operand k is input a<k> or global r<i>.a<k>. */
+typedef char name_buf[48];
+
+static const char *func_name(name_buf buf, int i, em3_op op) {
+    snprintf(buf, sizeof(name_buf), "r%d_%s", i, em3_op_name(op));
+    return buf;
 }
 
-static const char *operand_name(em3_module *m, int i, int k, const spec *sp) {
-    return sp->storage ? em3_arena_printf(m->arena, "r%d.a%d", i, k) : em3_arena_printf(m->arena, "a%d", k);
+static const char *operand_name(name_buf buf, int i, int k, const spec *sp) {
+    if (sp->storage)
+        snprintf(buf, sizeof(name_buf), "r%d.a%d", i, k);
+    else
+        snprintf(buf, sizeof(name_buf), "a%d", k);
+    return buf;
 }
 
-/* Adds row i as function r<i>_<op> with output y. */
+/* Adds row i with output y. */
 static void build_row(em3_module *m, const row *r, int i) {
-    em3_func *f = em3_module_add_func(m, func_name(m, i, r->op));
+    name_buf fname, name;
+    em3_func *f = em3_module_add_func(m, func_name(fname, i, r->op));
     em3_builder b = {f, {0}};
     int in[7];
     em3_node proto = em3_node_proto(r->op, (em3_loc){0});
@@ -447,7 +463,7 @@ static void build_row(em3_module *m, const row *r, int i) {
     int n_in = r->op == EM3_OP_CONST ? 0 : r->n_args;
     for (int k = 0; k < n_in; k++) {
         spec sp = parse_spec(r->args[k]);
-        const char *name = operand_name(m, i, k, &sp);
+        operand_name(name, i, k, &sp);
         if (sp.storage) {
             em3_global_kind gk = sp.storage == 'G' ? EM3_GLOBAL_PARAM : EM3_GLOBAL_STATE;
             assert_true(em3_module_add_global(m, name, sp.type, gk, (em3_init){EM3_INIT_NONE, 0},
@@ -475,19 +491,20 @@ static double run_row(jh_pair *p, const row *r, int i, int64_t batch) {
     em3_rng_seed(&rng, (uint64_t)(i * 1000 + batch));
     em3_interp_input in[7];
     double *vals[7] = {0};
+    name_buf names[7], fname;
     int n_in = 0, n_ops = r->op == EM3_OP_CONST ? 0 : r->n_args;
     for (int k = 0; k < n_ops; k++) {
         spec sp = parse_spec(r->args[k]);
         int64_t n = em3_type_numel(&sp.type, batch);
         vals[k] = malloc(sizeof(double) * (size_t)(n ? n : 1));
         fill_values(&rng, &sp, vals[k], n);
-        const char *name = operand_name(p->m, i, k, &sp);
+        const char *name = operand_name(names[k], i, k, &sp);
         if (sp.storage)
             jh_set_global(p, em3_module_find_global(p->m, name), vals[k]);
         else
             in[n_in++] = (em3_interp_input){name, vals[k]};
     }
-    jh_run(p, func_name(p->m, i, r->op), batch, in, n_in);
+    jh_run(p, func_name(fname, i, r->op), batch, in, n_in);
     char prefix[32];
     snprintf(prefix, sizeof prefix, "r%d.", i);
     double e = fmax(jh_compare_outputs(p, r->tol), jh_compare_globals(p, prefix, r->tol));

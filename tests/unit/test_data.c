@@ -452,6 +452,11 @@ static void test_npy_folder_and_tables(void **state) {
     write_ids("train/item.npy", n, item);
     assert_true(em3_npy_write_i32(in_dir("train/hist.npy"), 2, hshape, hist, err, sizeof err));
     assert_true(em3_npy_write_f32(in_dir("train/click.npy"), 1, &n, click, err, sizeof err));
+    float vec[12] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11};
+    int64_t vshape[3] = {3, 2, 2};
+    assert_true(em3_npy_write_f32(in_dir("train/vec.npy"), 3, vshape, vec, err, sizeof err));
+    int32_t age[] = {30, 40, 50};
+    write_ids("train/age.npy", n, age);
     /* item tables: float16 image vectors, token ids */
     uint16_t img[] = {0x3c00, 0x4000, 0xbc00, 0x3800, 0x0000, 0x7bff}; /* 1 2 -1 .5 0 65504 */
     put_f16("items/image.npy", 3, 2, img);
@@ -462,6 +467,7 @@ static void test_npy_folder_and_tables(void **state) {
                   "  - {name: user, type: categorical, encoding: identity, vocab_size: 4}\n"
                   "  - {name: item, type: categorical, encoding: identity}\n"
                   "  - {name: hist, type: sequence, share_embedding: item, max_len: 4}\n"
+                  "  - {name: vec, type: embedding}\n  - {name: age, type: numeric}\n"
                   "label_col: {name: click}\nitem_id: item\n"
                   "item_tables:\n  - {name: image, file: items/image.npy}\n"
                   "  - {name: text, file: items/text.npy, type: sequence, vocab_size: 8}\n");
@@ -471,6 +477,12 @@ static void test_npy_folder_and_tables(void **state) {
     int32_t want_hist[] = {0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 2}; /* zeros are padding: re-padded to 4 */
     assert_memory_equal(h->data, want_hist, sizeof want_hist);
     assert_int_equal(h->vocab, 3); /* item: identity, from the table's 3 rows */
+    const em3_column *v = em3_dataset_find(ds, EM3_SPLIT_TRAIN, "vec");
+    assert_int_equal(v->rank, 2); /* an embedding keeps its per-row shape */
+    assert_int_equal(v->dim[0], 2);
+    assert_int_equal(v->dim[1], 2);
+    assert_true(((const float *)v->data)[9] == 9);
+    assert_true(floats(ds, EM3_SPLIT_TRAIN, "age")[2] == 50); /* integers read as numbers */
     const em3_column *im = em3_dataset_find_table(ds, "image");
     assert_non_null(im);
     assert_int_equal(im->rows, 3);

@@ -120,7 +120,7 @@ static int count_params(const em3_module *m) {
     return n;
 }
 
-/* ---- compile-time values ---------------------------------------------------------------------- */
+/* ---- compile-time values ------------------------------------------------------------------ */
 
 /* Folding is checked by asserts that elaborate or fail, and by the shapes constants give. */
 static void test_constant_folding(void **state) {
@@ -158,6 +158,30 @@ static void test_constant_folding(void **state) {
     assert_int_equal(w->init.kind, EM3_INIT_CONST);
     assert_true(w->init.a == 0.5);
     em3_module_free(m);
+}
+
+/* 64-bit overflow and non-finite results are errors at compile time, not undefined behaviour
+ * (UBSan) or a trap (INT64_MIN / -1), and constants must fit the tensor they meet. */
+static void test_arithmetic_edges(void **state) {
+    (void)state;
+    /* 999999999999999999 is the largest literal; m is INT64_MIN */
+    const char *m = "m = -999999999999999999 * 9 - 223372036854775817";
+    const char *const overflow[] = {"k = 999999999999999999 * 10", "k = -m", "k = m / -1",
+                                    "k = m // -1", "k = m - 1", "k = -m * -1"};
+    for (size_t i = 0; i < sizeof overflow / sizeof *overflow; i++)
+        assert_true(model_fails(m, overflow[i], "does not fit in a 64-bit integer"));
+    assert_true(model_compiles(m, "assert m % -1 == 0 and m < 0 and m + 1 < 0\n"
+                                  "assert 999999999999999999 % -10 == -1\n"
+                                  "assert -5 % 999999999999999999 == 999999999999999994\n"
+                                  "assert abs(m) > 0 and max(m, 3) == 3 and min(m, 3) == m\n"
+                                  "assert maximum(m, m + 1) == m + 1\n"));
+    assert_true(model_fails("", "k = 1.0e300 * 1.0e300", "the result of '*' is not a finite "
+                                                        "number"));
+    assert_true(model_fails("", "k = 1.0e300 * 1.0e300 - 1.0e300 * 1.0e300", "not a finite"));
+    assert_true(model_fails("", "k = exp(1000)", "exp(1000) is not a finite number"));
+    assert_true(model_fails("input ids : i32[B]", "k = ids + 3000000000", "the number 3e+09 does "
+                                                                         "not fit in i32"));
+    assert_true(model_fails("", "k = x * 1.0e300", "the number 1e+300 does not fit in f32"));
 }
 
 static void test_lists(void **state) {
@@ -342,6 +366,7 @@ static void test_type_patterns(void **state) {
                        "}\n"
                        "fn square(x : f32[n, n]) { return x }\n"
                        "fn batch(x : f32[n, d]) { return n == B }\n"
+                       "fn width(x : f32[B, d]) { return d }\n"
                        "model m {\n"
                        "    input x : f32[B, 5]\n"
                        "    const rows = 3\n"
@@ -350,7 +375,7 @@ static void test_type_patterns(void **state) {
                        "    fn forward() {\n"
                        "        v = dims(w)\n"
                        "        s = square(q)\n"
-                       "        assert batch(x)\n"
+                       "        assert batch(x) and width(x) == 5\n"
                        "        output y = x %s\n"
                        "    }\n"
                        "}\n";
@@ -358,10 +383,13 @@ static void test_type_patterns(void **state) {
     snprintf(src, sizeof src, prog, "");
     em3_module_free(compile_ok(src));
     snprintf(src, sizeof src, prog, "+ square(w)");
-    assert_true(fails_with(src, 1, "t.em3:16:30: error: function square: 'x': dimension 1 must "
+    assert_true(fails_with(src, 1, "t.em3:17:30: error: function square: 'x': dimension 1 must "
                                    "be 3, got f32[3, 5]"));
     snprintf(src, sizeof src, prog, "+ square(cast(x, i32))");
     assert_true(fails_with(src, 1, "function square: 'x' must be f32[2 dims], got i32[B, 5]"));
+    /* B in a pattern is the batch dimension, not a name to bind */
+    snprintf(src, sizeof src, prog, "+ width(w)");
+    assert_true(fails_with(src, 1, "function width: 'x': dimension 0 must be B, got f32[3, 5]"));
     snprintf(src, sizeof src, prog, "+ dims(3)");
     assert_true(fails_with(src, 1, "function dims: 'x' must be a tensor, got the int 3"));
 }
@@ -380,7 +408,8 @@ static void test_predict_excludes_labels(void **state) {
                                "        loss = bce_with_logits(s, t)\n"
                                "    }\n"
                                "}\n");
-    const em3_func *fwd = em3_module_find_func(m, "forward"), *pred = em3_module_find_func(m, "predict");
+    const em3_func *fwd = em3_module_find_func(m, "forward");
+    const em3_func *pred = em3_module_find_func(m, "predict");
     assert_non_null(fwd);
     assert_non_null(pred);
     assert_int_equal(fwd->n_out, 2);
@@ -392,7 +421,8 @@ static void test_predict_excludes_labels(void **state) {
     assert_int_equal(labels, 1);
     for (int i = 0; i < pred->n_node; i++) {
         assert_int_not_equal(pred->node[i].op, EM3_OP_BCE_LOGITS);
-        if (pred->node[i].op == EM3_OP_INPUT) assert_string_equal(em3_node_s(&pred->node[i], "name"), "x");
+        if (pred->node[i].op == EM3_OP_INPUT)
+            assert_string_equal(em3_node_s(&pred->node[i], "name"), "x");
     }
     em3_module_free(m);
 }
@@ -411,7 +441,10 @@ static void test_set_overrides(void **state) {
                       "        output y = x * w\n"
                       "    }\n"
                       "}\n";
-    const em3_const_override set[] = {{"d", "8"}, {"scale", "0.125"}, {"bias", "false"}, {"act", "tanh"}};
+    const em3_const_override set[] = {{.name = "d", .value = "8"},
+                                      {.name = "scale", .value = "0.125"},
+                                      {.name = "bias", .value = "false"},
+                                      {.name = "act", .value = "tanh"}};
     em3_frontend_options opt = {.overrides = set, .n_overrides = 4};
     em3_module *m = compile_ok_opt(src, &opt);
     assert_int_equal(global(m, "w")->type.dim[0], 8);
@@ -419,10 +452,16 @@ static void test_set_overrides(void **state) {
     assert_true(em3_module_find_global(m, "b") < 0);
     em3_module_free(m);
 
-    const em3_const_override bad[] = {{"act", "sigmoid"}};
+    const em3_const_override bad[] = {{.name = "act", .value = "sigmoid"}};
     opt = (em3_frontend_options){.overrides = bad, .n_overrides = 1};
     assert_true(fails_with_n(src, strlen(src), &opt, 1, "t.em3:9:9: error: assertion failed"));
-    const em3_const_override unknown[] = {{"width", "8"}};
+    const em3_const_override huge[] = {{.name = "d", .value = "99999999999999999999"},
+                                       {.name = "scale", .value = "nan"}};
+    opt = (em3_frontend_options){.overrides = huge, .n_overrides = 2};
+    assert_true(fails_with_n(src, strlen(src), &opt, 2, "t.em3:2:11: error: --set "
+                             "d=99999999999999999999: the number is too large or not finite"));
+    assert_true(fails_with_n(src, strlen(src), &opt, 2, "t.em3:2:18: error: --set scale=nan: "));
+    const em3_const_override unknown[] = {{.name = "width", .value = "8"}};
     opt = (em3_frontend_options){.overrides = unknown, .n_overrides = 1};
     assert_true(fails_with_n(src, strlen(src), &opt, 1,
                              "t.em3:1:7: error: --set width: model m has no constant width"));
@@ -497,7 +536,8 @@ static void test_several_errors(void **state) {
                       "        output y = a + b + nothing\n"
                       "    }\n"
                       "}\n";
-    assert_true(fails_with(sem, 6, "t.em3:3:15: error: a parameter cannot have the batch dimension B"));
+    assert_true(fails_with(sem, 6, "t.em3:3:15: error: a parameter cannot have the batch "
+                                   "dimension B"));
     assert_true(fails_with(sem, 6, "t.em3:4:15: error: unknown element type 'f64' (f32 or i32)"));
     assert_true(fails_with(sem, 6, "t.em3:5:14: error: a data table has a fixed shape"));
     assert_true(fails_with(sem, 6, "t.em3:6:24: error: unknown initialiser 'glorot'"));
@@ -511,15 +551,20 @@ static void test_lexer_regressions(void **state) {
     (void)state;
     /* NUL bytes are characters of the buffer, not its end */
     const char nul[] = "const a = 1\nconst b = 2 \0 + 3\nconst c = 4\n";
-    assert_true(fails_with_n(nul, sizeof nul - 1, NULL, 1, "t.em3:2:13: error: unexpected character 0x00"));
-    assert_true(fails_with("const x = 1e999\n", 1, "t.em3:1:11: error: number literal is too large"));
+    assert_true(fails_with_n(nul, sizeof nul - 1, NULL, 1,
+                             "t.em3:2:13: error: unexpected character 0x00"));
+    assert_true(fails_with("const x = 1e999\n", 1, "t.em3:1:11: error: number literal is too "
+                                                    "large"));
     assert_true(fails_with("const x = 99999999999999999999\n", 1, "integer literal is too large"));
     assert_true(fails_with("const x = 1 \xff\n", 1, "t.em3:1:13: error: invalid UTF-8 byte 0xff"));
-    assert_true(fails_with("const \xe2\x82\xac = 1\n", 1, "t.em3:1:7: error: unexpected character U+20AC"));
+    assert_true(fails_with("const \xe2\x82\xac = 1\n", 1, "t.em3:1:7: error: unexpected "
+                                                           "character U+20AC"));
     /* an unexpected character costs one message, not a cascade of syntax errors */
-    assert_true(fails_with("model m { x = $ 1 }\n", 1, "t.em3:1:15: error: unexpected character '$'"));
+    assert_true(fails_with("model m { x = $ 1 }\n", 1, "t.em3:1:15: error: unexpected "
+                                                        "character '$'"));
     /* Go's rule for else, said in words, and the parse goes on as if it were well placed */
-    assert_true(fails_with("fn f(a) {\n    if a { return 1 }\n    else { return 2 }\n}\nconst k = f(0)\n",
+    assert_true(fails_with("fn f(a) {\n    if a { return 1 }\n    else { return 2 }\n}\n"
+                           "const k = f(0)\n",
                            1, "t.em3:3:5: error: 'else' must be on the same line as the '}'"));
     /* the end of the file inside a block or a comment: one error where the fix goes */
     assert_true(fails_with("module M {\n    fn f(x) {\n        return x\n}\n", 1,
@@ -528,6 +573,11 @@ static void test_lexer_regressions(void **state) {
                            "t.em3:2:5: error: unterminated comment"));
     assert_true(fails_with("const l = [1, 2\n", 1, "t.em3:1:11: error: '[' is not closed"));
     assert_true(fails_with("", 1, "t.em3:1:1: error: the file is empty"));
+    /* a top-level const cannot silently replace a module, nor another const */
+    assert_true(fails_with("module M {}\nconst k = 1, M = 2\nconst k = 3\n", 2,
+                           "t.em3:2:14: error: 'M' is already defined\n"));
+    assert_true(fails_with("module M {}\nconst k = 1, M = 2\nconst k = 3\n", 2,
+                           "t.em3:3:7: error: 'k' is already defined\n"));
     assert_true(fails_with("# only a comment\n", 1, "t.em3:1:1: error: the file is empty"));
 }
 
@@ -538,18 +588,21 @@ static void test_nesting_limits(void **state) {
     char *s = malloc(16 + 4 * n);
     len += (size_t)sprintf(s, "const x = 1");
     for (size_t i = 0; i < n; i++) len += (size_t)sprintf(s + len, " + 1");
-    assert_true(fails_with_n(s, len, NULL, 1, "error: the expression is nested more than 1000 deep"));
+    assert_true(fails_with_n(s, len, NULL, 1, "error: the expression is nested more than 1000 "
+                                              "deep"));
     /* the other left-leaning chains: calls, indexing, attributes */
     const char *const chains[] = {"()", "[0]", ".a"};
     for (int c = 0; c < 3; c++) {
-        len = (size_t)sprintf(s, "model m {\n    input x : f32[B, 4]\n    fn forward() {\n        k = x");
+        len = (size_t)sprintf(s, "model m {\n    input x : f32[B, 4]\n    fn forward() {\n"
+                                 "        k = x");
         for (size_t i = 0; i < 50000; i++) len += (size_t)sprintf(s + len, "%s", chains[c]);
         len += (size_t)sprintf(s + len, "\n        output y = x\n    }\n}\n");
         assert_true(fails_with_n(s, len, NULL, -1, "t.em3:4:"));
     }
     len = (size_t)sprintf(s, "const x = ");
     for (size_t i = 0; i < n; i++) s[len++] = '(';
-    assert_true(fails_with_n(s, len, NULL, 1, "t.em3:1:267: error: brackets are nested too deeply"));
+    assert_true(fails_with_n(s, len, NULL, 1, "t.em3:1:267: error: brackets are nested too "
+                                              "deeply"));
     len = (size_t)sprintf(s, "const x = ");
     for (size_t i = 0; i < n; i++) s[len++] = '-';
     s[len++] = '1';
@@ -568,6 +621,14 @@ static void test_elaboration_limits(void **state) {
     assert_true(model_fails("", "z = zeros([65536, 65536, 65536])", "too large"));
     assert_true(fails_with("fn f(n) { return f(n + 1) + 1 }\nconst k = f(0)\n", 1,
                            "calls are nested more than 200 deep: is 'f' recursive?"));
+    /* an error in a body repeated 100 000 times stops after a hundred (found by the fuzzer:
+       10 s under the sanitizers before) */
+    char *src = model_with("l = repeat 100000 { Nothing(4) }", "");
+    result r = compile_n(src, strlen(src), NULL);
+    assert_true(r.errors > 20 && r.errors < 200);
+    assert_non_null(strstr(r.diag, "further diagnostics are not shown"));
+    result_free(&r);
+    free(src);
     /* a device is no source: reading /dev/zero would take 64 MB, a pipe could block */
     assert_true(fails_with("import \"/dev/zero\"\n", 1, "t.em3:1:1: error: /dev/zero is not a "
                                                          "regular file"));
@@ -582,7 +643,8 @@ int main(void) {
         setenv("EM3_PATH", lib, 1);
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_constant_folding),  cmocka_unit_test(test_lists),
+        cmocka_unit_test(test_constant_folding),  cmocka_unit_test(test_arithmetic_edges),
+        cmocka_unit_test(test_lists),
         cmocka_unit_test(test_instance_paths),    cmocka_unit_test(test_weight_sharing),
         cmocka_unit_test(test_repeat),            cmocka_unit_test(test_for_loops),
         cmocka_unit_test(test_if_chains),         cmocka_unit_test(test_type_patterns),
