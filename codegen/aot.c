@@ -1,9 +1,7 @@
-/* codegen/aot.c — ahead-of-time builds for serving: the module's object (PIC, a portable
- * baseline CPU, functions named NAME_fn_*), a generated NAME.h documenting the C ABI and a
- * generated NAME_abi.c holding the model's tables for the runtime's model host
- * (runtime/aot_host.h), linked by the system C compiler with the static PIC runtime into
- * libNAME.so, exporting only the ABI (a version script), so that several models share a process.
- * Outputs appear whole or not at all: temporary files in the destination folders, renamed last. */
+/* codegen/aot.c — ahead-of-time builds for serving: a PIC object for a baseline CPU, a generated
+ * NAME.h (the C ABI) and NAME_abi.c (the model's tables for runtime/aot_host.c), linked by the
+ * system C compiler with the static PIC runtime into libNAME.so exporting only the ABI, so that
+ * several models share a process. Outputs appear whole or not at all (temporaries, then rename). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -279,13 +277,13 @@ static const char abi_wrappers[] =
     "    return em3_host_set_table((em3_host *)m, name, data, numel, err, errlen);\n"
     "}\n"
     "int @N@_predict(@N@_model *m, int64_t batch, const void *const *inputs, void *const *outputs, char *err,\n"
-    "                size_t errlen) {\n"
+    "    size_t errlen) {\n"
     "    return em3_host_run((em3_host *)m, PREDICT, batch, inputs, outputs, 0.0f, err, errlen);\n"
     "}\n";
 
 static const char train_wrapper[] =
     "int @N@_train_step(@N@_model *m, int64_t batch, const void *const *inputs, float lr, void *const *outputs,\n"
-    "                   char *err, size_t errlen) {\n"
+    "    char *err, size_t errlen) {\n"
     "    return em3_host_run((em3_host *)m, TRAIN, batch, inputs, outputs, lr, err, errlen);\n"
     "}\n";
 
@@ -396,13 +394,13 @@ static const char header_api[] =
     "/* Copies a data table (an item side table, see the list above): `numel` elements of the\n"
     " * table's dtype (float or int32_t), row-major. */\n"
     "int @N@_set_table(@N@_model *m, const char *name, const void *data, int64_t numel, char *err,\n"
-    "                  size_t errlen);\n\n"
+    "    size_t errlen);\n\n"
     "/* Scores `batch` rows: inputs[k] points to input k of @predict (order and shapes above),\n"
     " * outputs[k] to a caller-allocated array for output k (NULL: not wanted). Batches larger\n"
     " * than @U@_MAX_BATCH are processed in chunks. An id outside its vocabulary or table is an\n"
     " * error naming the input, row and position. */\n"
     "int @N@_predict(@N@_model *m, int64_t batch, const void *const *inputs, void *const *outputs,\n"
-    "                char *err, size_t errlen);\n";
+    "    char *err, size_t errlen);\n";
 
 static const char header_train[] =
     "\n/* One optimizer step on `batch` rows (1 .. @U@_MAX_BATCH): inputs[k] is input k of @train\n"
@@ -411,7 +409,7 @@ static const char header_train[] =
     " * steps, saved and restored with the weights), and every opt.lr.GROUP, set to `lr`. After a\n"
     " * data error some updates may have been applied and the step is not counted. */\n"
     "int @N@_train_step(@N@_model *m, int64_t batch, const void *const *inputs, float lr,\n"
-    "                   void *const *outputs, char *err, size_t errlen);\n";
+    "    void *const *outputs, char *err, size_t errlen);\n";
 
 static void describe_tensor(em3_strbuf *sb, int k, const char *name, const em3_type *t, int64_t vocab, int64_t pad) {
     char ts[EM3_TYPE_STR_MAX];
@@ -699,6 +697,10 @@ bool em3_aot_build(const em3_module *m, const em3_codegen_options *o, const char
         em3_mem_plan *plan = em3_mem_plan_create(m->func[i], o->max_batch, !o->no_mem_reuse);
         arena[i] = plan->arena_bytes;
         em3_mem_plan_free(plan);
+        if (ok && arena[i] > (int64_t)4 << 30)
+            em3_diag_warning(d, (em3_loc){0}, "@%s's workspace is %.1f GB at the maximum batch of %lld rows (allocated "
+                             "at its first call; --max-batch sets the rows)", m->func[i]->name, (double)arena[i] / 1e9,
+                             (long long)o->max_batch);
     }
     lib_info nm = {name, upper, m->name, cpu, o->max_batch, em3_module_find_func(m, "train") != NULL, arena};
     char *header = ok ? header_source(m, &nm, model_h) : NULL;

@@ -48,9 +48,16 @@ typedef void em3_emit_fn(em3_cg *cg, int id);
  * node's own result first). */
 void cg_kernel_begin(em3_cg *cg, int id, const char *name, int n);
 LLVMValueRef cg_kparam(em3_cg *cg, int i);
+/* The node's workspace (memory plan) inside its kernel, after its n buffers. */
+LLVMValueRef cg_kscratch(em3_cg *cg, int n);
+/* C = alpha op(A) op(B) + beta C through cblas_sgemm (row-major), sizes as i64 values. */
+void cg_sgemm(em3_cg *cg, bool ta, bool tb, LLVMValueRef m, LLVMValueRef n, LLVMValueRef k, double alpha,
+              LLVMValueRef a, LLVMValueRef lda, LLVMValueRef b, LLVMValueRef ldb, double beta,
+              LLVMValueRef c, LLVMValueRef ldc);
 void cg_kernel_end(em3_cg *cg, const int *vals, int n);
 /* A kernel reporting a data error: call with the failing index and id (i64) inside the
- * kernel; the kernel returns 1 and the function records it in the frame. */
+ * kernel; the kernel records them in the frame and returns 1, and its call site records
+ * which node failed (a kernel may serve several). */
 void cg_kernel_fail(em3_cg *cg, LLVMValueRef index, LLVMValueRef value);
 
 /* Counted loops: `for (i = 0; i < n; i++)`; returns i. */

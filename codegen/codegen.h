@@ -36,6 +36,10 @@ void em3_jit_free(em3_jit *j);
 const em3_compiled_func *em3_jit_func(const em3_jit *j, const char *name);
 double em3_jit_compile_seconds(const em3_jit *j);
 
+/* The kernels lowering `f` calls: one per node whose emitter is not cg_emit_none (leaves and
+ * reshapes are buffers, not code). Fusion is measured by it. */
+int em3_codegen_kernel_count(const em3_func *f);
+
 /* Writes one form of the compiled module to `path` (atomically). */
 bool em3_codegen_emit(const em3_module *m, const em3_codegen_options *o, em3_emit_kind kind,
                       const char *path, em3_diag *d);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cg.h"
+#include "ir/program.h"
 
 /* c · B^p: a dimension or stride that may depend on the batch size; c == 0 is zero. */
 typedef struct {
@@ -280,4 +281,53 @@ void cg_emit_transpose(em3_cg *cg, int id) {
     cg_kernel_begin(cg, id, "transpose", 2);
     cg_walk(cg, &n->type, types, perms, 2, copy_body, &dt);
     cg_kernel_end(cg, vals, 2);
+}
+
+/* ---- fused elementwise programs -------------------------------------------------------------- */
+
+typedef struct {
+    em3_program p;
+    em3_node ins[EM3_PROGRAM_MAX];
+    em3_dtype dt[EM3_PROGRAM_OPERANDS];
+    int n_in;
+} fused_ctx;
+
+static void fused_body(em3_cg *cg, void *vctx, LLVMValueRef *off) {
+    fused_ctx *c = vctx;
+    LLVMValueRef operand[EM3_PROGRAM_OPERANDS], v[EM3_PROGRAM_MAX];
+    for (int k = 0; k < c->n_in; k++) operand[k] = cg_load(cg, c->dt[k], cg_kparam(cg, k + 1), off[k + 1]);
+    for (int i = 0; i < c->p.n; i++) {
+        const em3_pinstr *in = &c->p.ins[i];
+        LLVMValueRef a[3];
+        em3_dtype adt[3];
+        for (int k = 0; k < in->n_args; k++) {
+            const em3_parg *g = &in->arg[k];
+            adt[k] = em3_program_arg_dtype(&c->p, in, k, c->dt);
+            a[k] = g->kind == EM3_ARG_OPERAND ? operand[g->index]
+                   : g->kind == EM3_ARG_RESULT ? v[g->index]
+                   : adt[k] == EM3_DTYPE_F32 ? cg_f32(cg, g->value)
+                                             : LLVMConstInt(cg->i32, (unsigned long long)(int64_t)g->value, 1);
+        }
+        v[i] = cg_scalar(cg, &c->ins[i], adt, a);
+    }
+    cg_store(cg, c->p.ins[c->p.n - 1].dtype, cg_kparam(cg, 0), off[0], v[c->p.n - 1]);
+}
+
+void cg_emit_fused(em3_cg *cg, int id) {
+    const em3_node *n = &cg->f->node[id];
+    fused_ctx c = {.n_in = n->n_in};
+    char why[256];
+    bool ok = em3_program_parse(em3_node_s(n, "program"), &c.p, why, sizeof why);
+    int vals[EM3_PROGRAM_OPERANDS + 1] = {id};
+    const em3_type *types[EM3_PROGRAM_OPERANDS + 1] = {&n->type};
+    for (int k = 0; k < n->n_in; k++) {
+        vals[k + 1] = n->in[k];
+        types[k + 1] = &cg->f->node[n->in[k]].type;
+        c.dt[k] = types[k + 1]->dtype;
+    }
+    EM3_ASSERT(ok && em3_program_check(&c.p, c.dt, n->n_in, why, sizeof why), "fused %%%d: %s", id, why);
+    for (int i = 0; i < c.p.n; i++) c.ins[i] = em3_program_node(&c.p.ins[i]);
+    cg_kernel_begin(cg, id, "fused", n->n_in + 1);
+    cg_walk(cg, &n->type, types, NULL, n->n_in + 1, fused_body, &c);
+    cg_kernel_end(cg, vals, n->n_in + 1);
 }

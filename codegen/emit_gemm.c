@@ -12,21 +12,24 @@ typedef struct {
     LLVMValueRef sa, sb, sc; /* elements per matrix of A, B, C */
 } gemm_ctx;
 
-static void sgemm(em3_cg *cg, const gemm_ctx *g, LLVMValueRef m, LLVMValueRef a, LLVMValueRef b,
-                  LLVMValueRef c) {
+void cg_sgemm(em3_cg *cg, bool ta, bool tb, LLVMValueRef m, LLVMValueRef n, LLVMValueRef k, double alpha,
+              LLVMValueRef a, LLVMValueRef lda, LLVMValueRef b, LLVMValueRef ldb, double beta,
+              LLVMValueRef c, LLVMValueRef ldc) {
     LLVMTypeRef p[14] = {cg->i32, cg->i32, cg->i32, cg->i32, cg->i32, cg->i32, cg->f32,
                          cg->ptr_t, cg->i32, cg->ptr_t, cg->i32, cg->f32, cg->ptr_t, cg->i32};
 #define T32(v) LLVMBuildTrunc(cg->b, (v), cg->i32, "")
-    LLVMValueRef args[14] = {
-        LLVMConstInt(cg->i32, CBLAS_ROW_MAJOR, 0),
-        LLVMConstInt(cg->i32, g->ta ? CBLAS_TRANS : CBLAS_NO_TRANS, 0),
-        LLVMConstInt(cg->i32, g->tb ? CBLAS_TRANS : CBLAS_NO_TRANS, 0),
-        T32(m), T32(g->n), T32(g->k), cg_f32(cg, 1.0),
-        a, T32(g->ta ? m : g->k),
-        b, T32(g->tb ? g->k : g->n),
-        cg_f32(cg, 0.0), c, T32(g->n)};
+    LLVMValueRef args[14] = {LLVMConstInt(cg->i32, CBLAS_ROW_MAJOR, 0),
+                             LLVMConstInt(cg->i32, ta ? CBLAS_TRANS : CBLAS_NO_TRANS, 0),
+                             LLVMConstInt(cg->i32, tb ? CBLAS_TRANS : CBLAS_NO_TRANS, 0),
+                             T32(m), T32(n), T32(k), cg_f32(cg, alpha), a, T32(lda), b, T32(ldb),
+                             cg_f32(cg, beta), c, T32(ldc)};
 #undef T32
     cg_call(cg, "cblas_sgemm", cg->void_t, p, 14, args);
+}
+
+static void sgemm(em3_cg *cg, const gemm_ctx *g, LLVMValueRef m, LLVMValueRef a, LLVMValueRef b,
+                  LLVMValueRef c) {
+    cg_sgemm(cg, g->ta, g->tb, m, g->n, g->k, 1.0, a, g->ta ? m : g->k, b, g->tb ? g->k : g->n, 0.0, c, g->n);
 }
 
 static void batch_body(em3_cg *cg, void *vctx, LLVMValueRef *off) {

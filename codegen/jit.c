@@ -46,6 +46,7 @@ static void describe(em3_jit *j, int i, LLVMOrcExecutorAddress addr) {
     c->name = f->name;
     c->fn = (em3_abi_fn *)(uintptr_t)addr;
     c->arena_bytes = j->plans[i]->arena_bytes;
+    c->max_batch = j->plans[i]->max_batch;
     const em3_node **in = em3_xcalloc((size_t)(f->n_node ? f->n_node : 1), sizeof(*in));
     for (int k = 0; k < f->n_node; k++)
         if (f->node[k].op == EM3_OP_INPUT) in[c->n_inputs++] = &f->node[k];

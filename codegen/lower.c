@@ -118,6 +118,7 @@ static void add_attr(em3_cg *cg, LLVMValueRef fn, unsigned idx, const char *name
 
 void cg_kernel_begin(em3_cg *cg, int id, const char *name, int n) {
     EM3_ASSERT(!cg->kfn, "nested kernels");
+    n += cg->plan->scratch_bytes[id] > 0; /* the workspace is one more noalias buffer */
     LLVMTypeRef params[40];
     EM3_ASSERT(n + 2 <= 40, "kernel with %d buffers", n);
     for (int i = 0; i < n; i++) params[i] = cg->ptr_t;
@@ -127,10 +128,7 @@ void cg_kernel_begin(em3_cg *cg, int id, const char *name, int n) {
     snprintf(fname, sizeof fname, "%s.k%d.%s", cg->f->name, id, name);
     cg->kfn = LLVMAddFunction(cg->mod, fname, LLVMFunctionType(cg->i32, params, (unsigned)n + 2, 0));
     LLVMSetLinkage(cg->kfn, LLVMInternalLinkage);
-    for (int i = 0; i < n; i++) {
-        add_attr(cg, cg->kfn, (unsigned)i + 1, "noalias");
-        add_attr(cg, cg->kfn, (unsigned)i + 1, "nocapture");
-    }
+    for (int i = 0; i < n; i++) add_attr(cg, cg->kfn, (unsigned)i + 1, "nocapture");
     add_attr(cg, cg->kfn, LLVMAttributeFunctionIndex, "nounwind");
     add_attr(cg, cg->kfn, LLVMAttributeFunctionIndex, "noinline");
     cg->kbatch = LLVMGetParam(cg->kfn, (unsigned)n);
@@ -140,17 +138,26 @@ void cg_kernel_begin(em3_cg *cg, int id, const char *name, int n) {
 }
 
 LLVMValueRef cg_kparam(em3_cg *cg, int i) { return LLVMGetParam(cg->kfn, (unsigned)i); }
+LLVMValueRef cg_kscratch(em3_cg *cg, int n) { return LLVMGetParam(cg->kfn, (unsigned)n); }
 
 void cg_kernel_fail(em3_cg *cg, LLVMValueRef index, LLVMValueRef value) {
     unsigned n = LLVMCountParams(cg->kfn);
     LLVMValueRef frame = LLVMGetParam(cg->kfn, n - 1);
-    LLVMBuildStore(cg->b, LLVMConstInt(cg->i32, (unsigned long long)cg->knode, 0), frame_field(cg, frame, 5));
     LLVMBuildStore(cg->b, index, frame_field(cg, frame, 6));
     LLVMBuildStore(cg->b, value, frame_field(cg, frame, 7));
     LLVMBuildRet(cg->b, LLVMConstInt(cg->i32, 1, 0));
 }
 
 static LLVMValueRef value_ptr(em3_cg *cg, int v);
+
+/* The first other buffer of a kernel that shares buffer i's storage (an in-place result), or -1. */
+static int shared_with(const em3_cg *cg, const int *vals, int n, int i) {
+    for (int j = 0; j < n; j++)
+        if (j != i && cg->plan->storage[vals[j]] == cg->plan->storage[vals[i]] &&
+            vals[j] != vals[i]) /* the same value twice is only ever read */
+            return j;
+    return -1;
+}
 
 /* What a kernel's code depends on: its op, attributes and the types of its buffers. Nodes
  * with the same signature share one kernel, which keeps the LLVM module (and compile time)
@@ -166,7 +173,11 @@ static char *kernel_signature(em3_cg *cg, const int *vals, int n) {
         for (int k = 0; k < a->n; k++) em3_sb_printf(&sb, ",%lld", (long long)a->list[k]);
     }
     char t[EM3_TYPE_STR_MAX];
-    for (int i = 0; i < n; i++) em3_sb_printf(&sb, "|%s", em3_type_str(&cg->f->node[vals[i]].type, t, sizeof t));
+    for (int i = 0; i < n; i++) {
+        em3_sb_printf(&sb, "|%s", em3_type_str(&cg->f->node[vals[i]].type, t, sizeof t));
+        int s = shared_with(cg, vals, n, i);
+        if (s >= 0) em3_sb_printf(&sb, "=%d", s); /* in place: compiled without noalias */
+    }
     em3_sb_printf(&sb, "|%s", em3_type_str(&nd->type, t, sizeof t));
     return sb.data;
 }
@@ -188,17 +199,31 @@ static LLVMValueRef shared_kernel(em3_cg *cg, LLVMValueRef kfn, const int *vals,
 
 void cg_kernel_end(em3_cg *cg, const int *vals, int n) {
     LLVMBuildRet(cg->b, LLVMConstInt(cg->i32, 0, 0));
+    /* noalias lets LLVM vectorise; it would be a lie for buffers that share storage */
+    for (int i = 0; i < n; i++)
+        if (shared_with(cg, vals, n, i) < 0) add_attr(cg, cg->kfn, (unsigned)i + 1, "noalias");
+    if (cg->plan->scratch_bytes[cg->knode] > 0) add_attr(cg, cg->kfn, (unsigned)n + 1, "noalias");
     LLVMValueRef kfn = shared_kernel(cg, cg->kfn, vals, n);
     cg->kfn = NULL;
     LLVMPositionBuilderAtEnd(cg->b, cg->body_block);
     LLVMValueRef args[40];
     for (int i = 0; i < n; i++) args[i] = value_ptr(cg, vals[i]);
-    args[n] = cg->batch;
-    args[n + 1] = cg->frame;
-    LLVMValueRef st = LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(kfn), kfn, args, (unsigned)n + 2, "");
+    int k = n;
+    if (cg->plan->scratch_bytes[cg->knode] > 0) { /* the node's workspace, after its buffers */
+        LLVMValueRef arena = LLVMBuildLoad2(cg->b, cg->ptr_t, frame_field(cg, cg->frame, 1), "");
+        LLVMValueRef off = cg_i64(cg, cg->plan->scratch_offset[cg->knode]);
+        args[k++] = LLVMBuildInBoundsGEP2(cg->b, LLVMInt8TypeInContext(cg->ctx), arena, &off, 1, "scratch");
+    }
+    args[k] = cg->batch;
+    args[k + 1] = cg->frame;
+    LLVMValueRef st = LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(kfn), kfn, args, (unsigned)k + 2, "");
+    /* kernels are shared between nodes: the call site names the node that failed */
     LLVMBasicBlockRef ok = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "ok");
-    LLVMBuildCondBr(cg->b, LLVMBuildICmp(cg->b, LLVMIntNE, st, LLVMConstInt(cg->i32, 0, 0), ""),
-                    cg->fail, ok);
+    LLVMBasicBlockRef bad = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "failed");
+    LLVMBuildCondBr(cg->b, LLVMBuildICmp(cg->b, LLVMIntNE, st, LLVMConstInt(cg->i32, 0, 0), ""), bad, ok);
+    LLVMPositionBuilderAtEnd(cg->b, bad);
+    LLVMBuildStore(cg->b, LLVMConstInt(cg->i32, (unsigned long long)cg->knode, 0), frame_field(cg, cg->frame, 5));
+    LLVMBuildBr(cg->b, cg->fail);
     LLVMPositionBuilderAtEnd(cg->b, ok);
 }
 
@@ -289,6 +314,12 @@ LLVMModuleRef cg_lower_module(const em3_module *m, LLVMContextRef ctx, const em3
     free(cg.kernel_sig);
     free(cg.kernel_fn);
     return cg.mod;
+}
+
+int em3_codegen_kernel_count(const em3_func *f) {
+    int n = 0;
+    for (int i = 0; i < f->n_node; i++) n += emitters[f->node[i].op] != cg_emit_none;
+    return n;
 }
 
 /* Leaves and reshapes: the value is an input, a global, or another value's storage. */

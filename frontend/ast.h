@@ -29,7 +29,7 @@ typedef enum {
     /* statements and declarations */
     AST_IMPORT,  /* str: path */
     AST_CONST,   /* list: AST_KWARG name = value, one per constant */
-    AST_PARAM,   /* str: name, a: type, b: initialiser, ival: frozen */
+    AST_PARAM,   /* str: name, a: type, b: initialiser, ival: 0, 1 frozen, 2 trainable */
     AST_INPUT,   /* str: name, a: type, list: options (AST_KWARG: vocab, pad) */
     AST_LABEL,   /* str: name, a: type */
     AST_DATA,    /* str: name, a: type */
@@ -37,7 +37,8 @@ typedef enum {
     AST_MODEL,   /* str: name, list2: body */
     AST_FN,      /* str: name, list: parameters (AST_FORMAL), a: result type or NULL, list2: body */
     AST_FORMAL,  /* str: name, a: type or NULL, b: default or NULL */
-    AST_ASSIGN,  /* str: name, a: value, b: shared instance (AST_NAME) or NULL, ival: frozen */
+    AST_ASSIGN,  /* str: name, a: value, b: shared instance (AST_NAME) or NULL, ival: 1 shares
+                    frozen, 2 `= Module(...) frozen` (the instance's parameters frozen) */
     AST_OUTPUT,  /* str: name, a: value */
     AST_LOSS,    /* a: value */
     AST_RETURN,  /* a: value or NULL */

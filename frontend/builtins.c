@@ -528,9 +528,11 @@ static const builtin table[] = {
 
 enum { N_BUILTINS = sizeof table / sizeof *table };
 
+/* Every name that is not a local one is looked up here, so the first character is compared
+ * before the whole name (a strcmp per entry made a fuzzing build 3x slower). */
 int builtin_find(const char *name) {
     for (int i = 0; i < N_BUILTINS; i++)
-        if (!strcmp(table[i].name, name)) return i;
+        if (table[i].name[0] == name[0] && !strcmp(table[i].name, name)) return i;
     return -1;
 }
 

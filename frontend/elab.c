@@ -69,6 +69,10 @@ binding *scope_lookup(scope *s, const char *name) {
     return NULL;
 }
 
+static bool same_loc(em3_loc a, em3_loc b) {
+    return a.file == b.file && a.line == b.line && a.col == b.col;
+}
+
 bool elab_error(elab *e, em3_loc loc, const char *fmt, ...) {
     char msg[1024];
     va_list ap;
@@ -80,10 +84,7 @@ bool elab_error(elab *e, em3_loc loc, const char *fmt, ...) {
        innermost first, but not more than a handful; a recursion is one note, not 200 */
     for (int i = e->depth - 1, shown = 0; i >= 0 && shown < 6; shown++) {
         int j = i;
-        while (j > 0 && e->call_site[j - 1].file == e->call_site[i].file &&
-               e->call_site[j - 1].line == e->call_site[i].line &&
-               e->call_site[j - 1].col == e->call_site[i].col)
-            j--;
+        while (j > 0 && same_loc(e->call_site[j - 1], e->call_site[i])) j--;
         if (j == i)
             em3_diag_note(e->diag, e->call_site[i], "in %s, called here", e->call_name[i]);
         else
@@ -231,6 +232,7 @@ value instantiate(elab *e, const ast *module, const value *pos, int npos,
         return v_error();
     }
     instance *in = new_instance(e, module, next_instance_path(e));
+    in->freeze = e->freeze;
     /* sharing goes by parameter name and shape, so a LoRALinear can take a Linear's w and b */
     if (e->share_src.kind == V_INSTANCE) {
         in->shares = e->share_src.inst;
@@ -325,9 +327,7 @@ static value declare_param(elab *e, scope *s, instance *in, const ast *st) {
             if (!em3_type_eq(&g->type, &t)) {
                 /* the user wrote the `shares`, not the library's param: report it there, once */
                 em3_loc at = in->shares_loc;
-                if (at.file == e->share_reported.file && at.line == e->share_reported.line &&
-                    at.col == e->share_reported.col)
-                    return v_error();
+                if (same_loc(at, e->share_reported)) return v_error();
                 char b0[EM3_TYPE_STR_MAX], b1[EM3_TYPE_STR_MAX];
                 e->share_reported = at;
                 em3_diag_error(e->diag, at, "cannot share %s with %s: it is %s, but %s is %s",
@@ -341,7 +341,8 @@ static value declare_param(elab *e, scope *s, instance *in, const ast *st) {
             return v;
         }
     }
-    return add_global(e, name, t, st->ival ? EM3_GLOBAL_FROZEN : EM3_GLOBAL_PARAM, ini, st->loc);
+    bool frozen = st->ival == 1 || (in->freeze && st->ival != 2); /* 2: declared trainable */
+    return add_global(e, name, t, frozen ? EM3_GLOBAL_FROZEN : EM3_GLOBAL_PARAM, ini, st->loc);
 }
 
 /* input / label declarations: INPUT nodes of @forward, in declaration order. */
@@ -463,9 +464,10 @@ static void exec_assign(elab *e, scope *s, instance *in, const ast *st, ctx_kind
     const char *hint = e->name_hint;
     int count = e->name_count;
     value share = e->share_src;
-    bool share_frozen = e->share_frozen;
+    bool share_frozen = e->share_frozen, freeze = e->freeze;
     em3_loc share_loc = e->share_loc;
     if (module_level) {
+        e->freeze = (!st->b && st->ival == 2) || (in && in->freeze);
         e->name_hint = *in->path ? em3_arena_printf(e->arena, "%s.%s", in->path, st->str) : st->str;
         e->name_count = 0;
         e->share_src = (value){.kind = V_NONE};
@@ -496,6 +498,9 @@ static void exec_assign(elab *e, scope *s, instance *in, const ast *st, ctx_kind
     e->share_src = share;
     e->share_frozen = share_frozen;
     e->share_loc = share_loc;
+    e->freeze = freeze;
+    if (!st->b && st->ival == 2 && v.kind != V_INSTANCE && v.kind != V_LIST && v.kind != V_ERROR)
+        elab_error(e, st->loc, "'frozen' after an assignment applies to a module instantiation");
     scope_bind(e, s, st->str, v, st->loc);
 }
 
@@ -523,7 +528,8 @@ static void exec_for(elab *e, scope *s, instance *in, const ast *st, ctx_kind ct
         if (!as_int(e, &a, st->a->loc, "a range start", &lo) ||
             !as_int(e, &b, st->b->loc, "a range end", &hi))
             return;
-        for (int64_t i = lo; i < hi && !e->abort; i++) {
+        /* each iteration is a step, so that an empty body cannot spin 10^12 times */
+        for (int64_t i = lo; i < hi && elab_tick(e, st->loc); i++) {
             scope_bind(e, s, st->str, v_int(i), st->loc);
             if ((*fl = exec_stmts(e, s, in, st->list2, ctx, ret)) == FLOW_RETURN) return;
         }
@@ -535,7 +541,7 @@ static void exec_for(elab *e, scope *s, instance *in, const ast *st, ctx_kind ct
                        v_describe(e, &a));
         return;
     }
-    for (int i = 0; i < a.list.n && !e->abort; i++) {
+    for (int i = 0; i < a.list.n && elab_tick(e, st->loc); i++) {
         scope_bind(e, s, st->str, a.list.items[i], st->loc);
         if ((*fl = exec_stmts(e, s, in, st->list2, ctx, ret)) == FLOW_RETURN) return;
     }

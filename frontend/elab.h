@@ -67,6 +67,8 @@ struct instance {
     scope env;        /* its names; parent: the global scope */
     instance *shares; /* weights taken from this instance (or NULL) */
     bool shares_frozen;
+    bool freeze;      /* made by `= Module(...) frozen`, or inside such an instance: its
+                         parameters are frozen unless declared `trainable` */
     em3_loc shares_loc; /* the `shares` clause that asked for it: where mismatches are reported */
 };
 
@@ -87,10 +89,10 @@ typedef struct {
 #define EM3_ELAB_MAX_DEPTH 200
 #define EM3_ELAB_MAX_DEPTH_DECL (EM3_ELAB_MAX_DEPTH + 1)
 #define EM3_ELAB_MAX_EXPR_DEPTH 1000
-#define EM3_ELAB_MAX_STEPS 2000000L
+#define EM3_ELAB_MAX_STEPS 1000000L
 #define EM3_ELAB_MAX_NODES 1000000
-#define EM3_ELAB_MAX_GLOBALS 4096 /* parameter tensors and data tables */
-#define EM3_ELAB_MAX_LIST 1000000 /* elements of a compile-time list */
+#define EM3_ELAB_MAX_GLOBALS 2048 /* parameter tensors and data tables */
+#define EM3_ELAB_MAX_LIST 100000 /* elements of a compile-time list, as repeat's count */
 #define EM3_ELAB_MAX_NUMEL ((int64_t)1 << 40) /* elements of one tensor, B counted as 1 */
 #define EM3_ELAB_MAX_ERRORS 100 /* then stop: an error in a loop body must not repeat 10^6 times */
 
@@ -113,6 +115,7 @@ typedef struct {
     const char *name_hint; /* module-level assignment target: names new instances */
     int name_count;
     value share_src;       /* the instance (or list of them) a new instance takes weights from */
+    bool freeze;           /* instances created now are frozen (see instance.freeze) */
     bool share_frozen;
     em3_loc share_loc;      /* the `shares` clause of share_src */
     em3_loc share_reported; /* a `shares` clause already reported as mismatched: once is enough */

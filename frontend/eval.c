@@ -598,8 +598,9 @@ static value eval_repeat(elab *e, scope *s, const ast *x) {
     value c = eval(e, s, x->a);
     int64_t n;
     if (!as_int(e, &c, x->a->loc, "the count of repeat", &n)) return v_error();
-    if (n < 0 || n > 100000) {
-        elab_error(e, x->a->loc, "repeat count %lld is outside 0 .. 100000", (long long)n);
+    if (n < 0 || n > EM3_ELAB_MAX_LIST) {
+        elab_error(e, x->a->loc, "repeat count %lld is outside 0 .. %d", (long long)n,
+                   EM3_ELAB_MAX_LIST);
         return v_error();
     }
     value l = {.kind = V_LIST};

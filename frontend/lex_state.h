@@ -19,7 +19,6 @@ typedef struct {
     em3_loc nest_loc[EM3_LEX_MAX_NEST]; /* where each open bracket is, for "not closed" */
     int depth;       /* open (, [ and { */
     bool too_deep;   /* reported once */
-    bool else_on_new_line; /* a newline between '}' and 'else' was skipped: report at the else */
     bool eof_reported;     /* an error at the end of the input was given: no second one */
     em3_loc comment; /* start of the open block comment */
     int errors;

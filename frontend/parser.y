@@ -40,6 +40,15 @@ static ast *binary(em3_parse_ctx *ctx, YYLTYPE loc, ast_op op, ast *a, ast *b) {
     return n;
 }
 
+/* Go's rule, with Go's reason: the newline after '}' ends the if statement, so an `else` on
+ * the next line starts a statement of its own. It parses as one, so that the message can say
+ * why and nothing after it is misread. */
+static void orphan_else(em3_parse_ctx *ctx, YYLTYPE loc) {
+    ctx->lex->errors++;
+    em3_diag_error(ctx->lex->diag, L(ctx, loc), "'else' must be on the same line as the '}' that "
+                                                "closes the if block");
+}
+
 static void yyerror(YYLTYPE *loc, yyscan_t scanner, em3_parse_ctx *ctx, const char *msg) {
     (void)scanner;
     if (!strcmp(msg, "memory exhausted")) msg = "the program is nested too deeply";
@@ -64,7 +73,8 @@ static void yyerror(YYLTYPE *loc, yyscan_t scanner, em3_parse_ctx *ctx, const ch
 %token IMPORT "import" CONST "const" MODULE "module" MODEL "model" PARAM "param"
 %token INPUT "input" LABEL "label" DATA "data" FN "fn" OUTPUT "output" LOSS "loss"
 %token RETURN "return" FOR "for" IN "in" IF "if" ELSE "else" ASSERT "assert"
-%token REPEAT "repeat" SHARES "shares" FROZEN "frozen" TRUE "true" FALSE "false" NONE "none"
+%token REPEAT "repeat" SHARES "shares" FROZEN "frozen" TRAINABLE "trainable"
+%token TRUE "true" FALSE "false" NONE "none"
 %token AND "and" OR "or" NOT "not"
 %token EQ "==" NE "!=" LE "<=" GE ">=" FLOORDIV "//" ARROW "->" DOTDOT ".."
 
@@ -80,7 +90,7 @@ static void yyerror(YYLTYPE *loc, yyscan_t scanner, em3_parse_ctx *ctx, const ch
 %type <list> index_items dims
 %type <node> stmt if_stmt type formal arg expr postfix primary index_item opt_expr opt_result
 %type <node> opt_default opt_type const_item
-%type <ival> opt_frozen
+%type <ival> opt_frozen param_mode
 
 %%
 
@@ -104,7 +114,7 @@ block
 stmt
     : IMPORT STRING                 { $$ = NODE(AST_IMPORT, @$); $$->str = $2; }
     | CONST const_list              { $$ = NODE(AST_CONST, @$); $$->list = $2.head; }
-    | PARAM IDENT ':' type opt_frozen '=' expr {
+    | PARAM IDENT ':' type param_mode '=' expr {
                                       $$ = NODE(AST_PARAM, @2); $$->str = $2; $$->a = $4;
                                       $$->ival = $5; $$->b = $7; }
     | INPUT IDENT ':' type input_opts {
@@ -121,6 +131,7 @@ stmt
                                       $$ = NODE(AST_FN, @2); $$->str = $2; $$->list = $4.head;
                                       $$->a = $6; $$->list2 = $7.head; }
     | IDENT '=' expr                { $$ = NODE(AST_ASSIGN, @1); $$->str = $1; $$->a = $3; }
+    | IDENT '=' expr FROZEN          { $$ = NODE(AST_ASSIGN, @1); $$->str = $1; $$->a = $3; $$->ival = 2; }
     | IDENT '=' expr SHARES IDENT opt_frozen {
                                       $$ = NODE(AST_ASSIGN, @1); $$->str = $1; $$->a = $3;
                                       $$->b = NODE(AST_NAME, @5); $$->b->str = $5; $$->ival = $6; }
@@ -133,6 +144,8 @@ stmt
                                       $$ = NODE(AST_FOR, @1); $$->str = $2; $$->a = $4; $$->b = $6;
                                       $$->list2 = $7.head; }
     | if_stmt                       { $$ = $1; }
+    | ELSE block                    { $$ = NULL; orphan_else(ctx, @1); }
+    | ELSE if_stmt                  { $$ = NULL; orphan_else(ctx, @1); }
     | ASSERT expr                   { $$ = NODE(AST_ASSERT, @1); $$->a = $2; }
     | ASSERT expr ',' expr          { $$ = NODE(AST_ASSERT, @1); $$->a = $2; $$->b = $4; }
     | expr                          { $$ = NODE(AST_EXPR, @1); $$->a = $1; }
@@ -159,6 +172,12 @@ const_item
 opt_frozen
     : %empty                        { $$ = 0; }
     | FROZEN                        { $$ = 1; }
+    ;
+
+param_mode
+    : %empty                        { $$ = 0; }
+    | FROZEN                        { $$ = 1; }
+    | TRAINABLE                     { $$ = 2; }
     ;
 
 input_opts

@@ -126,6 +126,7 @@ bool em3_op_operand_differentiable(em3_op op, int i) {
     if (f & EM3_OPF_NOGRAD_ALL) return false;
     if (i == 0 && (f & EM3_OPF_NOGRAD_IN0)) return false;
     if (i == 1 && (f & EM3_OPF_NOGRAD_IN1)) return false;
+    if (i == 3 && (f & EM3_OPF_NOGRAD_IN3)) return false;
     return true;
 }
 
@@ -403,4 +404,103 @@ void em3_func_remove_output(em3_func *f, const char *name) {
             f->n_out--;
             return;
         }
+}
+
+void em3_func_toposort(em3_func *f) {
+    int n = f->n_node;
+    if (n == 0) return;
+    int *pending = em3_xcalloc((size_t)n, sizeof(int)), *order = em3_xmalloc(sizeof(int) * (size_t)n);
+    int *users_start = em3_xcalloc((size_t)n + 1, sizeof(int)), *users, *fill = em3_xcalloc((size_t)n, sizeof(int));
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < f->node[i].n_in; k++) users_start[f->node[i].in[k] + 1]++;
+    for (int i = 0; i < n; i++) users_start[i + 1] += users_start[i];
+    users = em3_xmalloc(sizeof(int) * (size_t)(users_start[n] ? users_start[n] : 1));
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < f->node[i].n_in; k++) {
+            int v = f->node[i].in[k];
+            users[users_start[v] + fill[v]++] = i;
+        }
+    /* Kahn's algorithm taking the lowest original index first (a binary heap) */
+    int *heap = em3_xmalloc(sizeof(int) * (size_t)n), nh = 0, no = 0;
+    for (int i = 0; i < n; i++) {
+        for (int k = 0; k < f->node[i].n_in; k++) pending[i]++;
+        if (!pending[i]) {
+            int c = nh++;
+            for (heap[c] = i; c && heap[(c - 1) / 2] > heap[c]; c = (c - 1) / 2) {
+                int t = heap[c]; heap[c] = heap[(c - 1) / 2]; heap[(c - 1) / 2] = t;
+            }
+        }
+    }
+    while (nh) {
+        int v = heap[0];
+        heap[0] = heap[--nh];
+        for (int c = 0;;) {
+            int l = 2 * c + 1, r = l + 1, m = c;
+            if (l < nh && heap[l] < heap[m]) m = l;
+            if (r < nh && heap[r] < heap[m]) m = r;
+            if (m == c) break;
+            int t = heap[c]; heap[c] = heap[m]; heap[m] = t;
+            c = m;
+        }
+        order[no++] = v;
+        for (int u = users_start[v]; u < users_start[v + 1]; u++)
+            if (--pending[users[u]] == 0) {
+                int c = nh++;
+                for (heap[c] = users[u]; c && heap[(c - 1) / 2] > heap[c]; c = (c - 1) / 2) {
+                    int t = heap[c]; heap[c] = heap[(c - 1) / 2]; heap[(c - 1) / 2] = t;
+                }
+            }
+    }
+    EM3_ASSERT(no == n, "@%s has a cycle", f->name);
+    int *pos = em3_xmalloc(sizeof(int) * (size_t)n);
+    em3_node *nodes = em3_xmalloc(sizeof(em3_node) * (size_t)n);
+    for (int i = 0; i < n; i++) pos[order[i]] = i;
+    for (int i = 0; i < n; i++) {
+        em3_node nd = f->node[order[i]];
+        int *in = em3_arena_alloc(f->mod->arena, sizeof(int) * (size_t)(nd.n_in ? nd.n_in : 1));
+        for (int k = 0; k < nd.n_in; k++) in[k] = pos[nd.in[k]];
+        nd.in = in;
+        nodes[i] = nd;
+    }
+    memcpy(f->node, nodes, sizeof(em3_node) * (size_t)n);
+    for (int i = 0; i < f->n_out; i++) f->out[i].value = pos[f->out[i].value];
+    free(nodes);
+    free(pos);
+    free(heap);
+    free(users);
+    free(users_start);
+    free(fill);
+    free(order);
+    free(pending);
+}
+
+em3_func *em3_func_slice(em3_func *f, const char *name, const char *const *outputs, int n_outputs) {
+    bool *live = em3_xcalloc((size_t)(f->n_node ? f->n_node : 1), sizeof(bool));
+    int *vals = em3_xmalloc(sizeof(int) * (size_t)(n_outputs ? n_outputs : 1));
+    for (int o = 0; o < n_outputs; o++) {
+        vals[o] = -1;
+        for (int i = 0; i < f->n_out; i++)
+            if (!strcmp(f->out[i].name, outputs[o])) vals[o] = f->out[i].value;
+        EM3_ASSERT(vals[o] >= 0, "@%s has no output %s", f->name, outputs[o]);
+        live[vals[o]] = true;
+    }
+    for (int i = f->n_node - 1; i >= 0; i--)
+        if (live[i])
+            for (int k = 0; k < f->node[i].n_in; k++) live[f->node[i].in[k]] = true;
+    em3_func *p = em3_module_add_func(f->mod, name);
+    int *map = em3_xmalloc(sizeof(int) * (size_t)(f->n_node ? f->n_node : 1));
+    for (int i = 0; i < f->n_node; i++) {
+        map[i] = -1;
+        if (!live[i]) continue;
+        const em3_node nd = f->node[i]; /* adding to p may not move f's nodes, but be plain */
+        int *in = em3_xmalloc(sizeof(int) * (size_t)(nd.n_in ? nd.n_in : 1));
+        for (int k = 0; k < nd.n_in; k++) in[k] = map[nd.in[k]];
+        map[i] = em3_func_add_checked(p, &nd, in, nd.n_in);
+        free(in);
+    }
+    for (int o = 0; o < n_outputs; o++) em3_func_add_output(p, outputs[o], map[vals[o]]);
+    free(map);
+    free(vals);
+    free(live);
+    return p;
 }

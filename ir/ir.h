@@ -69,6 +69,7 @@ enum {
     EM3_OPF_NOGRAD_IN1 = 1 << 2,  /* operand 1 receives no gradient (ids, labels) */
     EM3_OPF_NOGRAD_ALL = 1 << 3,  /* no operand receives a gradient */
     EM3_OPF_SIDE_EFFECT = 1 << 4, /* writes a global: never removed, ordered after its reads */
+    EM3_OPF_NOGRAD_IN3 = 1 << 5,  /* operand 3 receives no gradient (attention's mask) */
 };
 
 typedef enum {
@@ -79,6 +80,7 @@ typedef enum {
     EM3_ATTR_SYMBOL = '@',
     EM3_ATTR_INTS = 'I',
     EM3_ATTR_SHAPE = 'S',
+    EM3_ATTR_STRING = 's',
 } em3_attr_kind;
 
 #define EM3_MAX_ATTRS 6
@@ -87,7 +89,7 @@ typedef enum {
 typedef struct {
     int64_t i;            /* INT, BOOL, DTYPE */
     double f;             /* FLOAT */
-    const char *s;        /* SYMBOL */
+    const char *s;        /* SYMBOL, STRING */
     const int64_t *list;  /* INTS, SHAPE (B as EM3_DIM_BATCH) */
     int n;                /* length of list */
 } em3_attrval;
@@ -220,6 +222,12 @@ int em3_func_add_output(em3_func *f, const char *name, int value);
 void em3_func_compact(em3_func *f, const bool *keep);
 /* Removes the output named `name` (no-op when absent). */
 void em3_func_remove_output(em3_func *f, const char *name);
+/* Re-sorts the nodes topologically, keeping the current order wherever operands allow (a
+ * pass may append a node and then point earlier users at it). */
+void em3_func_toposort(em3_func *f);
+/* A new function `name` in f's module holding just the nodes the given outputs of f need, in
+ * f's order, returning those outputs. */
+em3_func *em3_func_slice(em3_func *f, const char *name, const char *const *outputs, int n_outputs);
 const em3_node *em3_func_node(const em3_func *f, int id);
 
 /* ---- shape rules (ir/shape.c), used by em3_func_add and the verifier ------------------------ */
@@ -244,6 +252,8 @@ enum {
 void em3_module_print(const em3_module *m, FILE *out, unsigned flags);
 void em3_func_print(const em3_func *f, FILE *out, unsigned flags);
 char *em3_module_to_string(const em3_module *m, unsigned flags); /* malloc'ed */
+/* Graphviz: nodes, operand edges, outputs; fused nodes as clusters naming their origin. */
+void em3_func_print_dot(const em3_func *f, FILE *out);
 
 /* Parses the printed form back (ir/parse.c). Errors go to `d` located in `file`. */
 em3_module *em3_module_parse(const char *text, size_t len, const char *file, em3_diag *d);

@@ -499,7 +499,7 @@ typedef struct {
     bool given[EM3_MAX_ATTRS];
     token attr_tok[EM3_MAX_ATTRS];
     int64_t list[EM3_MAX_ATTRS][EM3_MAX_RANK];
-    char *str[EM3_MAX_ATTRS]; /* symbol attributes, malloc'ed */
+    char *str[EM3_MAX_ATTRS]; /* symbol and string attributes, malloc'ed */
     char *origin;
     int in[MAX_OPERANDS];
     token in_tok[MAX_OPERANDS];
@@ -555,6 +555,10 @@ static bool parse_attr_value(parser *p, pnode *n, int slot, const em3_attr_spec 
     case EM3_ATTR_SHAPE:
         v->list = n->list[slot];
         return parse_list(p, s->kind == EM3_ATTR_SHAPE, n->list[slot], &v->n, what);
+    case EM3_ATTR_STRING:
+        free(n->str[slot]);
+        v->s = n->str[slot] = parse_string(p, what);
+        return v->s != NULL;
     case EM3_ATTR_SYMBOL: break;
     }
     EM3_ASSERT(0, "attribute kind '%c' reached the brace list", s->kind);

@@ -61,6 +61,7 @@ static void print_attr_value(em3_strbuf *sb, em3_attr_kind k, const em3_attrval 
     case EM3_ATTR_FLOAT: print_double(sb, v->f); break;
     case EM3_ATTR_DTYPE: em3_sb_printf(sb, "%s", em3_dtype_name((em3_dtype)v->i)); break;
     case EM3_ATTR_SYMBOL: print_symbol(sb, v->s); break;
+    case EM3_ATTR_STRING: print_string(sb, v->s ? v->s : ""); break;
     case EM3_ATTR_INTS:
     case EM3_ATTR_SHAPE:
         em3_sb_putc(sb, '[');

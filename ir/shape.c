@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "ir.h"
+#include "program.h"
 
 static bool fail(char *err, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static bool fail(char *err, size_t n, const char *fmt, ...) {
@@ -475,5 +476,118 @@ bool shape_sparse_update(const em3_func *f, const em3_node *n, const em3_type *i
                     TS(&in[1], b1));
     if (!update_rule(f, n, in, 2, err, el)) return false;
     *out = in[0];
+    return true;
+}
+
+/* ---- fused ops ---------------------------------------------------------------------------- */
+
+/* q, k, v of attention: their leading dimensions broadcast to `lead`; sizes out. */
+static bool attention_operands(const em3_type *in, em3_type *lead, int64_t *tq, int64_t *tk,
+                               int64_t *dh, int64_t *dv, char *err, size_t el) {
+    char b0[EM3_TYPE_STR_MAX], b1[EM3_TYPE_STR_MAX], b2[EM3_TYPE_STR_MAX];
+    const em3_type *q = &in[0], *k = &in[1], *v = &in[2];
+    bool ok = q->rank >= 2 && k->rank >= 2 && v->rank >= 2 && is_float(q) && is_float(k) && is_float(v);
+    if (ok) {
+        *tq = q->dim[q->rank - 2], *dh = q->dim[q->rank - 1];
+        *tk = k->dim[k->rank - 2], *dv = v->dim[v->rank - 1];
+        ok = k->dim[k->rank - 1] == *dh && v->dim[v->rank - 2] == *tk && !em3_dim_has_batch(*tk) &&
+             !em3_dim_has_batch(*tq) && !em3_dim_has_batch(*dh) && !em3_dim_has_batch(*dv);
+    }
+    em3_type lq = *q, lk = *k, lv = *v, t;
+    lq.rank -= 2, lk.rank -= 2, lv.rank -= 2;
+    if (!ok || !em3_broadcast_shapes(&lq, &lk, &t) || !em3_broadcast_shapes(&t, &lv, lead))
+        return fail(err, el, "attention needs q [..., tq, dh], k [..., tk, dh], v [..., tk, dv] with "
+                             "broadcasting leading dimensions; got %s, %s, %s",
+                    TS(q, b0), TS(k, b1), TS(v, b2));
+    return true;
+}
+
+/* mask [..., 1 or tq, tk] whose leading dimensions broadcast into `lead` */
+static bool attention_mask(const em3_type *m, const em3_type *lead, int64_t tq, int64_t tk,
+                           char *err, size_t el) {
+    char b[EM3_TYPE_STR_MAX];
+    em3_type lm = *m, t;
+    bool ok = is_float(m) && m->rank >= 2 && m->dim[m->rank - 1] == tk &&
+              (m->dim[m->rank - 2] == 1 || m->dim[m->rank - 2] == tq);
+    lm.rank -= 2;
+    if (!ok || !em3_broadcast_shapes(lead, &lm, &t) || !em3_type_eq(&t, lead))
+        return fail(err, el, "attention's mask must be f32[..., 1 or %lld, %lld] within the batch of "
+                             "q, k, v; got %s", (long long)tq, (long long)tk, TS(m, b));
+    return true;
+}
+
+bool shape_attention(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out,
+                     char *err, size_t el) {
+    (void)f;
+    em3_type lead;
+    int64_t tq, tk, dh, dv;
+    if (n->n_in != 3 && n->n_in != 4) return fail(err, el, "attention takes q, k, v and an optional mask");
+    if (!attention_operands(in, &lead, &tq, &tk, &dh, &dv, err, el)) return false;
+    if (n->n_in == 4 && !attention_mask(&in[3], &lead, tq, tk, err, el)) return false;
+    if (lead.rank + 2 > EM3_MAX_RANK) return fail(err, el, "attention result rank too large");
+    lead.dtype = EM3_DTYPE_F32;
+    lead.dim[lead.rank++] = tq;
+    lead.dim[lead.rank++] = dv;
+    *out = lead;
+    return true;
+}
+
+bool shape_attention_grad(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out,
+                          char *err, size_t el) {
+    (void)f;
+    char b0[EM3_TYPE_STR_MAX], b1[EM3_TYPE_STR_MAX];
+    em3_type lead, o;
+    int64_t tq, tk, dh, dv;
+    if (n->n_in != 5 && n->n_in != 6) return fail(err, el, "attention_grad takes q, k, v, o, do and an optional mask");
+    if (!attention_operands(in, &lead, &tq, &tk, &dh, &dv, err, el)) return false;
+    if (dh != dv) return fail(err, el, "attention_grad packs dq, dk, dv: they need one width (dh == dv)");
+    if (n->n_in == 6 && !attention_mask(&in[5], &lead, tq, tk, err, el)) return false;
+    o = lead;
+    o.dtype = EM3_DTYPE_F32;
+    o.dim[o.rank++] = tq;
+    o.dim[o.rank++] = dv;
+    for (int i = 3; i < 5; i++)
+        if (!em3_type_eq(&in[i], &o))
+            return fail(err, el, "attention_grad: operand %d is %s, the attention output %s", i,
+                        TS(&in[i], b0), TS(&o, b1));
+    o.dim[o.rank - 2] = tq + 2 * tk;
+    *out = o;
+    return true;
+}
+
+bool shape_lora_matmul(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out,
+                       char *err, size_t el) {
+    (void)f, (void)n;
+    char b0[EM3_TYPE_STR_MAX], b1[EM3_TYPE_STR_MAX], b2[EM3_TYPE_STR_MAX], b3[EM3_TYPE_STR_MAX];
+    const em3_type *x = &in[0], *w = &in[1], *a = &in[2], *b = &in[3];
+    bool ok = x->rank >= 2 && w->rank == 2 && a->rank == 2 && b->rank == 2 && is_float(x) &&
+              is_float(w) && is_float(a) && is_float(b) && x->dim[x->rank - 1] == w->dim[0] &&
+              a->dim[0] == w->dim[0] && b->dim[0] == a->dim[1] && b->dim[1] == w->dim[1];
+    if (!ok)
+        return fail(err, el, "lora_matmul needs x [..., m, din], w [din, dout], a [din, r], b [r, dout]; "
+                             "got %s, %s, %s, %s", TS(x, b0), TS(w, b1), TS(a, b2), TS(b, b3));
+    *out = *x;
+    out->dim[out->rank - 1] = w->dim[1];
+    return true;
+}
+
+bool shape_fused(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out,
+                 char *err, size_t el) {
+    (void)f;
+    char b0[EM3_TYPE_STR_MAX], b1[EM3_TYPE_STR_MAX], why[256];
+    em3_program p;
+    em3_dtype dt[EM3_PROGRAM_OPERANDS];
+    if (n->n_in > EM3_PROGRAM_OPERANDS) return fail(err, el, "fused takes at most %d operands", EM3_PROGRAM_OPERANDS);
+    if (!n->attr[0].s || !em3_program_parse(n->attr[0].s, &p, why, sizeof why))
+        return fail(err, el, "fused: bad program: %s", n->attr[0].s ? why : "none");
+    em3_type t = in[0];
+    for (int k = 0; k < n->n_in; k++) {
+        dt[k] = in[k].dtype;
+        if (k && !em3_broadcast_shapes(&t, &in[k], &t))
+            return fail(err, el, "fused: operands %s and %s do not broadcast", TS(&in[0], b0), TS(&in[k], b1));
+    }
+    if (!em3_program_check(&p, dt, n->n_in, why, sizeof why)) return fail(err, el, "fused: %s", why);
+    t.dtype = p.ins[p.n - 1].dtype;
+    *out = t;
     return true;
 }

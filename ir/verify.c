@@ -36,6 +36,8 @@ static bool verify_node(const em3_func *f, int id, char *err, size_t el) {
         const em3_attrval *v = &n->attr[i];
         if (s.kind == EM3_ATTR_SYMBOL && (!v->s || !*v->s))
             return bad(err, el, "%%%d: %s needs a name", id, name);
+        if (s.kind == EM3_ATTR_STRING && !v->s)
+            return bad(err, el, "%%%d: %s needs its %s", id, name, s.name);
         if ((s.kind == EM3_ATTR_INTS || s.kind == EM3_ATTR_SHAPE) && v->n > 0 && !v->list)
             return bad(err, el, "%%%d: %s: attribute %s is malformed", id, name, s.name);
         if (s.kind == EM3_ATTR_BOOL && v->i != 0 && v->i != 1)

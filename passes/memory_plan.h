@@ -17,6 +17,7 @@ typedef struct {
     int64_t *offset;  /* per value: byte offset in the arena; -1 when external */
     int *storage;     /* per value: the value whose storage it is (itself unless an alias) */
     int64_t *bytes;   /* per value: bytes at max_batch */
+    int64_t *scratch_offset, *scratch_bytes; /* per node: workspace while it runs (0 bytes: none) */
     int64_t arena_bytes;
 } em3_mem_plan;
 

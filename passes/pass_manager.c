@@ -11,12 +11,12 @@
 typedef struct {
     const char *name;
     em3_pass_fn *fn;
-    bool in_o2;
+    int level;
     const char *desc;
 } em3_pass_info;
 
 static const em3_pass_info pass_info[EM3_PASS_COUNT] = {
-#define PASS(E, NAME, FN, O2, DESC) [EM3_PASS_##E] = {NAME, FN, O2, DESC},
+#define PASS(E, NAME, FN, LEVEL, DESC) [EM3_PASS_##E] = {NAME, FN, LEVEL, DESC},
 #include "passes.def"
 #undef PASS
 };
@@ -68,7 +68,7 @@ bool em3_pipeline_parse(em3_pipeline *pl, const char *list, em3_diag *d) {
 
 void em3_pipeline_add_default(em3_pipeline *pl, int opt_level) {
     for (int i = 0; i < EM3_PASS_COUNT; i++)
-        if (pass_info[i].in_o2 && opt_level >= 2) em3_pipeline_add(pl, (em3_pass_id)i);
+        if (pass_info[i].level >= 0 && pass_info[i].level <= opt_level) em3_pipeline_add(pl, (em3_pass_id)i);
 }
 
 static bool in_list(const char *list, const char *name) {

@@ -79,13 +79,19 @@ void em3_pipeline_free(em3_pipeline *pl);
 void em3_pipeline_add(em3_pipeline *pl, em3_pass_id p);
 /* "p1,p2,..." → appended passes; false (with a message on `d`) on an unknown name. */
 bool em3_pipeline_parse(em3_pipeline *pl, const char *list, em3_diag *d);
-/* The default optimisation pipeline for -O0 / -O2. */
+/* What `em3 build` runs: -O2 without cache-frozen (a shared object has no step that fills
+ * caches), and without autodiff when only @predict is built. */
+#define EM3_BUILD_TRAIN_PASSES \
+    "fuse-attention,fuse-lora,autodiff,optimizer,simplify,cse,fuse-elementwise,dce"
+#define EM3_BUILD_PREDICT_PASSES "fuse-attention,fuse-lora,simplify,cse,fuse-elementwise,dce"
+
+/* The default pipeline for -O0 (what training needs) or -O2 (also every optimisation). */
 void em3_pipeline_add_default(em3_pipeline *pl, int opt_level);
 /* Runs the passes; false when one reported a user error. */
 bool em3_pipeline_run(em3_pipeline *pl, em3_module *m, const em3_pass_options *opt, em3_diag *d);
 
 /* The passes themselves (declared from passes.def). */
-#define PASS(E, NAME, FN, O2, DESC) em3_pass_fn FN;
+#define PASS(E, NAME, FN, LEVEL, DESC) em3_pass_fn FN;
 #include "passes.def"
 #undef PASS
 

@@ -264,3 +264,47 @@ void vjp_scatter_add(em3_vjp *v) {
     if (v->need[0]) v->dx[0] = v->dy;
     if (v->need[2]) v->dx[2] = em3_b_gather(B, v->dy, X(1));
 }
+
+/* Fused attention: one attention_grad recomputes the probabilities and packs [dq; dk; dv]
+ * along axis -2; each part is sliced out and summed to its operand's (broadcast) shape. */
+void vjp_attention(em3_vjp *v) {
+    const em3_type qt = *T(X(0)), kt = *T(X(1)), vt = *T(X(2));
+    int64_t tq = qt.dim[qt.rank - 2], tk = kt.dim[kt.rank - 2];
+    if (qt.dim[qt.rank - 1] != vt.dim[vt.rank - 1]) { /* fuse-attention never makes one */
+        v->failed = true;
+        em3_diag_error(v->diag, v->n->loc, "cannot differentiate attention whose values are not as "
+                                           "wide as its queries (dh != dv)");
+        return;
+    }
+    em3_node p = em3_node_proto(EM3_OP_ATTENTION_GRAD, B->loc);
+    em3_node_set_f(&p, "scale", em3_node_f(v->n, "scale"));
+    int in[6] = {X(0), X(1), X(2), v->y, v->dy}, n = 5;
+    if (v->n->n_in == 4) in[n++] = X(3);
+    int g = em3_b_node(B, &p, in, n);
+    int axis = em3_b_type(B, g)->rank - 2;
+    int64_t start[3] = {0, tq, tq + tk}, len[3] = {tq, tk, tk};
+    for (int i = 0; i < 3; i++)
+        if (v->need[i]) to_operand(v, i, em3_b_slice(B, g, axis, start[i], start[i] + len[i]));
+}
+
+/* y = x w + s (x a) b with w frozen:
+ *   u = dy bᵀ,  dx = dy wᵀ + s u aᵀ,  da = s xᵀ u,  db = s (x a)ᵀ dy
+ * with the weight gradients as one GEMM over all rows, and x a recomputed. */
+static int rows_grad(em3_vjp *v, int lhs, int rhs) { /* lhsᵀ rhs over all leading rows */
+    int lf = flatten_rows(v, lhs), rf = flatten_rows(v, rhs);
+    if (lf >= 0 && rf >= 0) return em3_b_matmul(B, lf, rf, true, false);
+    const em3_type *lt = T(lhs);
+    em3_type two = em3_type_make(EM3_DTYPE_F32, 2, (int64_t[]){lt->dim[lt->rank - 1], T(rhs)->dim[T(rhs)->rank - 1]});
+    return em3_b_unbroadcast(B, em3_b_matmul(B, lhs, rhs, true, false), &two);
+}
+
+void vjp_lora_matmul(em3_vjp *v) {
+    double s = em3_node_f(v->n, "scale");
+    int x = X(0), w = X(1), a = X(2), b = X(3);
+    int u = em3_b_matmul(B, v->dy, b, false, true);
+    if (v->need[0])
+        v->dx[0] = BIN(EM3_OP_ADD, em3_b_matmul(B, v->dy, w, false, true),
+                       em3_b_scale(B, em3_b_matmul(B, u, a, false, true), s));
+    if (v->need[2]) v->dx[2] = rows_grad(v, x, em3_b_scale(B, u, s));
+    if (v->need[3]) v->dx[3] = rows_grad(v, em3_b_scale(B, em3_b_matmul(B, x, a, false, false), s), v->dy);
+}

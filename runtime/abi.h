@@ -30,6 +30,7 @@ typedef struct {
     const char *name;
     em3_abi_fn *fn;
     int64_t arena_bytes;
+    int64_t max_batch; /* rows per call the arena was planned for */
     int n_inputs, n_outputs;
     const em3_node *const *inputs; /* the IR's INPUT nodes, in frame order */
     const char *const *outputs;    /* output names, in frame order */

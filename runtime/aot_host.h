@@ -1,9 +1,7 @@
-/* runtime/aot_host.h — the host side of a model built by `em3 build`. The generated NAME_abi.c
- * describes the model in tables (globals, functions, their inputs and outputs, the nodes whose
- * kernels can report a bad id) and wraps these functions one line each; everything that
- * runs — weights from a seed or a safetensors file, arenas, predict batches split at the
- * compiled maximum, the train step's optimizer inputs, data errors turned into messages —
- * lives here, written once and compiled with -Wall like the rest of the runtime. */
+/* runtime/aot_host.h — the host side of a model built by `em3 build`: the generated NAME_abi.c
+ * only describes the model in tables and wraps these functions, while everything that runs —
+ * weights from a seed or a file, arenas, split batches, the train step's optimizer inputs, data
+ * errors as messages — lives here, written once and compiled with the rest of the runtime. */
 #ifndef EM3_AOT_HOST_H
 #define EM3_AOT_HOST_H
 

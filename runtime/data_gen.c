@@ -30,12 +30,12 @@ static const struct {
 } sizes[EM3_GEN_COUNT] = {
     [EM3_GEN_TINY] = {"tiny", 100, 300, 2000, 20, 1000, 8},
     [EM3_GEN_SMALL] = {"small", 1000, 2000, 25000, 50, 2000, 12},
-    [EM3_GEN_DEFAULT] = {"default", 10000, 20000, 150000, 50, 5000, 16},
+    [EM3_GEN_DEFAULT] = {"default", 10000, 10000, 150000, 50, 5000, 16},
     [EM3_GEN_LARGE] = {"large", 100000, 50000, 2000000, 50, 20000, 32},
 };
 
 /* The click model's weights (docs/data.md). */
-static const double BIAS = -4.0, W_TASTE = 3.0, W_RECENT = 1.5, W_POP = 0.25, SD_ITEM = 0.7,
+static const double BIAS = -4.0, W_TASTE = 3.0, W_RECENT = 1.5, W_POP = 0.25, SD_ITEM = 1.0,
                     SD_USER = 0.4, ZIPF_ITEMS = 0.8, COLD_FRACTION = 0.1, COLD_SHARE = 0.2,
                     TOPIC_SHARE = 0.5;
 

@@ -175,3 +175,32 @@ const void *em3_exec_output(const em3_exec *x, const char *func, const char *nam
         }
     return NULL;
 }
+
+bool em3_exec_precompute(em3_exec *x, char *err, size_t errlen) {
+    for (int i = 0; i < x->n_fn; i++) {
+        const em3_compiled_func *cf = x->fn[i].cf;
+        if (strncmp(cf->name, "precompute.", 11)) continue;
+        EM3_ASSERT(cf->n_inputs == 1 && cf->n_outputs == 1, "@%s: one id input, one output", cf->name);
+        const em3_node *in = cf->inputs[0];
+        int64_t vocab = em3_node_i(in, "vocab"), per_row = em3_type_numel(&in->type, 1);
+        int64_t rows = (vocab + per_row - 1) / per_row, chunk = cf->max_batch;
+        float *table = em3_exec_global(x, cf->name + 11);
+        EM3_ASSERT(table, "no cache table %s", cf->name + 11);
+        int64_t width = em3_type_numel(&cf->output_types[0], 1) / per_row;
+        int32_t *ids = em3_xmalloc(sizeof(int32_t) * (size_t)(chunk * per_row));
+        bool ok = true;
+        for (int64_t at = 0; ok && at < rows; at += chunk) {
+            int64_t n = rows - at < chunk ? rows - at : chunk, first = at * per_row;
+            for (int64_t k = 0; k < n * per_row; k++) ids[k] = first + k < vocab ? (int32_t)(first + k) : 0;
+            em3_exec_input arg = {em3_node_s(in, "name"), ids};
+            ok = em3_exec_run(x, cf->name, n, &arg, 1, err, errlen);
+            if (!ok) break;
+            const float *v = em3_exec_output(x, cf->name, cf->outputs[0], NULL);
+            int64_t valid = vocab - first < n * per_row ? vocab - first : n * per_row;
+            memcpy(table + first * width, v, sizeof(float) * (size_t)(valid * width));
+        }
+        free(ids);
+        if (!ok) return false;
+    }
+    return true;
+}

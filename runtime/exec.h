@@ -36,6 +36,11 @@ typedef struct {
  * error (an id outside its table) is reported with the node's source location. */
 bool em3_exec_run(em3_exec *x, const char *func, int64_t batch, const em3_exec_input *in, int n_in,
                   char *err, size_t errlen);
+/* Fills every cache table from its @precompute.NAME function (made by the cache-frozen pass):
+ * all ids of the function's id input, in batches, each row of the result stored at its id.
+ * Run before training and after loading weights. */
+bool em3_exec_precompute(em3_exec *x, char *err, size_t errlen);
+
 /* An output of the last run of `func` (valid until the next run of it). */
 const void *em3_exec_output(const em3_exec *x, const char *func, const char *name, em3_type *type);
 

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "init.h"
+#include "ir/program.h"
 
 struct em3_interp {
     const em3_module *mod;
@@ -70,7 +71,7 @@ static void bcast_strides(const dims *x, const dims *out, int64_t unit, int64_t 
 }
 
 /* A row-major walk over a shape that keeps the offsets of up to WALK_MAX strided operands. */
-#define WALK_MAX 3
+#define WALK_MAX 6
 typedef struct {
     int rank, n;
     int64_t dim[EM3_MAX_RANK], idx[EM3_MAX_RANK];
@@ -473,6 +474,152 @@ static bool ref_matmul(em3_run *r, int id) {
     walk_add(&w, sb);
     for (int64_t i = 0, e = numel(&lead); i < e; i++, walk_next(&w))
         gemm(ta, tb, m, nn, k, a + w.off[0], lda, b + w.off[1], ldb, c + i * m * nn);
+    return true;
+}
+
+/* A fused elementwise program, element by element, with the same scalar formulas as the
+ * ops it replaced. */
+static bool ref_fused(em3_run *r, int id) {
+    const em3_node *n = node_of(r, id);
+    em3_program p;
+    em3_dtype dt[EM3_PROGRAM_OPERANDS];
+    char why[256];
+    bool parsed = em3_program_parse(n->attr[0].s, &p, why, sizeof why);
+    for (int k = 0; k < n->n_in; k++) dt[k] = node_of(r, n->in[k])->type.dtype;
+    EM3_ASSERT(parsed && em3_program_check(&p, dt, n->n_in, why, sizeof why), "fused %%%d: %s", id, why);
+    em3_node ins[EM3_PROGRAM_MAX];
+    for (int i = 0; i < p.n; i++) ins[i] = em3_program_node(&p.ins[i]);
+    dims o = dims_of(r, id);
+    walk w = bcast_walk(r, id, n->n_in);
+    double *out = out_of(r, id), v[EM3_PROGRAM_MAX];
+    for (int64_t e = 0, end = numel(&o); e < end; e++, walk_next(&w)) {
+        for (int i = 0; i < p.n; i++) {
+            double a[3];
+            for (int k = 0; k < p.ins[i].n_args; k++) {
+                const em3_parg *g = &p.ins[i].arg[k];
+                a[k] = g->kind == EM3_ARG_CONST ? g->value
+                       : g->kind == EM3_ARG_RESULT ? v[g->index] : arg(r, id, g->index)[w.off[g->index]];
+            }
+            em3_op op = p.ins[i].op;
+            v[i] = op == EM3_OP_WHERE ? (a[0] != 0 ? a[1] : a[2])
+                   : p.ins[i].n_args == 1 ? unary(&ins[i], a[0]) : binary(op, a[0], a[1]);
+            if (r->it->prec == EM3_PREC_F32 && p.ins[i].dtype == EM3_DTYPE_F32) v[i] = (double)(float)v[i];
+        }
+        out[e] = v[p.n - 1];
+    }
+    return true;
+}
+
+/* ---- fused ops ------------------------------------------------------------------------------- */
+
+/* One (batch, head) slice of attention: scores, the masked softmax (rows without a valid key
+ * are zero), and what a caller needs from it. p is [tq, tk]. */
+static void attention_probs(const double *q, const double *k, const double *mask, int64_t mrow,
+                            int64_t tq, int64_t tk, int64_t dh, double scale, double *p) {
+    for (int64_t i = 0; i < tq; i++) {
+        double m = -INFINITY, sum = 0;
+        for (int64_t j = 0; j < tk; j++) {
+            bool valid = !mask || mask[i * mrow + j] != 0;
+            double s = 0;
+            for (int64_t c = 0; c < dh; c++) s += q[i * dh + c] * k[j * dh + c];
+            p[i * tk + j] = valid ? scale * s : -INFINITY;
+            if (valid && p[i * tk + j] > m) m = p[i * tk + j];
+        }
+        for (int64_t j = 0; j < tk; j++) {
+            p[i * tk + j] = m == -INFINITY || p[i * tk + j] == -INFINITY ? 0 : exp(p[i * tk + j] - m);
+            sum += p[i * tk + j];
+        }
+        for (int64_t j = 0; j < tk; j++) p[i * tk + j] = sum > 0 ? p[i * tk + j] / sum : 0;
+    }
+}
+
+/* The walk over attention's leading dimensions: operands q, k, v (matrices), and the mask. */
+typedef struct {
+    dims lead;
+    int64_t tq, tk, dh, dv, mrow;
+    walk w;
+} att_walk;
+
+static att_walk attention_walk(const em3_run *r, int id, int mask_k, const dims *out_lead) {
+    att_walk a = {.lead = *out_lead};
+    dims q = arg_dims(r, id, 0), k = arg_dims(r, id, 1), v = arg_dims(r, id, 2);
+    a.tq = q.dim[q.rank - 2], a.dh = q.dim[q.rank - 1], a.tk = k.dim[k.rank - 2], a.dv = v.dim[v.rank - 1];
+    a.w = walk_over(&a.lead);
+    const dims *ops[3] = {&q, &k, &v};
+    for (int i = 0; i < 3 + (mask_k >= 0); i++) {
+        dims d = i < 3 ? *ops[i] : arg_dims(r, id, mask_k);
+        int64_t mat = d.dim[d.rank - 2] * d.dim[d.rank - 1], s[EM3_MAX_RANK];
+        if (i == 3) a.mrow = d.dim[d.rank - 2] == 1 ? 0 : a.tk;
+        d.rank -= 2;
+        bcast_strides(&d, &a.lead, mat, s);
+        walk_add(&a.w, s);
+    }
+    return a;
+}
+
+static bool ref_attention(em3_run *r, int id) {
+    const em3_node *n = node_of(r, id);
+    dims od = dims_of(r, id);
+    od.rank -= 2;
+    att_walk a = attention_walk(r, id, n->n_in == 4 ? 3 : -1, &od);
+    const double *mask = n->n_in == 4 ? arg(r, id, 3) : NULL;
+    double *out = out_of(r, id), scale = n->attr[0].f;
+    double *p = em3_xmalloc(sizeof(double) * (size_t)(a.tq * a.tk));
+    for (int64_t s = 0, e = numel(&a.lead); s < e; s++, walk_next(&a.w)) {
+        attention_probs(arg(r, id, 0) + a.w.off[0], arg(r, id, 1) + a.w.off[1], mask ? mask + a.w.off[3] : NULL,
+                        a.mrow, a.tq, a.tk, a.dh, scale, p);
+        gemm(false, false, a.tq, a.dv, a.tk, p, a.tk, arg(r, id, 2) + a.w.off[2], a.dv, out + s * a.tq * a.dv);
+    }
+    free(p);
+    return true;
+}
+
+/* [dq; dk; dv] per slice: dv = pᵀ do, ds = p ∘ (do vᵀ − rowsum(do ∘ o)), dq = scale ds k,
+ * dk = scale dsᵀ q. */
+static bool ref_attention_grad(em3_run *r, int id) {
+    const em3_node *n = node_of(r, id);
+    dims od = dims_of(r, id);
+    od.rank -= 2;
+    att_walk a = attention_walk(r, id, n->n_in == 6 ? 5 : -1, &od);
+    const double *mask = n->n_in == 6 ? arg(r, id, 5) : NULL, *o = arg(r, id, 3), *dout = arg(r, id, 4);
+    double *out = out_of(r, id), scale = n->attr[0].f;
+    int64_t tq = a.tq, tk = a.tk, dh = a.dh, block = (tq + 2 * tk) * dh;
+    double *p = em3_xmalloc(sizeof(double) * (size_t)(tq * tk)), *ds = em3_xmalloc(sizeof(double) * (size_t)(tq * tk));
+    for (int64_t s = 0, e = numel(&a.lead); s < e; s++, walk_next(&a.w)) {
+        const double *q = arg(r, id, 0) + a.w.off[0], *k = arg(r, id, 1) + a.w.off[1], *v = arg(r, id, 2) + a.w.off[2];
+        const double *os = o + s * tq * dh, *dos = dout + s * tq * dh;
+        double *dq = out + s * block, *dk = dq + tq * dh, *dv = dk + tk * dh;
+        attention_probs(q, k, mask ? mask + a.w.off[3] : NULL, a.mrow, tq, tk, dh, scale, p);
+        for (int64_t i = 0; i < tq; i++) {
+            double D = 0;
+            for (int64_t c = 0; c < dh; c++) D += dos[i * dh + c] * os[i * dh + c];
+            for (int64_t j = 0; j < tk; j++) {
+                double dp = 0;
+                for (int64_t c = 0; c < dh; c++) dp += dos[i * dh + c] * v[j * dh + c];
+                ds[i * tk + j] = p[i * tk + j] * (dp - D) * scale;
+            }
+        }
+        gemm(false, false, tq, dh, tk, ds, tk, k, dh, dq);
+        gemm(true, false, tk, dh, tq, ds, tk, q, dh, dk);
+        gemm(true, false, tk, dh, tq, p, tk, dos, dh, dv);
+    }
+    free(p);
+    free(ds);
+    return true;
+}
+
+static bool ref_lora_matmul(em3_run *r, int id) {
+    const em3_node *n = node_of(r, id);
+    dims xd = arg_dims(r, id, 0), ad = arg_dims(r, id, 2), od = dims_of(r, id);
+    int64_t din = xd.dim[xd.rank - 1], rank = ad.dim[1], dout = od.dim[od.rank - 1], rows = numel(&xd) / din;
+    double *t = em3_xmalloc(sizeof(double) * (size_t)(rows * rank)), *u = em3_xmalloc(sizeof(double) * (size_t)(rows * dout));
+    double *out = out_of(r, id), scale = n->attr[0].f;
+    gemm(false, false, rows, dout, din, arg(r, id, 0), din, arg(r, id, 1), dout, out);
+    gemm(false, false, rows, rank, din, arg(r, id, 0), din, arg(r, id, 2), rank, t);
+    gemm(false, false, rows, dout, rank, t, rank, arg(r, id, 3), dout, u);
+    for (int64_t i = 0; i < rows * dout; i++) out[i] += scale * u[i];
+    free(t);
+    free(u);
     return true;
 }
 

@@ -1,17 +1,22 @@
 /* runtime/rt_attention.c — the fused attention kernels compiled code calls, one (batch, head)
- * slice at a time. The forward pass streams over blocks of keys with an online softmax
- * (FlashAttention's recurrence), so the [tq, tk] score matrix is never stored; the backward
- * pass recomputes the probabilities from q and k instead of keeping them. Keys whose mask is
- * 0 are left out; a query row with no valid key gets zeros, not NaN.
+ * slice at a time, tiled FlashAttention-style: queries in blocks of BQ rows against keys in
+ * blocks of BK, so only a BQ×BK tile of scores exists at once (never the [tq, tk] matrix).
+ * The forward pass keeps an online softmax (running max and sum per row) and writes each
+ * row's log-sum-exp nowhere: the backward pass recomputes it in a first sweep over the keys
+ * and the probabilities in a second, instead of storing them. Keys whose mask is 0 are left
+ * out; a query row with no valid key gets zeros, not NaN.
  *
- * Built with AVX2/FMA clones next to the baseline (GCC's target_clones), so the dot products
- * vectorise on the machines this runs on while the object stays portable. */
+ * The inner loops run over a tile's keys or a row's features with an inline exponential
+ * (Cephes' polynomial, as codegen/mathfn.c), so GCC vectorises them; AVX2/FMA clones sit next
+ * to the baseline (target_clones), keeping the object portable. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "abi.h"
 
-#define KEY_BLOCK 32
+#define BQ 32
+#define BK 64
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
 #define EM3_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
@@ -19,86 +24,154 @@
 #define EM3_CLONES
 #endif
 
-static inline float dot(const float *a, const float *b, int64_t n) {
-    float s = 0;
-    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
+/* e^x for x ≤ 0 (arguments here are s − max), flushing below −87 to 0: branch-free so that
+ * loops over it vectorise. */
+static inline float exp_nonpos(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    float n = floorf(x * 1.44269504088896341f + 0.5f);
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    union {
+        int32_t i;
+        float f;
+    } s = {.i = ((int32_t)n + 127) << 23};
+    return x <= -87.0f ? 0.0f : p * s.f;
 }
 
-static inline bool key_valid(const float *mask_row, int64_t j) { return !mask_row || mask_row[j] != 0.0f; }
+/* The transposed key tile: on the stack for the head widths models use, else the heap. */
+static float *key_tile(float *stack, int64_t dh) {
+    if (dh <= 256) return stack;
+    float *p = malloc(sizeof(float) * (size_t)(BK * dh));
+    if (!p) abort();
+    return p;
+}
 
-/* o[i] = Σ_j softmax_j(scale·q_i·k_j over valid j) v_j; also the row's max and sum of
- * exponentials, which the backward pass would otherwise recompute. */
+/* Scores of a tile: s[i][j] = scale·q_i·k_j for valid keys, −inf for masked ones; the keys
+ * are first transposed so that the inner loop runs over j. */
+static inline void tile_scores(const float *q, const float *k, const float *mask, int64_t mrow,
+                               int64_t i0, int64_t nq, int64_t j0, int64_t nk, int64_t dh,
+                               float scale, float *kt, float s[BQ][BK]) {
+    for (int64_t c = 0; c < dh; c++)
+        for (int64_t j = 0; j < nk; j++) kt[c * BK + j] = k[(j0 + j) * dh + c];
+    for (int64_t i = 0; i < nq; i++) {
+        float row[BK] = {0};
+        const float *qi = q + (i0 + i) * dh;
+        for (int64_t c = 0; c < dh; c++) {
+            float qc = qi[c];
+            for (int64_t j = 0; j < nk; j++) row[j] += qc * kt[c * BK + j];
+        }
+        const float *mr = mask ? mask + (i0 + i) * mrow + j0 : NULL;
+        for (int64_t j = 0; j < nk; j++) s[i][j] = mr && mr[j] == 0.0f ? -INFINITY : scale * row[j];
+    }
+}
+
 EM3_CLONES
 void em3_rt_attention_fwd(const float *q, const float *k, const float *v, const float *mask,
                           int64_t mask_row_stride, int64_t tq, int64_t tk, int64_t dh, int64_t dv,
                           float scale, float *o) {
-    float s[KEY_BLOCK];
-    for (int64_t i = 0; i < tq; i++) {
-        const float *qi = q + i * dh, *mrow = mask ? mask + i * mask_row_stride : NULL;
-        float *oi = o + i * dv, m = -INFINITY, l = 0;
-        memset(oi, 0, sizeof(float) * (size_t)dv);
-        for (int64_t j0 = 0; j0 < tk; j0 += KEY_BLOCK) {
-            int64_t nb = tk - j0 < KEY_BLOCK ? tk - j0 : KEY_BLOCK;
-            float bm = -INFINITY;
-            for (int64_t j = 0; j < nb; j++) {
-                s[j] = key_valid(mrow, j0 + j) ? scale * dot(qi, k + (j0 + j) * dh, dh) : -INFINITY;
-                bm = s[j] > bm ? s[j] : bm;
-            }
-            if (bm == -INFINITY) continue; /* no valid key in this block */
-            if (bm > m) { /* rescale what was accumulated under the old maximum */
-                float r = expf(m - bm);
-                l *= r;
-                for (int64_t c = 0; c < dv; c++) oi[c] *= r;
-                m = bm;
-            }
-            for (int64_t j = 0; j < nb; j++) {
-                if (s[j] == -INFINITY) continue;
-                float p = expf(s[j] - m);
-                l += p;
-                const float *vj = v + (j0 + j) * dv;
-                for (int64_t c = 0; c < dv; c++) oi[c] += p * vj[c];
+    float s[BQ][BK], m[BQ], l[BQ], stack[BK * 256], *kt = key_tile(stack, dh);
+    for (int64_t i0 = 0; i0 < tq; i0 += BQ) {
+        int64_t nq = tq - i0 < BQ ? tq - i0 : BQ;
+        for (int64_t i = 0; i < nq; i++) {
+            m[i] = -INFINITY;
+            l[i] = 0;
+            memset(o + (i0 + i) * dv, 0, sizeof(float) * (size_t)dv);
+        }
+        for (int64_t j0 = 0; j0 < tk; j0 += BK) {
+            int64_t nk = tk - j0 < BK ? tk - j0 : BK;
+            tile_scores(q, k, mask, mask_row_stride, i0, nq, j0, nk, dh, scale, kt, s);
+            for (int64_t i = 0; i < nq; i++) {
+                float bm = -INFINITY;
+                for (int64_t j = 0; j < nk; j++) bm = s[i][j] > bm ? s[i][j] : bm;
+                if (bm == -INFINITY) continue; /* no valid key of this row in the tile */
+                float *oi = o + (i0 + i) * dv;
+                if (bm > m[i]) { /* rescale what was accumulated under the old maximum */
+                    float r = exp_nonpos(m[i] - bm);
+                    l[i] *= r;
+                    for (int64_t c = 0; c < dv; c++) oi[c] *= r;
+                    m[i] = bm;
+                }
+                float p[BK], sum = 0;
+                for (int64_t j = 0; j < nk; j++) {
+                    p[j] = exp_nonpos(s[i][j] - m[i]);
+                    sum += p[j];
+                }
+                l[i] += sum;
+                for (int64_t j = 0; j < nk; j++) {
+                    const float *vj = v + (j0 + j) * dv;
+                    for (int64_t c = 0; c < dv; c++) oi[c] += p[j] * vj[c];
+                }
             }
         }
-        float inv = l > 0 ? 1.0f / l : 0.0f;
-        for (int64_t c = 0; c < dv; c++) oi[c] *= inv;
+        for (int64_t i = 0; i < nq; i++) {
+            float inv = l[i] > 0 ? 1.0f / l[i] : 0.0f, *oi = o + (i0 + i) * dv;
+            for (int64_t c = 0; c < dv; c++) oi[c] *= inv;
+        }
     }
+    if (kt != stack) free(kt);
 }
 
-/* Gradients of o with respect to q, k, v given do (FlashAttention-2's backward, row by row):
- * p_ij recomputed, D_i = do_i·o_i, ds_ij = p_ij (do_i·v_j − D_i), dq_i = scale Σ_j ds_ij k_j,
- * dk_j = scale Σ_i ds_ij q_i, dv_j = Σ_i p_ij do_i. dk and dv are accumulated, so the caller
- * zeroes them. */
+/* Gradients of o with respect to q, k, v given do (FlashAttention-2's backward):
+ * p_ij recomputed from the row's max and sum, D_i = do_i·o_i, ds_ij = scale·p_ij (do_i·v_j − D_i),
+ * dq_i = Σ_j ds_ij k_j, dk_j = Σ_i ds_ij q_i, dv_j = Σ_i p_ij do_i. dk and dv are accumulated,
+ * so the caller zeroes them. */
 EM3_CLONES
 void em3_rt_attention_bwd(const float *q, const float *k, const float *v, const float *mask,
                           int64_t mask_row_stride, const float *o, const float *dout, int64_t tq,
                           int64_t tk, int64_t dh, int64_t dv, float scale, float *dq, float *dk,
                           float *dvv) {
-    for (int64_t i = 0; i < tq; i++) {
-        const float *qi = q + i * dh, *mrow = mask ? mask + i * mask_row_stride : NULL;
-        const float *doi = dout + i * dv;
-        float *dqi = dq + i * dh, m = -INFINITY, l = 0;
-        memset(dqi, 0, sizeof(float) * (size_t)dh);
-        for (int64_t j = 0; j < tk; j++)
-            if (key_valid(mrow, j)) {
-                float sj = scale * dot(qi, k + j * dh, dh);
-                m = sj > m ? sj : m;
-            }
-        if (m == -INFINITY) continue; /* all keys masked: the output was 0, so are its gradients */
-        for (int64_t j = 0; j < tk; j++)
-            if (key_valid(mrow, j)) l += expf(scale * dot(qi, k + j * dh, dh) - m);
-        float inv = 1.0f / l, D = dot(doi, o + i * dv, dv);
-        for (int64_t j = 0; j < tk; j++) {
-            if (!key_valid(mrow, j)) continue;
-            const float *kj = k + j * dh, *vj = v + j * dv;
-            float p = expf(scale * dot(qi, kj, dh) - m) * inv;
-            float ds = p * (dot(doi, vj, dv) - D) * scale;
-            float *dkj = dk + j * dh, *dvj = dvv + j * dv;
-            for (int64_t c = 0; c < dv; c++) dvj[c] += p * doi[c];
-            for (int64_t c = 0; c < dh; c++) {
-                dqi[c] += ds * kj[c];
-                dkj[c] += ds * qi[c];
-            }
+    float s[BQ][BK], m[BQ], l[BQ], D[BQ], stack[BK * 256], *kt = key_tile(stack, dh);
+    for (int64_t i0 = 0; i0 < tq; i0 += BQ) {
+        int64_t nq = tq - i0 < BQ ? tq - i0 : BQ;
+        for (int64_t i = 0; i < nq; i++) {
+            m[i] = -INFINITY;
+            l[i] = 0;
+            D[i] = 0;
+            for (int64_t c = 0; c < dv; c++) D[i] += dout[(i0 + i) * dv + c] * o[(i0 + i) * dv + c];
+            memset(dq + (i0 + i) * dh, 0, sizeof(float) * (size_t)dh);
         }
+        for (int pass = 0; pass < 2; pass++) /* 0: each row's max and sum; 1: the gradients */
+            for (int64_t j0 = 0; j0 < tk; j0 += BK) {
+                int64_t nk = tk - j0 < BK ? tk - j0 : BK;
+                tile_scores(q, k, mask, mask_row_stride, i0, nq, j0, nk, dh, scale, kt, s);
+                for (int64_t i = 0; i < nq; i++) {
+                    if (pass == 0) {
+                        float bm = -INFINITY;
+                        for (int64_t j = 0; j < nk; j++) bm = s[i][j] > bm ? s[i][j] : bm;
+                        if (bm == -INFINITY) continue;
+                        if (bm > m[i]) {
+                            l[i] *= exp_nonpos(m[i] - bm);
+                            m[i] = bm;
+                        }
+                        float sum = 0;
+                        for (int64_t j = 0; j < nk; j++) sum += exp_nonpos(s[i][j] - m[i]);
+                        l[i] += sum;
+                        continue;
+                    }
+                    if (m[i] == -INFINITY) continue; /* all keys masked: o was 0, so are its gradients */
+                    const float *qi = q + (i0 + i) * dh, *doi = dout + (i0 + i) * dv;
+                    float *dqi = dq + (i0 + i) * dh, inv = 1.0f / l[i];
+                    for (int64_t j = 0; j < nk; j++) {
+                        if (s[i][j] == -INFINITY) continue;
+                        const float *vj = v + (j0 + j) * dv, *kj = k + (j0 + j) * dh;
+                        float p = exp_nonpos(s[i][j] - m[i]) * inv, dpv = 0;
+                        for (int64_t c = 0; c < dv; c++) dpv += doi[c] * vj[c];
+                        float ds = p * (dpv - D[i]) * scale;
+                        float *dkj = dk + (j0 + j) * dh, *dvj = dvv + (j0 + j) * dv;
+                        for (int64_t c = 0; c < dv; c++) dvj[c] += p * doi[c];
+                        for (int64_t c = 0; c < dh; c++) {
+                            dqi[c] += ds * kj[c];
+                            dkj[c] += ds * qi[c];
+                        }
+                    }
+                }
+            }
     }
+    if (kt != stack) free(kt);
 }

@@ -216,7 +216,7 @@ static bool juint_list(json *j, int64_t *out, int max, int *count, const char *f
     }
 }
 
-/* Calls entry(key) for each member of an object; entry parses the value. */
+/* Calls entry(key) for each member of an object; entry parses the value and owns the key. */
 static bool jobject(json *j, bool (*entry)(json *j, char *key, void *ctx), void *ctx) {
     if (!expect(j, '{')) return false;
     if (peek(j) == '}') {
@@ -227,7 +227,11 @@ static bool jobject(json *j, bool (*entry)(json *j, char *key, void *ctx), void 
         if (peek(j) != '"') return jerr(j, "expected a string key");
         char *key = jstring(j);
         if (!key) return false;
-        if (!expect(j, ':') || !entry(j, key, ctx)) return false;
+        if (!expect(j, ':')) {
+            free(key);
+            return false;
+        }
+        if (!entry(j, key, ctx)) return false; /* entry() owns the key */
         int c = peek(j);
         j->pos++;
         if (c == '}') return true;

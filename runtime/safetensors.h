@@ -1,8 +1,7 @@
-/* runtime/safetensors.h — tensors in Hugging Face's safetensors format: an 8-byte little-endian
- * header length N, N bytes of JSON ({"NAME": {"dtype", "shape", "data_offsets"}, ...,
- * optional "__metadata__": {string: string}}), then the raw data. The reader checks everything
- * a file says before trusting it (a malformed file is an error naming the file and the tensor,
- * never a crash); the writer is atomic. Independent of the IR, so it links into AOT models. */
+/* runtime/safetensors.h — tensors in Hugging Face's safetensors format (8-byte little-endian
+ * header length, JSON header, raw data). The reader checks everything a file says before
+ * trusting it (errors name the file and the tensor, never a crash); the writer is atomic. Free
+ * of the IR, so that it links into AOT-built models too. */
 #ifndef EM3_SAFETENSORS_H
 #define EM3_SAFETENSORS_H
 

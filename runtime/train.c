@@ -358,6 +358,7 @@ bool em3_train(em3_exec *x, const em3_dataset *ds, const em3_train_config *c, bo
         fprintf(log, "resuming at epoch %lld, batch %lld (step %lld)\n", (long long)L.st.epoch + 1,
                 (long long)L.st.batch, (long long)L.st.step);
     }
+    if (!em3_exec_precompute(x, err, errlen)) return false;
     char *pj = run_path(c, "log.jsonl"), *pc = run_path(c, "metrics.csv");
     L.jsonl = fopen(pj, resume ? "a" : "w");
     L.csv = fopen(pc, resume ? "a" : "w");
@@ -433,7 +434,7 @@ bool em3_train(em3_exec *x, const em3_dataset *ds, const em3_train_config *c, bo
         if (L.st.evals) {
             char *pb = run_path(c, "best.ckpt");
             em3_train_state best;
-            ok = em3_checkpoint_load(x, pb, &best, err, errlen);
+            ok = em3_checkpoint_load(x, pb, &best, err, errlen) && em3_exec_precompute(x, err, errlen);
             free(pb);
         }
     }

@@ -13,7 +13,7 @@
 #include "commands.h"
 #include "driver.h"
 
-enum { OPT_TRAIN = 256, OPT_CPU, OPT_MAX_BATCH, OPT_STRICT_FP, OPT_EMIT, OPT_DUMP, OPT_HEADER };
+enum { OPT_TRAIN = 256, OPT_CPU, OPT_MAX_BATCH, OPT_STRICT_FP, OPT_EMIT, OPT_DUMP, OPT_HEADER, OPT_MERGE };
 
 /* Keeps @predict, and @train when asked for; a library exports nothing else. */
 static void keep_served_functions(em3_module *m, bool train) {
@@ -38,12 +38,13 @@ int em3_cmd_build(int argc, char **argv) {
         {"emit", required_argument, 0, OPT_EMIT},
         {"dump-dir", required_argument, 0, OPT_DUMP},
         {"header", required_argument, 0, OPT_HEADER},
+        {"merge-lora", no_argument, 0, OPT_MERGE},
         {0, 0, 0, 0}};
     em3_source_opts so = {0};
     em3_codegen_options o = em3_codegen_defaults();
     o.aot = true;
     const char *out = NULL, *header = NULL;
-    bool train = false, ok = true, emit = false;
+    bool train = false, ok = true, emit = false, merge_lora = false;
     em3_emit_kind kind = EM3_EMIT_OBJ;
     int c;
     optind = 1;
@@ -69,6 +70,7 @@ int em3_cmd_build(int argc, char **argv) {
             break;
         case OPT_DUMP: o.dump_dir = optarg; break;
         case OPT_HEADER: header = optarg; break;
+        case OPT_MERGE: merge_lora = true; break;
         default: ok = !em3_usage_error("build", "unknown option"); break;
         }
     }
@@ -89,10 +91,12 @@ int em3_cmd_build(int argc, char **argv) {
     em3_diag *d = em3_diag_create(stderr);
     em3_module *m = em3_frontend_compile(argv[optind], &so.fe, d);
     bool built = m != NULL;
-    if (built && train) {
+    if (built) { /* -O2 without cache-frozen: a shared object has no step that fills caches */
         em3_pipeline *pl = em3_pipeline_create();
-        em3_pass_options po = {.verify_each = true, .dump_dir = o.dump_dir};
-        built = em3_pipeline_parse(pl, "autodiff,optimizer,dce", d) && em3_pipeline_run(pl, m, &po, d);
+        em3_pass_options po = {.verify_each = true, .dump_dir = o.dump_dir, .quiet = true};
+        built = em3_pipeline_parse(pl, train ? EM3_BUILD_TRAIN_PASSES : EM3_BUILD_PREDICT_PASSES, d) &&
+                (!merge_lora || em3_pipeline_parse(pl, "merge-lora,fuse-elementwise,dce", d)) &&
+                em3_pipeline_run(pl, m, &po, d);
         em3_pipeline_free(pl);
     }
     if (built) keep_served_functions(m, train);

@@ -10,6 +10,7 @@
 #include "codegen/codegen.h"
 #include "commands.h"
 #include "driver.h"
+#include "passes/memory_plan.h"
 
 int em3_cmd_check(int argc, char **argv) {
     static const struct option longopts[] = {EM3_SOURCE_OPTIONS, {0, 0, 0, 0}};
@@ -54,10 +55,49 @@ int em3_cmd_check(int argc, char **argv) {
     return status;
 }
 
-enum { OPT_PASSES = 256, OPT_PAA, OPT_PA, OPT_PC, OPT_DUMP, OPT_LOC, OPT_FUNC, OPT_EMIT, OPT_MAX_BATCH };
+enum { OPT_PASSES = 256, OPT_PAA, OPT_PA, OPT_PC, OPT_DUMP, OPT_LOC, OPT_FUNC, OPT_EMIT, OPT_MAX_BATCH, OPT_STATS };
 
 /* The module compiled to `kind`, into out_path or (through a temporary file, since LLVM writes
  * files) onto standard output. */
+/* --emit=dot: a Graphviz graph of one function (@train, else the first, unless --func). */
+static int write_dot(const em3_module *m, const char *func, const char *out_path) {
+    const em3_func *f = func ? em3_module_find_func(m, func) : em3_module_find_func(m, "train");
+    if (!f && m->n_func) f = m->func[0];
+    if (!f) {
+        fprintf(stderr, "em3: error: no function to draw\n");
+        return 1;
+    }
+    FILE *out = out_path ? fopen(out_path, "w") : stdout;
+    if (!out) {
+        perror(out_path);
+        return 1;
+    }
+    em3_func_print_dot(f, out);
+    return out_path && fclose(out) ? 1 : 0;
+}
+
+/* --dump-dir also receives what lowering does: every function's memory plan, and the LLVM IR
+ * before and after optimisation. */
+static int dump_lowering(const em3_module *m, const em3_codegen_options *co, const char *dir, em3_diag *d) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/memory-plan.txt", dir);
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        perror(path);
+        return 1;
+    }
+    for (int i = 0; i < m->n_func; i++) {
+        em3_mem_plan *p = em3_mem_plan_create(m->func[i], co->max_batch, !co->no_mem_reuse);
+        em3_mem_plan_print(m->func[i], p, f);
+        em3_mem_plan_free(p);
+    }
+    if (fclose(f)) return 1;
+    em3_codegen_options o = *co;
+    o.dump_dir = dir;
+    snprintf(path, sizeof path, "%s/llvm-opt.ll", dir);
+    return em3_codegen_emit(m, &o, EM3_EMIT_LLVM_OPT, path, d) ? 0 : 1;
+}
+
 static int write_emitted(const em3_module *m, const em3_codegen_options *o, em3_emit_kind kind,
                          const char *out_path, em3_diag *d) {
     if (out_path) return em3_codegen_emit(m, o, kind, out_path, d) ? 0 : 1;
@@ -114,6 +154,39 @@ static int write_ir(const em3_module *m, const char *func, const char *out_path,
     return 0;
 }
 
+/* --stats: per function (or only `func`), its nodes, its nodes by fusion kind and op, and the
+ * kernels codegen emits for it. */
+static int write_stats(const em3_module *m, const char *func) {
+    bool found = false;
+    for (int i = 0; i < m->n_func; i++) {
+        const em3_func *f = m->func[i];
+        if (func && strcmp(f->name, func)) continue;
+        found = true;
+        int per_op[EM3_OP_COUNT] = {0}, per_kind[EM3_KIND_OPAQUE + 1] = {0};
+        for (int k = 0; k < f->n_node; k++) {
+            per_op[f->node[k].op]++;
+            per_kind[em3_op_kind_of(f->node[k].op)]++;
+        }
+        printf("@%s: %d nodes, %d kernels\n", f->name, f->n_node, em3_codegen_kernel_count(f));
+        for (int kind = 0; kind <= EM3_KIND_OPAQUE; kind++) {
+            if (!per_kind[kind]) continue;
+            printf("  %-14s %5d ", em3_op_kind_name((em3_op_kind)kind), per_kind[kind]);
+            const char *sep = " ";
+            for (int op = 0; op < EM3_OP_COUNT; op++)
+                if (per_op[op] && em3_op_kind_of((em3_op)op) == (em3_op_kind)kind) {
+                    printf("%s%s %d", sep, em3_op_name((em3_op)op), per_op[op]);
+                    sep = ", ";
+                }
+            printf("\n");
+        }
+    }
+    if (func && !found) {
+        fprintf(stderr, "em3: error: no function @%s in the module\n", func);
+        return 1;
+    }
+    return 0;
+}
+
 int em3_cmd_ir(int argc, char **argv) {
     static const struct option longopts[] = {
         EM3_SOURCE_OPTIONS,
@@ -126,10 +199,11 @@ int em3_cmd_ir(int argc, char **argv) {
         {"func", required_argument, 0, OPT_FUNC},
         {"emit", required_argument, 0, OPT_EMIT},
         {"max-batch", required_argument, 0, OPT_MAX_BATCH},
+        {"stats", no_argument, 0, OPT_STATS},
         {0, 0, 0, 0}};
     em3_codegen_options co = em3_codegen_defaults();
     em3_emit_kind kind = EM3_EMIT_LLVM;
-    bool emit = false;
+    bool emit = false, dot = false, stats = false;
     em3_source_opts so = {0};
     em3_pass_options po = {.verify_each = true};
     const char *passes = NULL, *out_path = NULL, *func = NULL;
@@ -151,9 +225,11 @@ int em3_cmd_ir(int argc, char **argv) {
         case OPT_DUMP: po.dump_dir = optarg; break;
         case OPT_LOC: po.print_flags |= EM3_PRINT_LOC; break;
         case OPT_FUNC: func = optarg; break;
+        case OPT_STATS: stats = true; break;
         case OPT_EMIT:
             emit = true;
-            if (!em3_emit_kind_parse(optarg, &kind))
+            if (!strcmp(optarg, "dot")) dot = true;
+            else if (!em3_emit_kind_parse(optarg, &kind))
                 ok = !em3_usage_error("ir", "--emit takes llvm, llvm-opt, asm or obj, got '%s'", optarg);
             break;
         case OPT_MAX_BATCH:
@@ -164,7 +240,7 @@ int em3_cmd_ir(int argc, char **argv) {
         }
     }
     if (ok && optind != argc - 1) ok = !em3_usage_error("ir", "expected one model file");
-    if (ok && emit && func) ok = !em3_usage_error("ir", "--emit compiles every function: drop --func");
+    if (ok && emit && !dot && func) ok = !em3_usage_error("ir", "--emit compiles every function: drop --func");
     if (!ok) {
         em3_source_opts_free(&so);
         return 2;
@@ -176,7 +252,12 @@ int em3_cmd_ir(int argc, char **argv) {
         em3_pipeline *pl = em3_pipeline_create();
         bool built = passes ? em3_pipeline_parse(pl, passes, d) : (em3_pipeline_add_default(pl, level), true);
         if (built && em3_pipeline_run(pl, m, &po, d))
-            status = emit ? write_emitted(m, &co, kind, out_path, d) : write_ir(m, func, out_path, po.print_flags);
+            status = dot ? write_dot(m, func, out_path)
+                   : emit ? write_emitted(m, &co, kind, out_path, d)
+                   : stats ? write_stats(m, func)
+                          : write_ir(m, func, out_path, po.print_flags);
+        if (status == 0 && stats && out_path && !emit) status = write_ir(m, func, out_path, po.print_flags);
+        if (status == 0 && po.dump_dir) status = dump_lowering(m, &co, po.dump_dir, d);
         em3_pipeline_free(pl);
     }
     em3_module_free(m);

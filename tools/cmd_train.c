@@ -75,7 +75,7 @@ static em3_module *compile_model(em3_run_config *rc, const em3_source_opts *so, 
     free(consts);
     if (!m) return NULL;
     em3_pipeline *pl = em3_pipeline_create();
-    if (train) em3_pipeline_add_default(pl, 2);
+    if (train) em3_pipeline_add_default(pl, (int)rc->opt_level);
     else em3_pipeline_add(pl, EM3_PASS_DCE);
     em3_pass_options po = {.optim = &rc->optim, .quiet = true};
     bool ok = em3_pipeline_run(pl, m, &po, d);
@@ -277,7 +277,7 @@ static bool open_run(scoring *s, const char *run, const char *data, const char *
         snprintf(file, sizeof file, "%s.ckpt", ckpt);
         char *pk = join(run, file);
         em3_train_state st;
-        ok = em3_checkpoint_load(s->x, pk, &st, err, errlen);
+        ok = em3_checkpoint_load(s->x, pk, &st, err, errlen) && em3_exec_precompute(s->x, err, errlen);
         free(pk);
     }
     free(pc);

@@ -1,11 +1,11 @@
 /* docs/examples/serve.c — scoring a CSV batch with a model built by `em3 build`, loaded with
  * dlopen so that one program serves any model: it learns the inputs from the library itself
  * (NAME_inputs), reads one CSV column per input ('^'-joined ids for sequences, padded with the
- * input's padding id), calls NAME_predict once and prints one line of scores per row.
- *
+ * input's padding id), calls NAME_predict once and prints one line of scores per row. */
+
+/* Usage:
  *   cc -I EM3_SOURCE/runtime -o serve serve.c
- *   ./serve ./libdin.so din batch.csv [weights.safetensors]
- */
+ *   ./serve ./libdin.so din batch.csv [weights.safetensors] */
 #include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>

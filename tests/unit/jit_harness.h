@@ -15,17 +15,19 @@
 
 /* Every test compiles for this batch and runs at 1, 3 and this. */
 #define JH_MAX_BATCH 64
+/* Inputs and outputs of one function at most (a model's @train returns every gradient). */
+#define JH_MAX_IO 128
 
 typedef struct {
     em3_module *m;
     em3_jit *jit;
     em3_interp *it;            /* F32: every float result rounded to float, as the JIT stores it */
     void **glob;               /* the JIT's storage of each global (f32 or i32: 4 bytes each) */
-    void *in[64];              /* the JIT's copies of the last run's inputs */
+    void *in[JH_MAX_IO];       /* the JIT's copies of the last run's inputs */
     int n_in;
     void *arena;
     int64_t arena_bytes;
-    const void *out[64];       /* where the last JIT run left its outputs */
+    const void *out[JH_MAX_IO]; /* where the last JIT run left its outputs */
     em3_frame frame;           /* of the last JIT run: err_node, err_index, err_value */
     const em3_compiled_func *cf;
     int64_t batch;
@@ -33,13 +35,14 @@ typedef struct {
     char worst_at[160];
 } jh_pair;
 
-/* Compiles `m` (which the pair then owns) for JH_MAX_BATCH; every global starts at zero. */
-static inline jh_pair *jh_create(em3_module *m) {
+/* Compiles `m` (which the pair then owns) for batches up to max_batch; every global starts at
+ * zero. */
+static inline jh_pair *jh_create_for(em3_module *m, int64_t max_batch) {
     jh_pair *p = calloc(1, sizeof *p);
     p->m = m;
     em3_diag *d = em3_diag_create(stderr);
     em3_codegen_options o = em3_codegen_defaults();
-    o.max_batch = JH_MAX_BATCH;
+    o.max_batch = max_batch;
     p->jit = em3_jit_compile(m, &o, d);
     em3_diag_free(d);
     if (!p->jit) fail_msg("JIT compilation of @%s failed", m->name);
@@ -49,6 +52,8 @@ static inline jh_pair *jh_create(em3_module *m) {
         p->glob[g] = calloc((size_t)em3_type_numel(&m->global[g].type, 1) + 1, 4);
     return p;
 }
+
+static inline jh_pair *jh_create(em3_module *m) { return jh_create_for(m, JH_MAX_BATCH); }
 
 static inline void jh_free_inputs(jh_pair *p) {
     for (int k = 0; k < p->n_in; k++) free(p->in[k]);
@@ -107,7 +112,7 @@ static inline int jh_run_jit(jh_pair *p, const char *func, int64_t batch, const 
                              int n_in) {
     p->cf = em3_jit_func(p->jit, func);
     if (!p->cf) fail_msg("no compiled @%s", func);
-    assert_true(p->cf->n_inputs <= 64 && p->cf->n_outputs <= 64);
+    assert_true(p->cf->n_inputs <= JH_MAX_IO && p->cf->n_outputs <= JH_MAX_IO);
     jh_free_inputs(p);
     for (int k = 0; k < p->cf->n_inputs; k++) {
         const em3_node *nd = p->cf->inputs[k];

@@ -52,7 +52,7 @@ static em3_type op_text_type(const char **p) {
 /* Lists and symbols of a node being built: they must live until em3_func_add copies them. */
 typedef struct {
     int64_t list[EM3_MAX_ATTRS][EM3_MAX_RANK];
-    char sym[EM3_MAX_ATTRS][32];
+    char sym[EM3_MAX_ATTRS][128];
 } op_text_store;
 
 /* Applies "name=value ..." to `n`. */
@@ -62,7 +62,7 @@ static void op_text_attrs(em3_node *n, const char *text, op_text_store *st) {
     for (int k = 0; *p; k++) {
         const char *eq = strchr(p, '='), *end = p + strcspn(p, " ");
         assert_true(eq && eq < end && k < EM3_MAX_ATTRS);
-        char name[32] = {0}, val[64] = {0};
+        char name[32] = {0}, val[128] = {0};
         memcpy(name, p, (size_t)(eq - p));
         memcpy(val, eq + 1, (size_t)(end - eq - 1));
         int slot = em3_op_attr_slot(n->op, name);
@@ -77,6 +77,9 @@ static void op_text_attrs(em3_node *n, const char *text, op_text_store *st) {
         } else if (kind == EM3_ATTR_SYMBOL) {
             assert_true(val[0] == '@');
             strcpy(st->sym[k], val + 1);
+            em3_node_set_s(n, name, st->sym[k]);
+        } else if (kind == EM3_ATTR_STRING) { /* no spaces: a program reads fine without them */
+            strcpy(st->sym[k], val);
             em3_node_set_s(n, name, st->sym[k]);
         } else if (kind == EM3_ATTR_DTYPE && em3_dtype_parse(val, &dt)) {
             em3_node_set_i(n, name, dt);

@@ -37,7 +37,9 @@
  *        1 + tanh cancels for negative x).
  * LOOSE  1e-4: layer_norm_grad over rows of three values, which in [-3, 3) are often within
  *        0.05 of each other: the mean's rounding ε·|x| divided by σ is ~100× larger than in
- *        longer rows (measured 8e-6 against 1e-6 for rows of 7). */
+ *        longer rows (measured 8e-6 against 1e-6 for rows of 7); attention_grad, whose
+ *        ds = p·(do·v − do·o) cancels two dot products of size up to dh·9 = 72 in float
+ *        (ε·72 ≈ 4e-6 before the sums over keys; measured 7e-6). */
 #define EXACT 0.0
 #define ULP 1e-6
 #define CLOSE 1e-5
@@ -175,6 +177,39 @@ static const op_row structural_rows[] = {
     {EM3_OP_MATMUL, {"x:f32[B,3]", "xG:f32[7,3]"}, "tb=1", CLOSE},
     {EM3_OP_MATMUL, {"x:f32[B,1,7]", "x:f32[B,7,1]"}, "", CLOSE},
     {EM3_OP_MATMUL, {"x:f32[B,7,1]", "x:f32[B,1,7]"}, "ta=1 tb=1", CLOSE},
+    /* lora_matmul: rows folded from any leading dims, ranks 1 to 8, x a in the node's scratch */
+    /* fused programs: broadcast operands, intermediates in registers, mixed element types */
+    {EM3_OP_FUSED, {"x:f32[B,5,7]", "x:f32[7]", "x:f32[B,5,1]"}, "program=mul(%0,%1);add(#0,%2);sigmoid(#1)", ULP},
+    {EM3_OP_FUSED, {"x:i32[B,7]", "x:f32[B,7]"}, "program=ne(%0,0);mul(#0,%1);sub(1.5,#1);relu(#2)", EXACT},
+    {EM3_OP_FUSED, {"x:f32[B,3]", "x:f32[B,3]", "x:f32[B,3]"}, "program=gt(%0,%1);where(#0,%1,%2);tanh(#1);mul(#2,%0)", ULP},
+    {EM3_OP_LORA_MATMUL, {"x:f32[B,7]", "xG:f32[7,5]", "xG:f32[7,2]", "xG:f32[2,5]"}, "scale=0.5", CLOSE},
+    {EM3_OP_LORA_MATMUL, {"x:f32[B,5,7]", "x:f32[7,3]", "xG:f32[7,1]", "xG:f32[1,3]"}, "scale=4", CLOSE},
+    {EM3_OP_LORA_MATMUL, {"x:f32[B,5,7]>[B*5,7]", "xG:f32[7,9]", "xG:f32[7,8]", "xG:f32[8,9]"}, "", CLOSE},
+    {EM3_OP_LORA_MATMUL, {"xG:f32[3,7]", "xG:f32[7,9]", "xG:f32[7,8]", "xG:f32[8,9]"}, "scale=0.25", CLOSE},
+    /* attention (FlashAttention-style tiles of 32 queries × 64 keys): heads, k and v shared by
+     * the heads, masks per batch row and per query row (0/1 at random: some rows have no key),
+     * several tiles each way, a single query and a single key, dv != dh, scores far apart */
+    {EM3_OP_ATTENTION, {"x:f32[B,2,5,8]", "x:f32[B,2,7,8]", "x:f32[B,2,7,8]"}, "scale=0.35", CLOSE},
+    {EM3_OP_ATTENTION, {"x:f32[B,2,5,8]", "x:f32[B,2,7,8]", "x:f32[B,2,7,4]", "m:f32[B,1,1,7]"}, "", CLOSE},
+    {EM3_OP_ATTENTION, {"x:f32[B,4,3,8]", "x:f32[B,1,7,8]", "x:f32[B,1,7,8]", "m:f32[B,4,3,7]"}, "scale=0.5", CLOSE},
+    {EM3_OP_ATTENTION, {"x:f32[B,33,4]", "x:f32[B,70,4]", "x:f32[B,70,4]", "m:f32[B,1,70]"}, "scale=0.5", CLOSE},
+    {EM3_OP_ATTENTION, {"x:f32[B,1,8]", "x:f32[B,50,8]", "x:f32[B,50,8]", "m:f32[B,1,50]"}, "scale=0.35", CLOSE},
+    {EM3_OP_ATTENTION, {"x:f32[B,3,4]", "xG:f32[1,4]", "xG:f32[1,4]"}, "", CLOSE},
+    {EM3_OP_ATTENTION, {"b:f32[B,3,4]", "x:f32[B,6,4]", "x:f32[B,6,4]"}, "", CLOSE},
+    {EM3_OP_ATTENTION, {"xG:f32[5,8]", "xG:f32[7,8]", "xG:f32[7,8]", "m:f32[5,7]"}, "scale=0.35", CLOSE},
+    /* its gradient on the same shapes (dh == dv), with any o and do: the kernel only reads them */
+    {EM3_OP_ATTENTION_GRAD, {"x:f32[B,2,5,8]", "x:f32[B,2,7,8]", "x:f32[B,2,7,8]", "x:f32[B,2,5,8]", "x:f32[B,2,5,8]"},
+     "scale=0.35", LOOSE},
+    {EM3_OP_ATTENTION_GRAD,
+     {"x:f32[B,4,3,8]", "x:f32[B,1,7,8]", "x:f32[B,1,7,8]", "x:f32[B,4,3,8]", "x:f32[B,4,3,8]", "m:f32[B,4,3,7]"},
+     "scale=0.5", LOOSE},
+    {EM3_OP_ATTENTION_GRAD,
+     {"x:f32[B,33,4]", "x:f32[B,70,4]", "x:f32[B,70,4]", "x:f32[B,33,4]", "x:f32[B,33,4]", "m:f32[B,1,70]"},
+     "scale=0.5", LOOSE},
+    {EM3_OP_ATTENTION_GRAD,
+     {"x:f32[B,1,8]", "x:f32[B,50,8]", "x:f32[B,50,8]", "x:f32[B,1,8]", "x:f32[B,1,8]", "m:f32[B,1,1,50]>[B,1,50]"},
+     "", LOOSE},
+    {EM3_OP_ATTENTION_GRAD, {"x:f32[B,3,4]", "xG:f32[1,4]", "xG:f32[1,4]", "x:f32[B,3,4]", "x:f32[B,3,4]"}, "", LOOSE},
     /* gather: embedding rows, rank-1 and rank-3 tables, an i32 side table, repeated ids */
     {EM3_OP_GATHER, {"xG:f32[10,4]", "i10:i32[B]"}, "", EXACT},
     {EM3_OP_GATHER, {"xG:f32[10,4]", "i10:i32[B,3]"}, "", EXACT},
@@ -557,7 +592,8 @@ static void test_gather(void **state) {
     run_group(EM3_KIND_GATHER);
 }
 
-static void test_optimizer_updates(void **state) {
+/* optimizer updates, attention and its gradient */
+static void test_opaque_ops(void **state) {
     (void)state;
     run_group(EM3_KIND_OPAQUE);
 }
@@ -761,7 +797,7 @@ int main(void) {
         cmocka_unit_test(test_data_movement),
         cmocka_unit_test(test_matmul),
         cmocka_unit_test(test_gather),
-        cmocka_unit_test(test_optimizer_updates),
+        cmocka_unit_test(test_opaque_ops),
         cmocka_unit_test(test_out_of_range_ids),
         cmocka_unit_test(test_vectorised_ir),
         cmocka_unit_test(test_compile_errors),

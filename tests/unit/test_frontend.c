@@ -603,6 +603,12 @@ static void test_nesting_limits(void **state) {
     for (size_t i = 0; i < n; i++) s[len++] = '(';
     assert_true(fails_with_n(s, len, NULL, 1, "t.em3:1:267: error: brackets are nested too "
                                               "deeply"));
+    /* long runs of blank and comment lines scan in linear time (a look-ahead for an else on
+       the next line once made every newline rescan the rest of the run) */
+    len = (size_t)sprintf(s, "fn f(a) {\n    if a { return 1 }");
+    for (size_t i = 0; i < n / 2; i++) len += (size_t)sprintf(s + len, i % 2 ? "\n" : "\n# c");
+    len += (size_t)sprintf(s + len, "\n    else { return 2 }\n}\nconst k = f(0)\n");
+    assert_true(fails_with_n(s, len, NULL, 1, "error: 'else' must be on the same line"));
     len = (size_t)sprintf(s, "const x = ");
     for (size_t i = 0; i < n; i++) s[len++] = '-';
     s[len++] = '1';
@@ -613,7 +619,7 @@ static void test_nesting_limits(void **state) {
 static void test_elaboration_limits(void **state) {
     (void)state;
     assert_true(model_fails("", "l = [1]\nfor i in 0 .. 40 { l = l + l }",
-                            "a list of 1048576 elements is too long (at most 1000000)"));
+                            "a list of 131072 elements is too long (at most 100000)"));
     assert_true(model_fails("", "k = B * 1073741824 * 2", "B can only be multiplied by a positive "
                                                           "integer, and by at most 2^30 in all"));
     assert_true(model_fails("param w : f32[1099511627776, 2] = zeros", "",
@@ -621,6 +627,11 @@ static void test_elaboration_limits(void **state) {
     assert_true(model_fails("", "z = zeros([65536, 65536, 65536])", "too large"));
     assert_true(fails_with("fn f(n) { return f(n + 1) + 1 }\nconst k = f(0)\n", 1,
                            "calls are nested more than 200 deep: is 'f' recursive?"));
+    /* an empty loop body still costs a step per iteration (found by the fuzzer: it spun) */
+    assert_true(model_fails("", "for i in 0 .. 1000000000000 { }", "the model takes too long to "
+                                                                  "elaborate"));
+    assert_true(model_fails("", "l = [1, 1, 1, 1]\nfor i in 0 .. 1000000 { for j in l { } }",
+                            "the model takes too long to elaborate"));
     /* an error in a body repeated 100 000 times stops after a hundred (found by the fuzzer:
        10 s under the sanitizers before) */
     char *src = model_with("l = repeat 100000 { Nothing(4) }", "");

@@ -260,8 +260,10 @@ static int gradcheck(const gc_case *c, em3_interp *it, int max_elems, const char
 
 typedef enum {
     PRE_NONE,
-    PRE_MASK_ADD,   /* operand 0 becomes x + (mask − 1)·1e9, as models/lib/attention.em3 does */
-    PRE_MASK_WHERE, /* operand 0 becomes where(mask, x, −1e9) */
+    PRE_MASK_ADD,      /* operand 0 becomes x + (mask − 1)·1e9, as models/lib/attention.em3 does */
+    PRE_MASK_WHERE,    /* operand 0 becomes where(mask, x, −1e9) */
+    PRE_FROZEN_WEIGHT, /* operand 1 is a frozen global of signed values (lora_matmul's w), not 0/1 */
+    PRE_EMPTY_ROW,     /* the mask, the last operand, has a last row of zeros: a query without keys */
 } pre_kind;
 
 /* Operand types and attributes in the notation of op_text.h. Float operands that can carry a
@@ -378,6 +380,21 @@ static const op_case cases[] = {
     {EM3_OP_GATHER, "f32[5,2,2] i32[7]", "", VAL_SIGNED, PRE_NONE},
     {EM3_OP_SCATTER_ADD, "f32[4,3] i32[B,2] f32[B,2,3]", "", VAL_SIGNED, PRE_NONE},
     {EM3_OP_SCATTER_ADD, "f32[3] i32[5] f32[5]", "", VAL_SIGNED, PRE_NONE},
+
+    /* fused attention: heads, masks per batch row and per query row, k and v shared by the
+     * heads, a query (or a whole batch row) without a valid key, one key, 2-D */
+    {EM3_OP_ATTENTION, "f32[B,2,3,4] f32[B,2,5,4] f32[B,2,5,4]", "scale=0.5", VAL_SIGNED, PRE_NONE},
+    {EM3_OP_ATTENTION, "f32[B,2,3,4] f32[B,2,5,4] f32[B,2,5,4] f32[B,1,1,5]", "scale=0.5", VAL_SIGNED,
+     PRE_NONE},
+    {EM3_OP_ATTENTION, "f32[B,2,3,4] f32[B,1,5,4] f32[B,1,5,4] f32[B,2,3,5]", "scale=0.35", VAL_SIGNED,
+     PRE_EMPTY_ROW},
+    {EM3_OP_ATTENTION, "f32[B,1,4] f32[B,6,4] f32[B,6,4] f32[B,1,6]", "", VAL_SIGNED, PRE_EMPTY_ROW},
+    {EM3_OP_ATTENTION, "f32[B,4,2] f32[1,2] f32[1,2]", "", VAL_SIGNED, PRE_NONE},
+    {EM3_OP_ATTENTION, "f32[3,2] f32[7,2] f32[7,2]", "scale=2", VAL_SIGNED, PRE_NONE},
+    /* lora_matmul: w is frozen by design and gets no gradient; x, a and b are checked */
+    {EM3_OP_LORA_MATMUL, "f32[B,5] f32[5,3] f32[5,2] f32[2,3]", "scale=0.5", VAL_SIGNED, PRE_FROZEN_WEIGHT},
+    {EM3_OP_LORA_MATMUL, "f32[B,4,5] f32[5,3] f32[5,1] f32[1,3]", "scale=4", VAL_SIGNED, PRE_FROZEN_WEIGHT},
+    {EM3_OP_LORA_MATMUL, "f32[2,5] f32[5,3] f32[5,2] f32[2,3]", "", VAL_SIGNED, PRE_FROZEN_WEIGHT},
 };
 
 /* Builds row `c`'s module: @forward computes loss = Σ op(operands) · w. */
@@ -399,15 +416,23 @@ static gc_case build_op_case(const op_case *oc, uint64_t seed) {
             in[n_in] = ids_input(&c, name, t, rows0);
         else if (em3_op_operand_differentiable(oc->op, n_in))
             in[n_in] = leaf(&c, name, t, EM3_GLOBAL_PARAM, oc->values);
+        else if (oc->pre == PRE_FROZEN_WEIGHT && n_in == 1)
+            in[n_in] = leaf(&c, name, t, EM3_GLOBAL_FROZEN, oc->values);
         else
             in[n_in] = mask_input(&c, name, t);
+    }
+    if (oc->pre == PRE_EMPTY_ROW) {
+        const named_data *mask = &c.in[c.n_in - 1];
+        const em3_type *mt = &c.f->node[in[n_in - 1]].type;
+        assert_true(mt->dim[mt->rank - 1] <= mask->n);
+        for (int64_t i = mask->n - mt->dim[mt->rank - 1]; i < mask->n; i++) mask->v[i] = 0;
     }
     if (oc->values == VAL_TIES) {
         const named_data *a = data_find(&c, "x0"), *b = data_find(&c, "x1");
         assert_true(a && b && a->n == b->n);
         for (int64_t i = 0; i < a->n; i += 2) b->v[i] = a->v[i];
     }
-    if (oc->pre != PRE_NONE) {
+    if (oc->pre == PRE_MASK_ADD || oc->pre == PRE_MASK_WHERE) {
         int m = mask_input(&c, "mask", c.f->node[in[0]].type);
         if (oc->pre == PRE_MASK_ADD)
             in[0] = binary(&c, EM3_OP_ADD, in[0],
@@ -445,6 +470,7 @@ static void test_every_op_row(void **state) {
                  cases[i].attrs,
                  cases[i].pre == PRE_MASK_ADD     ? " masked (add)"
                  : cases[i].pre == PRE_MASK_WHERE ? " masked (where)"
+                 : cases[i].pre == PRE_EMPTY_ROW  ? " with a query without keys"
                                                   : "");
         bad += gradcheck(&c, it, 0, label);
         em3_interp_free(it);

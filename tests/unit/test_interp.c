@@ -754,6 +754,131 @@ static void test_grad_kernels(void **state) {
     check_within(&b, add(&b, p, (int[]){xi, gi, di}, 3), 2, lin, 4, want, 8, 1e-7, 1e-9);
 }
 
+/* ---- fused ops --------------------------------------------------------------------------------- */
+
+static int attention_node(bld *b, em3_op op, double scale, const int *in, int n) {
+    em3_node p = proto(op);
+    em3_node_set_f(&p, "scale", scale);
+    return add(b, p, in, n);
+}
+
+/* By hand, with scores that are logarithms: q = (2, 0) against keys (0, ln 3) at scale 0.5
+ * scores (0, ln 3) for the first query, so p = (1/4, 3/4), and (0, 0) for the second, p = (1/2,
+ * 1/2); with v = ((4, 0), (8, 4)) the rows are (7, 3) and (6, 2). A mask that keeps only key 0
+ * gives v's first row, one that keeps nothing gives zeros (not NaN). */
+static void test_attention(void **state) {
+    (void)state;
+    static const double q[] = {2, 0}, k[] = {0, 1.0986122886681098}, v[] = {4, 0, 8, 4};
+    /* unmasked, 2-D */
+    bld b = bld_new();
+    int in[4] = {input(&b, "q", ty(F32, 2, 2, 1), 0), input(&b, "k", ty(F32, 2, 2, 1), 0),
+                 input(&b, "v", ty(F32, 2, 2, 2), 0)};
+    em3_interp_input io[4] = {{"q", q}, {"k", k}, {"v", v}};
+    check(&b, attention_node(&b, EM3_OP_ATTENTION, 0.5, in, 3), 1, io, 3, (double[]){7, 3, 6, 2}, 4);
+
+    /* a padding mask [B, 1, 1, tk] per batch row (all keys, key 0 only, none) over one head;
+     * k and v are 2-D and broadcast over the batch */
+    static const double q3[] = {2, 0, 2, 0, 2, 0}, pad[] = {1, 1, 1, 0, 0, 0};
+    b = bld_new();
+    in[0] = input(&b, "q", ty(F32, 4, B, 1, 2, 1), 0);
+    in[1] = input(&b, "k", ty(F32, 2, 2, 1), 0);
+    in[2] = input(&b, "v", ty(F32, 2, 2, 2), 0);
+    in[3] = input(&b, "mask", ty(F32, 4, B, 1, 1, 2), 0);
+    em3_interp_input io3[] = {{"q", q3}, {"k", k}, {"v", v}, {"mask", pad}};
+    check(&b, attention_node(&b, EM3_OP_ATTENTION, 0.5, in, 4), 3, io3, 4,
+          (double[]){7, 3, 6, 2, 4, 0, 4, 0, 0, 0, 0, 0}, 12);
+
+    /* a mask per query row [tq, tk]: the second query sees key 1 only */
+    b = bld_new();
+    for (int i = 0; i < 3; i++) in[i] = input(&b, io[i].name, ty(F32, 2, 2, i == 2 ? 2 : 1), 0);
+    in[3] = input(&b, "mask", ty(F32, 2, 2, 2), 0);
+    io[3] = (em3_interp_input){"mask", (double[]){1, 1, 0, 1}};
+    check(&b, attention_node(&b, EM3_OP_ATTENTION, 0.5, in, 4), 1, io, 4, (double[]){7, 3, 8, 4}, 4);
+}
+
+/* attention_grad against central differences of attention: [dq; dk; dv] for a loss Σ do·o,
+ * over 2 heads whose k and v are shared ([1, tk, d]), with a per-row mask that leaves the last
+ * query of the second head no key (its gradients are zero, and it adds nothing to dk and dv).
+ * Inputs are multiples of 1/8 (exact in F32 mode); o comes from the F64 forward. */
+static void test_attention_grad(void **state) {
+    (void)state;
+    enum { H = 2, TQ = 3, TK = 4, D = 2 };
+    double q[H * TQ * D], k[TK * D], v[TK * D], dout[H * TQ * D], mask[H * TQ * TK];
+    for (int i = 0; i < H * TQ * D; i++) q[i] = (double)((i * 5) % 11 - 5) / 8;
+    for (int i = 0; i < TK * D; i++) k[i] = (double)((i * 7) % 9 - 4) / 8, v[i] = (double)((i * 3) % 7 - 3) / 4;
+    for (int i = 0; i < H * TQ * D; i++) dout[i] = (double)((i * 3) % 5 - 2) / 2;
+    for (int i = 0; i < H * TQ * TK; i++) mask[i] = i >= (H * TQ - 1) * TK ? 0 : (i % 3 != 1);
+    em3_type qt = ty(F32, 3, H, TQ, D), kt = ty(F32, 3, 1, TK, D), mt = ty(F32, 3, H, TQ, TK);
+    em3_interp_input in[] = {{"q", q}, {"k", k}, {"v", v}, {"mask", mask}, {"o", NULL}, {"do", dout}};
+
+    bld f = bld_new();
+    int fin[4] = {input(&f, "q", qt, 0), input(&f, "k", kt, 0), input(&f, "v", kt, 0), input(&f, "mask", mt, 0)};
+    int y = attention_node(&f, EM3_OP_ATTENTION, 0.7, fin, 4);
+    double want[(TQ + 2 * TK) * D * H] = {0}, g[H * TQ * D], o[H * TQ * D];
+    em3_interp *it = interp_new(&f, EM3_PREC_F64);
+    run_ok(&f, it, 1, in, 4);
+    memcpy(o, em3_interp_value(it, y), sizeof o);
+    em3_interp_free(it);
+    /* head by head (the loss restricted to one head's do): k and v are shared, and their
+     * gradient in the packed result is each head's part, summed only by the VJP */
+    for (int op = 0; op < 3; op++)
+        for (int h = 0; h < H; h++) {
+            double wh[H * TQ * D] = {0};
+            memcpy(wh + h * TQ * D, dout + h * TQ * D, sizeof(double) * TQ * D);
+            fd_gradient(&f, y, 1, in, 4, op, op ? TK * D : H * TQ * D, wh, g);
+            memcpy(&want[h * (TQ + 2 * TK) * D + (op ? (TQ + (op - 1) * TK) * D : 0)], op ? g : g + h * TQ * D,
+                   sizeof(double) * (size_t)(op ? TK : TQ) * D);
+        }
+    for (int i = 0; i < D; i++) /* the query without a key: no gradient */
+        assert_true(fabs(want[(TQ + 2 * TK) * D + (TQ - 1) * D + i]) < 1e-9);
+    em3_module_free(f.m);
+
+    in[4].data = o;
+    bld b = bld_new();
+    int bin[6] = {input(&b, "q", qt, 0), input(&b, "k", kt, 0), input(&b, "v", kt, 0), input(&b, "o", qt, 0),
+                  input(&b, "do", qt, 0), input(&b, "mask", mt, 0)};
+    check_within(&b, attention_node(&b, EM3_OP_ATTENTION_GRAD, 0.7, bin, 6), 1, in, 6, want,
+                 LEN(want), 1e-7, 1e-8);
+}
+
+/* x w + 0.5 (x a) b by hand, over a rank-3 x whose rows fold into one GEMM: w = I, a = (1, 1)ᵀ,
+ * b = (1, −1); x = (1, 2) gives (1, 2) + 0.5·3·(1, −1) = (2.5, 0.5), x = (3, −1) gives (4, −2). */
+/* A fused program gives exactly what its ops give one by one, broadcasting included. */
+static void test_fused(void **state) {
+    (void)state;
+    bld b = bld_new();
+    int x = input(&b, "x", ty(F32, 2, B, 3), 0), w = input(&b, "w", ty(F32, 1, 3), 0);
+    int ref = op1(&b, EM3_OP_RELU, op2(&b, EM3_OP_ADD, op2(&b, EM3_OP_MUL, x, w), constant(&b, 1.5, ty(F32, 0))));
+    em3_node p = proto(EM3_OP_FUSED);
+    em3_node_set_s(&p, "program", "mul(%0, %1); add(#0, 1.5); relu(#1)");
+    int fz = add(&b, p, (int[]){x, w}, 2);
+    em3_func_add_output(b.f, "ref", ref);
+    em3_func_add_output(b.f, "fused", fz);
+    double xv[6] = {-3, -1, 0.25, 2, -0.5, 1e8}, wv[3] = {0.5, 2, -1};
+    for (int prec = EM3_PREC_F32; prec <= EM3_PREC_F64; prec++) {
+        em3_interp *it = interp_new(&b, (em3_precision)prec);
+        run_ok(&b, it, 2, (em3_interp_input[]){{"x", xv}, {"w", wv}}, 2);
+        expect_close(em3_interp_output(it, "fused", NULL), em3_interp_output(it, "ref", NULL), 6, 0, 0);
+        expect_close(em3_interp_output(it, "fused", NULL), (double[]){0, 0, 1.25, 2.5, 0.5, 0}, 6, 0, 0);
+        em3_interp_free(it);
+    }
+    em3_module_free(b.m);
+}
+
+static void test_lora_matmul(void **state) {
+    (void)state;
+    bld b = bld_new();
+    int in[4] = {input(&b, "x", ty(F32, 3, B, 2, 2), 0), input(&b, "w", ty(F32, 2, 2, 2), 0),
+                 input(&b, "a", ty(F32, 2, 2, 1), 0), input(&b, "b", ty(F32, 2, 1, 2), 0)};
+    em3_node p = proto(EM3_OP_LORA_MATMUL);
+    em3_node_set_f(&p, "scale", 0.5);
+    em3_interp_input io[] = {{"x", (double[]){1, 2, 3, -1, 0, 0, 1, 0}},
+                             {"w", (double[]){1, 0, 0, 1}},
+                             {"a", (double[]){1, 1}},
+                             {"b", (double[]){1, -1}}};
+    check(&b, add(&b, p, in, 4), 2, io, 4, (double[]){2.5, 0.5, 4, -2, 0, 0, 1.5, -0.5}, 8);
+}
+
 static void test_sparse_sqnorm(void **state) {
     (void)state;
     /* ids {1, 3, 1}: row 1 is [1,2] + [5,6] = [6,8] before squaring, so 36 + 64 + 9 + 16 = 125
@@ -1169,6 +1294,10 @@ int main(void) {
         cmocka_unit_test(test_scatter_add),
         cmocka_unit_test(test_numel),
         cmocka_unit_test(test_grad_kernels),
+        cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_attention_grad),
+        cmocka_unit_test(test_fused),
+        cmocka_unit_test(test_lora_matmul),
         cmocka_unit_test(test_sparse_sqnorm),
         cmocka_unit_test(test_dense_updates),
         cmocka_unit_test(test_sparse_updates),

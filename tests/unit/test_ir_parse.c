@@ -151,6 +151,10 @@ static em3_module *build_all_ops(void) {
                           (em3_init){EM3_INIT_NONE, 0}, nl);
     em3_module_add_global(m, "u", ty(F32, 0), EM3_GLOBAL_PARAM,
                           (em3_init){EM3_INIT_UNIFORM, 1e-300}, nl);
+    em3_module_add_global(m, "lora.a", ty(F32, 2, 8, 2), EM3_GLOBAL_PARAM,
+                          (em3_init){EM3_INIT_NORMAL, 0.01}, nl);
+    em3_module_add_global(m, "lora.b", ty(F32, 2, 2, 4), EM3_GLOBAL_PARAM,
+                          (em3_init){EM3_INIT_ZEROS, 0}, nl);
 
     em3_func *f = em3_module_add_func(m, "train");
     int x = input(f, "x", ty(F32, 3, B, 4, 8));
@@ -216,6 +220,25 @@ static em3_module *build_all_ops(void) {
     add(f, mm, 2, x, x);
     int g = add(f, at(EM3_OP_GATHER, 13), 2, emb, ids);
     with_list(f, EM3_OP_RESHAPE, "shape", (int64_t[]){-5, 8}, 2, g); /* f32[B*5, 8] */
+
+    /* fused ops, as the fusion passes make them (with their origin) */
+    int mask = input(f, "mask", ty(F32, 3, B, 1, 4));
+    em3_node att = at(EM3_OP_ATTENTION, 17);
+    em3_node_set_f(&att, "scale", 0.125);
+    att.origin = "matmul,mul,sub,mul,add,softmax,mul,matmul";
+    int o = add(f, att, 4, x, x, x, mask);
+    add(f, at(EM3_OP_ATTENTION, 17), 3, x, x, norm);
+    em3_node ag = at(EM3_OP_ATTENTION_GRAD, 17);
+    em3_node_set_f(&ag, "scale", 0.125);
+    add(f, ag, 6, x, x, x, o, o, mask);
+    em3_node fz = at(EM3_OP_FUSED, 18);
+    em3_node_set_s(&fz, "program", "mul(%0, %1); add(#0, 1.5); relu(#1)");
+    fz.origin = "mul,add,relu";
+    add(f, fz, 2, x, x);
+    em3_node lora = at(EM3_OP_LORA_MATMUL, 18);
+    em3_node_set_f(&lora, "scale", 4);
+    lora.origin = "matmul,matmul,matmul,mul,add";
+    add(f, lora, 4, x, read_global(f, "w"), read_global(f, "lora.a"), read_global(f, "lora.b"));
 
     /* backward helpers and optimizer updates (operand roles: see ops.def) */
     add(f, at(EM3_OP_SCATTER_ADD, 14), 3, emb, ids, g);
