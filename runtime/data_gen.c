@@ -377,8 +377,8 @@ static bool write_yaml(const char *dir, const world *w, const em3_gen_options *o
     em3_strbuf y = {0};
     em3_sb_printf(&y,
                   "# A generated multimodal CTR dataset: em3 data gen --size %s --seed %llu\n"
-                  "# docs/data.md describes the generative model. Model constants that fit it:\n"
-                  "#   users=%lld items=%lld seq=%lld patches=%d patch_dim=%d text_len=%d words=%lld\n"
+                  "# docs/data.md describes the generative model; model_constants are what the\n"
+                  "# bundled models need to fit it (em3 train applies them).\n"
                   "dataset_id: gen_%s\n"
                   "train_data: train\nvalid_data: valid\ntest_data: test\n"
                   "feature_cols:\n"
@@ -387,13 +387,15 @@ static bool write_yaml(const char *dir, const world *w, const em3_gen_options *o
                   "  - {name: hist, type: sequence, share_embedding: item, max_len: %lld}\n"
                   "label_col: {name: click, dtype: float}\n"
                   "group_id: user\nitem_id: item\n"
+                  "model_constants: {users: %lld, items: %lld, seq: %lld, patches: %d, patch_dim: %d, "
+                  "text_len: %d, words: %lld}\n"
                   "item_tables:\n"
                   "  - {name: image, file: items/image.npy, type: embedding}\n"
                   "  - {name: text, file: items/text.npy, type: sequence, vocab_size: %lld}\n",
-                  sizes[o->size].name, (unsigned long long)o->seed, (long long)w->users,
+                  sizes[o->size].name, (unsigned long long)o->seed, sizes[o->size].name,
+                  (long long)w->users, (long long)w->items, (long long)w->seq, (long long)w->users,
                   (long long)w->items, (long long)w->seq, PATCHES, PATCH_DIM, TEXT_LEN,
-                  (long long)w->words, sizes[o->size].name, (long long)w->users, (long long)w->items,
-                  (long long)w->seq, (long long)w->words);
+                  (long long)w->words, (long long)w->words);
     char *p = path_in(dir, "dataset.yaml");
     bool ok = em3_write_file_atomic(p, y.data, y.len, err, errlen);
     free(p);

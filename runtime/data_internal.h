@@ -76,6 +76,10 @@ typedef struct {
     int group, item;        /* their feature indices (resolved by em3_data_spec_check), or -1 */
     em3_table_spec *table;
     int n_table;
+    /* model_constants: values a model of this data should use (em3 train offers them) */
+    char **const_name;
+    int64_t *const_value;
+    int n_const;
 } em3_data_spec;
 
 /* Reads a YAML description (docs/data.md). NULL with "FILE:LINE:COL: reason" in err. */

@@ -52,6 +52,9 @@ void em3_data_spec_free(em3_data_spec *s) {
         free(s->table[i].file);
         free(s->table[i].array);
     }
+    for (int i = 0; i < s->n_const; i++) free(s->const_name[i]);
+    free(s->const_name);
+    free(s->const_value);
     for (int i = 0; i < EM3_SPLIT_COUNT; i++) {
         free(s->split_file[i]);
         free(s->split_value[i]);
@@ -371,7 +374,7 @@ static bool parse_split_col(yctx *y, em3_data_spec *s, yaml_node_t *map) {
 static const char *const top_keys[] = {
     "dataset_id", "data_root", "data_format", "train_data", "valid_data", "test_data", "data",
     "split_col", "separator", "min_categr_count", "feature_cols", "label_col", "group_id",
-    "item_id", "item_tables", NULL};
+    "item_id", "item_tables", "model_constants", NULL};
 
 static bool is_top_key(const char *k) {
     for (int i = 0; top_keys[i]; i++)
@@ -442,6 +445,19 @@ static bool parse_top(yctx *y, em3_data_spec *s, yaml_node_t *map) {
             ok = get_string(y, v, key, &s->group_name);
         } else if (!strcmp(key, "item_id")) {
             ok = get_string(y, v, key, &s->item_name);
+        } else if (!strcmp(key, "model_constants")) {
+            ok = want(y, v, YAML_MAPPING_NODE, key);
+            for (yaml_node_pair_t *c = ok ? v->data.mapping.pairs.start : NULL; ok && c < v->data.mapping.pairs.top; c++) {
+                const char *name;
+                int64_t value;
+                ok = scalar(y, node(y, c->key), "a constant's name", &name) &&
+                     get_int(y, node(y, c->value), name, INT64_MIN, &value);
+                if (!ok) break;
+                s->const_name = em3_xrealloc(s->const_name, sizeof(char *) * (size_t)(s->n_const + 1));
+                s->const_value = em3_xrealloc(s->const_value, sizeof(int64_t) * (size_t)(s->n_const + 1));
+                s->const_name[s->n_const] = em3_xstrdup(name);
+                s->const_value[s->n_const++] = value;
+            }
         } else if (!strcmp(key, "item_tables")) {
             ok = want(y, v, YAML_SEQUENCE_NODE, key);
             for (yaml_node_item_t *it = v->data.sequence.items.start;

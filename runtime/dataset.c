@@ -24,6 +24,9 @@ struct em3_dataset {
     int n_table;
     bool *in_train; /* per item id: occurs in a train row */
     int64_t n_items;
+    char **const_name; /* the description's model_constants */
+    int64_t *const_value;
+    int n_const;
 };
 
 static const char *const split_names[EM3_SPLIT_COUNT] = {"train", "valid", "test"};
@@ -35,23 +38,9 @@ const char *em3_split_name(em3_split s) {
 
 /* ---- where the cache goes ----------------------------------------------------------------------- */
 
-static bool mkdir_p(const char *dir) {
-    char *d = em3_xstrdup(dir);
-    for (char *p = d + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(d, 0755) != 0 && errno != EEXIST) break;
-            *p = '/';
-        }
-    bool ok = mkdir(d, 0755) == 0 || errno == EEXIST;
-    struct stat st;
-    ok = ok && stat(d, &st) == 0 && S_ISDIR(st.st_mode);
-    free(d);
-    return ok;
-}
 
 static bool writable_dir(const char *dir) {
-    if (!mkdir_p(dir)) return false;
+    if (!em3_mkdir_p(dir)) return false;
     char probe[4096];
     snprintf(probe, sizeof probe, "%s/.em3probe.XXXXXX", dir);
     int fd = mkstemp(probe);
@@ -67,7 +56,7 @@ static char *cache_path_for(const em3_data_spec *s, const char *folder, const ch
                             char *err, size_t errlen) {
     em3_strbuf p = {0};
     if (cache_dir) {
-        if (!mkdir_p(cache_dir)) {
+        if (!em3_mkdir_p(cache_dir)) {
             em3_data_fail(err, errlen, "%s: cannot create the cache folder: %s", cache_dir, strerror(errno));
             return NULL;
         }
@@ -83,7 +72,7 @@ static char *cache_path_for(const em3_data_spec *s, const char *folder, const ch
     const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
     if (xdg && *xdg) em3_sb_printf(&p, "%s/em3", xdg);
     else em3_sb_printf(&p, "%s/.cache/em3", home && *home ? home : "/tmp");
-    if (!mkdir_p(p.data)) {
+    if (!em3_mkdir_p(p.data)) {
         em3_data_fail(err, errlen, "%s is read-only and %s cannot be created: give a cache folder", folder, p.data);
         em3_sb_free(&p);
         return NULL;
@@ -213,7 +202,14 @@ em3_dataset *em3_dataset_open(const char *path, const em3_data_options *o, char 
     if (!organise(ds, err, errlen)) {
         em3_dataset_free(ds);
         ds = NULL;
+        goto done;
     }
+    ds->const_name = s->const_name; /* taken over from the description */
+    ds->const_value = s->const_value;
+    ds->n_const = s->n_const;
+    s->const_name = NULL;
+    s->const_value = NULL;
+    s->n_const = 0;
 done:
     free(cpath);
     em3_source_stamps_free(st, n_st);
@@ -223,6 +219,11 @@ done:
 }
 
 void em3_dataset_free(em3_dataset *ds) {
+    if (ds) {
+        for (int i = 0; i < ds->n_const; i++) free(ds->const_name[i]);
+        free(ds->const_name);
+        free(ds->const_value);
+    }
     if (!ds) return;
     em3_cache_close(&ds->cache);
     for (int sp = 0; sp < EM3_SPLIT_COUNT; sp++) free(ds->col[sp]);
@@ -294,4 +295,12 @@ void em3_column_gather(const em3_column *c, const int64_t *rows, int64_t n, void
                    (long long)rows[k], c->name, (long long)c->rows);
         memcpy((char *)out + (size_t)k * row_bytes, (const char *)c->data + (size_t)rows[k] * row_bytes, row_bytes);
     }
+}
+
+int em3_dataset_constant_count(const em3_dataset *ds) { return ds->n_const; }
+
+const char *em3_dataset_constant(const em3_dataset *ds, int i, int64_t *value) {
+    EM3_ASSERT(i >= 0 && i < ds->n_const, "constant %d of %d", i, ds->n_const);
+    *value = ds->const_value[i];
+    return ds->const_name[i];
 }

@@ -73,6 +73,11 @@ const em3_column *em3_dataset_find_table(const em3_dataset *ds, const char *name
 const char *em3_dataset_label(const em3_dataset *ds);
 const char *em3_dataset_group(const em3_dataset *ds); /* meta: user id for gAUC */
 const char *em3_dataset_item(const em3_dataset *ds);  /* item id: cold/warm slices */
+/* The description's model_constants (name: integer), which a model of this data should use
+ * (em3 train passes them to models that declare them). */
+int em3_dataset_constant_count(const em3_dataset *ds);
+const char *em3_dataset_constant(const em3_dataset *ds, int i, int64_t *value);
+
 /* Whether item id `item` occurs in no training row (a cold item). */
 bool em3_dataset_is_cold(const em3_dataset *ds, int32_t item);
 /* The source token of id `id` of a vocabulary-encoded column (or table), "" for the padding

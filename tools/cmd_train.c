@@ -37,22 +37,33 @@ static char *join(const char *dir, const char *file) {
 }
 
 /* The module after the passes a run needs: @train only when training. */
-/* What a dataset tells a model: the vocabulary of every id column and side table as an
- * optional constant vocab_NAME (a model that declares it gets the dataset's value). The
- * run's own --set constants come first and win. */
+/* What a dataset tells a model: its model_constants, and the vocabulary of every id column
+ * and side table as vocab_NAME — all optional (a model that declares one gets the dataset's
+ * value). The run's own --set constants come first and win. */
 static em3_const_override *model_constants(const em3_run_config *rc, const em3_dataset *ds, int *n,
                                            char ***owned) {
-    int nc = em3_dataset_column_count(ds), nt = em3_dataset_table_count(ds), k = 0;
-    em3_const_override *o = em3_xcalloc((size_t)(rc->n_consts + nc + nt + 1), sizeof(*o));
-    *owned = em3_xcalloc((size_t)(2 * (nc + nt) + 1), sizeof(char *));
+    int nc = em3_dataset_column_count(ds), nt = em3_dataset_table_count(ds), nk = em3_dataset_constant_count(ds), k = 0;
+    em3_const_override *o = em3_xcalloc((size_t)(rc->n_consts + nk + nc + nt + 1), sizeof(*o));
+    *owned = em3_xcalloc((size_t)(2 * (nk + nc + nt) + 1), sizeof(char *));
     int no = 0;
     for (int i = 0; i < rc->n_consts; i++) o[k++] = rc->consts[i];
-    for (int i = 0; i < nc + nt; i++) {
-        const em3_column *c = i < nc ? em3_dataset_column(ds, EM3_SPLIT_TRAIN, i) : em3_dataset_table(ds, i - nc);
-        if (!c || c->vocab <= 0) continue;
-        char *name = em3_xmalloc(strlen(c->name) + 8), *value = em3_xmalloc(32);
-        sprintf(name, "vocab_%s", c->name);
-        snprintf(value, 32, "%lld", (long long)c->vocab);
+    for (int i = 0; i < nk + nc + nt; i++) {
+        char *name, *value = em3_xmalloc(32);
+        if (i < nk) {
+            int64_t v;
+            name = em3_xstrdup(em3_dataset_constant(ds, i, &v));
+            snprintf(value, 32, "%lld", (long long)v);
+        } else {
+            const em3_column *c = i - nk < nc ? em3_dataset_column(ds, EM3_SPLIT_TRAIN, i - nk)
+                                              : em3_dataset_table(ds, i - nk - nc);
+            if (!c || c->vocab <= 0) {
+                free(value);
+                continue;
+            }
+            name = em3_xmalloc(strlen(c->name) + 8);
+            sprintf(name, "vocab_%s", c->name);
+            snprintf(value, 32, "%lld", (long long)c->vocab);
+        }
         bool set = false;
         for (int j = 0; j < rc->n_consts; j++) set |= !strcmp(rc->consts[j].name, name);
         (*owned)[no++] = name;

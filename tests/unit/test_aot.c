@@ -754,7 +754,7 @@ static void test_data_errors_name_the_input(void **state) {
     ((int32_t *)x[2])[3 * 50 + 7] = 25000;
     char err[512];
     assert_int_equal(l->predict(m, 10, (const void *const *)x, y, err, sizeof err), 1);
-    assert_string_equal(err, "predict: input 'hist': id 25000 at row 3, position 7 is outside its vocabulary (0 .. 19999)");
+    assert_string_equal(err, "predict: input 'hist': id 25000 at row 3, position 7 is outside its vocabulary (0 .. 9999)");
     ((int32_t *)x[2])[3 * 50 + 7] = 0;
     ((int32_t *)x[0])[9] = -1;
     assert_int_equal(l->predict(m, 10, (const void *const *)x, y, err, sizeof err), 1);
@@ -893,7 +893,7 @@ static void test_serve_example(void **state) {
     static const char csv[] = "user,item,hist,click\n"
                               "1,2,3^4^5,0\n"
                               "7,8,,1\n"
-                              "9999,19999,19999^0^1^2^3^4^5^6^7^8^9^10^11^12^13^14^15^16^17^18^19^20^21^22^23^"
+                              "9999,9999,9999^0^1^2^3^4^5^6^7^8^9^10^11^12^13^14^15^16^17^18^19^20^21^22^23^"
                               "24^25^26^27^28^29^30^31^32^33^34^35^36^37^38^39^40^41^42^43^44^45^46^47^48,0\n"
                               "42,4242,17,1\n";
     spit(path_in("batch.csv"), csv, strlen(csv));
@@ -904,9 +904,9 @@ static void test_serve_example(void **state) {
     assert_int_equal(sh("%s %s din %s %s > %s", path_in("serve"), path_in("libdin.so"), path_in("batch.csv"),
                         path_in("serve.safetensors"), path_in("scores.txt")),
                      0);
-    int32_t user[4] = {1, 7, 9999, 42}, item[4] = {2, 8, 19999, 4242}, hist[4 * 50] = {0};
+    int32_t user[4] = {1, 7, 9999, 42}, item[4] = {2, 8, 9999, 4242}, hist[4 * 50] = {0};
     hist[0] = 3, hist[1] = 4, hist[2] = 5, hist[150] = 17;
-    hist[100] = 19999;
+    hist[100] = 9999;
     for (int k = 1; k < 50; k++) hist[100 + k] = k - 1;
     float want[4];
     const void *in[3] = {user, item, hist};
