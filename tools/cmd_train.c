@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "codegen/codegen.h"
 #include "commands.h"
@@ -129,6 +130,15 @@ static bool write_file(const char *path, void (*fill)(FILE *, const void *), con
 static void fill_config(FILE *f, const void *rc) { em3_run_config_write(rc, f); }
 static void fill_ir(FILE *f, const void *m) { em3_module_print(m, f, 0); }
 
+/* A run folder is never trained into twice: its checkpoints and logs would be overwritten. */
+static bool holds_run(const char *dir) {
+    char *p = join(dir, "config.yaml");
+    bool taken = access(p, F_OK) == 0;
+    free(p);
+    return taken;
+}
+
+/* runs/MODEL-DATE-TIME, with a -2, -3, ... suffix when runs start within the same second. */
 static void default_out_dir(em3_run_config *rc, char *buf, size_t n) {
     const char *base = strrchr(rc->model, '/') ? strrchr(rc->model, '/') + 1 : rc->model;
     time_t t = time(NULL);
@@ -136,6 +146,8 @@ static void default_out_dir(em3_run_config *rc, char *buf, size_t n) {
     localtime_r(&t, &tm);
     snprintf(buf, n, "runs/%.*s-%04d%02d%02d-%02d%02d%02d", (int)strcspn(base, "."), base, tm.tm_year + 1900,
              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    size_t len = strlen(buf);
+    for (int k = 2; holds_run(buf) && k < 1000; k++) snprintf(buf + len, n - len, "-%d", k);
 }
 
 int em3_cmd_train(int argc, char **argv) {
@@ -201,6 +213,13 @@ int em3_cmd_train(int argc, char **argv) {
     if (!rc.train.out_dir) {
         default_out_dir(&rc, outbuf, sizeof outbuf);
         rc.train.out_dir = outbuf;
+    }
+    if (!resume && holds_run(rc.train.out_dir)) {
+        user_error("%s already holds a run: continue it with --resume %s, or choose another --out",
+                   rc.train.out_dir, rc.train.out_dir);
+        em3_source_opts_free(&so);
+        em3_run_config_free(&rc);
+        return 1;
     }
     int status = 1;
     em3_diag *d = em3_diag_create(stderr);

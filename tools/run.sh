@@ -1,10 +1,10 @@
 #!/bin/sh
-# tools/run.sh — the README's main command: install what is missing, build, and run the
-# bundled EM3 model. Today it compiles EM3-DIN and shows its IR; training lands with the
-# runtime (see the issues).
+# tools/run.sh — the README's main command: install what is missing, build, generate the
+# default multimodal dataset (once, into data/gen) and train EM3-DIN on it, printing progress
+# and the final metrics table. Arguments go to `em3 train` (e.g. --set epochs=1).
 set -eu
 cd "$(dirname "$0")/.."
 ./tools/build.sh >/dev/null
-BUILD_DIR="${EM3_BUILD_DIR:-build}"
-"$BUILD_DIR/tools/em3" check models/em3_din.em3
-"$BUILD_DIR/tools/em3" ir models/em3_din.em3 "$@"
+EM3="${EM3_BUILD_DIR:-build}/tools/em3"
+[ -f data/gen/dataset.yaml ] || "$EM3" data gen --out data/gen --size default --seed 1
+exec "$EM3" train models/em3_din.em3 --data data/gen --set epochs=2 "$@"

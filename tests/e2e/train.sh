@@ -2,7 +2,7 @@
 # tests/e2e/train.sh — em3 train / eval / predict end to end on generated data: a run folder
 # with every file, metrics in a plausible band, a NaN loss stopping training with the step
 # named and the last good checkpoint intact, a corrupt checkpoint refused and not
-# overwritten, and (when ../shared/data is present) DIN on the real FuxiCTR CTR samples.
+# overwritten, a run folder never trained into twice, and (when ../shared/data is present) DIN on the real FuxiCTR CTR samples.
 # Usage: train.sh EM3_BINARY SOURCE_DIR WORK_DIR
 set -eu
 EM3=$1 SRC=$2 W=$3
@@ -38,8 +38,15 @@ cp "$W/run/last.ckpt" "$W/saved.ckpt"
 printf 'X' | dd of="$W/run/last.ckpt" bs=1 seek=4000 conv=notrunc 2>/dev/null
 if "$EM3" train --resume "$W/run" --no-progress >"$W/out.txt" 2>&1; then fail "resumed from a corrupt checkpoint"; fi
 grep -q "corrupt" "$W/out.txt" || fail "no clear message for a corrupt checkpoint"
-cmp -s "$W/run/last.ckpt" "$W/saved.ckpt" && fail "the corruption vanished?"
-printf 'X' | cmp -s - /dev/null || true
+cmp -s "$W/run/last.ckpt" "$W/saved.ckpt" && fail "the corrupt checkpoint was overwritten"
+
+# a run folder is never trained into twice
+cp "$W/run/log.jsonl" "$W/saved.jsonl"
+if "$EM3" train "$SRC/models/din.em3" --data "$W/data" --out "$W/run" $SET >"$W/out.txt" 2>&1; then
+    fail "trained into a folder that holds a run"
+fi
+grep -q "already holds a run: continue it with --resume" "$W/out.txt" || fail "no clear message for a taken run folder"
+cmp -s "$W/run/log.jsonl" "$W/saved.jsonl" || fail "the earlier run's log changed"
 
 REAL="$SRC/../shared/data/ctr-samples/fuxictr-tiny-csv"
 if [ -d "$REAL" ]; then
@@ -50,4 +57,4 @@ if [ -d "$REAL" ]; then
 else
     echo "note: $REAL is absent; the real-data run is skipped"
 fi
-echo "ok: train, eval, predict, NaN stop, corrupt checkpoint"
+echo "ok: train, eval, predict, NaN stop, corrupt checkpoint, taken run folder"
