@@ -289,25 +289,47 @@ static value b_permute(elab *e, int self, const value *a, em3_loc loc) {
     return emit_permute(e, x, perm, rank, loc);
 }
 
+/* concat(xs, axis = -1) joins along an existing axis; stack(xs, axis = 0) along a new one. */
 static value b_concat(elab *e, int self, const value *a, em3_loc loc) {
-    (void)self;
+    const char *name = table[self].name;
+    bool stack = !strcmp(name, "stack");
     if (a[0].kind != V_LIST || a[0].list.n == 0) {
-        elab_error(e, loc, "concat needs a non-empty list of tensors");
+        elab_error(e, loc, "%s needs a non-empty list of tensors", name);
         return v_error();
     }
     int n = a[0].list.n;
     if (n > 64) { /* the IR's operand limit */
-        elab_error(e, loc, "concat of %d tensors: at most 64 can be joined at once (concat groups of them)", n);
+        elab_error(e, loc, "%s of %d tensors: at most 64 can be joined at once (%s groups of them)", name, n,
+                   name);
         return v_error();
     }
     int *in = em3_arena_alloc(e->arena, sizeof(int) * (size_t)n);
     for (int i = 0; i < n; i++)
         if ((in[i] = as_tensor(e, &a[0].list.items[i], -1, loc)) < 0) return v_error();
-    if (n == 1) return v_tensor(in[0]);
-    int64_t axis = -1;
+    int64_t axis = stack ? 0 : -1;
     if (given(&a[1]) && !as_int(e, &a[1], loc, "axis", &axis)) return v_error();
-    int ax = norm_axis(e, axis, type_of(e, in[0])->rank, loc);
+    const em3_type *t0 = type_of(e, in[0]);
+    int ax = norm_axis(e, axis, t0->rank + stack, loc);
     if (ax < 0) return v_error();
+    if (stack) {
+        if (t0->rank + 1 > EM3_MAX_RANK) {
+            elab_error(e, loc, "tensors have at most %d dimensions", EM3_MAX_RANK);
+            return v_error();
+        }
+        for (int i = 0; i < n; i++) {
+            const em3_type *t = type_of(e, in[i]);
+            if (!em3_type_eq(t, t0)) {
+                char s0[EM3_TYPE_STR_MAX], si[EM3_TYPE_STR_MAX];
+                elab_error(e, loc, "stack needs tensors of one type: element 0 is %s, element %d is %s",
+                           em3_type_str(t0, s0, sizeof s0), i, em3_type_str(t, si, sizeof si));
+                return v_error();
+            }
+            int64_t dims[EM3_MAX_RANK + 1];
+            for (int k = 0, j = 0; k <= t->rank; k++) dims[k] = k == ax ? 1 : t->dim[j++];
+            in[i] = emit_reshape(e, in[i], dims, t->rank + 1, loc);
+        }
+    }
+    if (n == 1) return v_tensor(in[0]);
     em3_node p = em3_node_proto(EM3_OP_CONCAT, loc);
     em3_node_set_i(&p, "axis", ax);
     return v_tensor(emit(e, &p, in, n, loc));
@@ -507,6 +529,7 @@ static const builtin table[] = {
     {"transpose", "x a b", 1, b_transpose, EM3_OP_TRANSPOSE},
     {"permute", "x perm", 2, b_permute, EM3_OP_TRANSPOSE},
     {"concat", "xs axis", 1, b_concat, EM3_OP_CONCAT},
+    {"stack", "xs axis", 1, b_concat, EM3_OP_CONCAT},
     {"unsqueeze", "x axis", 2, b_unsqueeze, EM3_OP_RESHAPE},
     {"squeeze", "x axis", 2, b_squeeze, EM3_OP_RESHAPE},
     {"flatten", "x", 1, b_flatten, EM3_OP_RESHAPE},

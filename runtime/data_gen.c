@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "data_internal.h"
 #include "ir/support.h"
@@ -351,7 +350,7 @@ static char *path_in(const char *dir, const char *name) {
 
 static bool make_dir(const char *dir, const char *sub, char *err, size_t errlen) {
     char *p = sub ? path_in(dir, sub) : em3_xstrdup(dir);
-    bool ok = mkdir(p, 0755) == 0 || errno == EEXIST;
+    bool ok = em3_mkdir_p(p);
     if (!ok) em3_data_fail(err, errlen, "%s: cannot create: %s", p, strerror(errno));
     free(p);
     return ok;

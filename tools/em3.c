@@ -54,6 +54,8 @@ int em3_cmd_help(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+    /* log lines of a long run reach a pipe or file as they are written, not at exit */
+    setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 2) {
         overview(stderr);
         return 2;

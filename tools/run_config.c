@@ -175,7 +175,14 @@ bool em3_run_config_finish(em3_run_config *rc, char *err, size_t errlen) {
     return true;
 }
 
+/* 0.9, not 0.90000000000000002: the shortest text that reads back to the same value */
+static const char *shortest(double v, char num[static 32]) {
+    em3_format_double(num, 32, v);
+    return num;
+}
+
 void em3_run_config_write(const em3_run_config *rc, FILE *out) {
+    char num[32];
     fprintf(out, "# em3 run configuration, resolved (em3 train --set KEY=VALUE sets these)\n");
     if (rc->model) fprintf(out, "model: %s\n", rc->model);
     if (rc->data) fprintf(out, "data: %s\n", rc->data);
@@ -185,7 +192,7 @@ void em3_run_config_write(const em3_run_config *rc, FILE *out) {
         fprintf(out, "%s: ", o->key);
         switch (o->k) {
         case K_INT: fprintf(out, "%lld\n", (long long)*(const int64_t *)at); break;
-        case K_FLOAT: fprintf(out, "%.17g\n", *(const double *)at); break;
+        case K_FLOAT: fprintf(out, "%s\n", shortest(*(const double *)at, num)); break;
         case K_BOOL: fprintf(out, "%s\n", *(const bool *)at ? "true" : "false"); break;
         case K_STR: fprintf(out, "%s\n", *(const char *const *)at); break;
         case K_OPTIM: fprintf(out, "%s\n", em3_optim_kind_name(*(const em3_optim_kind *)at)); break;
@@ -193,8 +200,9 @@ void em3_run_config_write(const em3_run_config *rc, FILE *out) {
     }
     for (int i = 0; i < rc->optim.n_groups; i++) {
         const em3_param_group *g = &rc->groups[i];
-        fprintf(out, "group.%s: %s\nlr.%s: %.17g\n", g->name, g->pattern ? g->pattern : "", g->name, g->lr);
-        if (g->weight_decay >= 0) fprintf(out, "wd.%s: %.17g\n", g->name, g->weight_decay);
+        fprintf(out, "group.%s: %s\nlr.%s: %s\n", g->name, g->pattern ? g->pattern : "", g->name,
+                shortest(g->lr, num));
+        if (g->weight_decay >= 0) fprintf(out, "wd.%s: %s\n", g->name, shortest(g->weight_decay, num));
     }
     for (int i = 0; i < rc->n_consts; i++) fprintf(out, "const.%s: %s\n", rc->consts[i].name, rc->consts[i].value);
 }

@@ -31,7 +31,8 @@ static const char mlp_source[] = "import \"lib/nn.em3\"\n"
                                  "    }\n"
                                  "}\n";
 
-/* DIN and EM3-DIN at test size: every dimension small, every structure kept. */
+/* The ranking models and their EM3 versions at test size: every dimension small, every
+ * structure kept. */
 static const em3_const_override din_sizes[] = {
     {"d", "8"}, {"seq", "5"}, {"items", "50"}, {"users", "20"},
 };
@@ -51,10 +52,15 @@ typedef struct {
     bool tables;   /* has embedding tables: lazy optimizers update them sparsely */
 } model_case;
 
+#define SIZES(s) s, sizeof s / sizeof *s
 static const model_case models[] = {
     {"mlp", NULL, mlp_source, NULL, 0, 0, false},
-    {"din", "din.em3", NULL, din_sizes, sizeof din_sizes / sizeof *din_sizes, 0, true},
-    {"em3_din", "em3_din.em3", NULL, em3_din_sizes, sizeof em3_din_sizes / sizeof *em3_din_sizes, 30, true},
+    {"din", "din.em3", NULL, SIZES(din_sizes), 0, true},
+    {"dcnv2", "dcnv2.em3", NULL, SIZES(din_sizes), 0, true},
+    {"deepfm", "deepfm.em3", NULL, SIZES(din_sizes), 0, true},
+    {"em3_din", "em3_din.em3", NULL, SIZES(em3_din_sizes), 30, true},
+    {"em3_dcnv2", "em3_dcnv2.em3", NULL, SIZES(em3_din_sizes), 30, true},
+    {"em3_deepfm", "em3_deepfm.em3", NULL, SIZES(em3_din_sizes), 30, true},
 };
 
 static em3_module *compile_model(const model_case *mc, const char *passes, const em3_optim_config *cfg) {
