@@ -210,7 +210,7 @@ LLVMValueRef cg_scalar(em3_cg *cg, const em3_node *n, const em3_dtype *in_dt, co
                                                      LLVMBuildFMul(b, sech2, inner, ""), ""), "");
         return LLVMBuildFMul(b, a[1], d, "");
     }
-    default: EM3_ASSERT(0, "cg_scalar has no formula for %s", em3_op_name(n->op));
+    default: EM3_UNREACHABLE("cg_scalar has no formula for %s", em3_op_name(n->op));
     }
 }
 

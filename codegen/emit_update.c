@@ -68,7 +68,7 @@ void cg_emit_update(em3_cg *cg, int id) {
         np = SUB(base, DIV(MUL(lr, DIV(m, bc1)), denom));
         break;
     }
-    default: EM3_ASSERT(0, "emit_update of %s", em3_op_name(n->op));
+    default: EM3_UNREACHABLE("emit_update of %s", em3_op_name(n->op));
     }
     cg_store(cg, EM3_DTYPE_F32, p, l.i, np);
     cg_loop_end(cg, &l);

@@ -41,7 +41,7 @@ static double eval_scalar(em3_op op, double x) {
     case EM3_OP_SOFTPLUS: return fmax(x, 0) + log1p(exp(-fabs(x)));
     case EM3_OP_GELU: return 0.5 * x * (1 + tanh(sqrt(2 / M_PI) * (x + 0.044715 * x * x * x)));
     case EM3_OP_STOP_GRADIENT: return x;
-    default: EM3_ASSERT(0, "no compile-time form for %s", em3_op_name(op));
+    default: EM3_UNREACHABLE("no compile-time form for %s", em3_op_name(op));
     }
 }
 

@@ -669,7 +669,7 @@ static flow exec_stmt(elab *e, scope *s, instance *in, const ast *st, ctx_kind c
             e->name_hint = hint;
         }
         break;
-    default: EM3_ASSERT(0, "statement kind %d in a statement list", (int)st->kind);
+    default: EM3_UNREACHABLE("statement kind %d in a statement list", (int)st->kind);
     }
     return fl;
 }

@@ -294,7 +294,7 @@ static value fold(elab *e, ast_op op, const value *a, const value *b, em3_loc lo
     case AST_OP_MATMUL:
         elab_error(e, loc, "'@' multiplies tensors, not numbers");
         return v_error();
-    default: EM3_ASSERT(0, "operator %d folded", (int)op);
+    default: EM3_UNREACHABLE("operator %d folded", (int)op);
     }
     elab_error(e, loc, "division by zero");
     return v_error();
@@ -695,6 +695,6 @@ static value eval_node(elab *e, scope *s, const ast *x) {
     case AST_SLICE:
         elab_error(e, x->loc, "a slice a:b is only valid inside [ ]");
         return v_error();
-    default: EM3_ASSERT(0, "expression kind %d", (int)x->kind);
+    default: EM3_UNREACHABLE("expression kind %d", (int)x->kind);
     }
 }

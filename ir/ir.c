@@ -283,7 +283,7 @@ void em3_module_remove_func(em3_module *m, em3_func *f) {
             func_free(f);
             return;
         }
-    EM3_ASSERT(0, "function not in module");
+    EM3_UNREACHABLE("function not in module");
 }
 
 const char *em3_global_kind_name(em3_global_kind k) {

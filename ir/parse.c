@@ -561,7 +561,7 @@ static bool parse_attr_value(parser *p, pnode *n, int slot, const em3_attr_spec 
         return v->s != NULL;
     case EM3_ATTR_SYMBOL: break;
     }
-    EM3_ASSERT(0, "attribute kind '%c' reached the brace list", s->kind);
+    EM3_UNREACHABLE("attribute kind '%c' reached the brace list", s->kind);
 }
 
 /* {name = value, ...}: each attribute of the op's spec at most once, in any order. */

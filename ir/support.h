@@ -16,6 +16,10 @@
         if (!(cond)) em3_assert_fail(__FILE__, __LINE__, #cond, __VA_ARGS__);                 \
     } while (0)
 
+/* A case the code's own invariants exclude; a plain call so that every compiler mode knows the
+ * function does not return past it. */
+#define EM3_UNREACHABLE(...) em3_assert_fail(__FILE__, __LINE__, "unreachable", __VA_ARGS__)
+
 _Noreturn void em3_assert_fail(const char *file, int line, const char *cond, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 

@@ -151,7 +151,7 @@ static void emit_update(opt_state *s, const update *u, double wd, int lr) {
         op = sparse ? EM3_OP_SPARSE_ADAGRAD_UPDATE : EM3_OP_ADAGRAD_UPDATE;
         in[n++] = state_of(s, &u->g, "adagrad_acc", c->adagrad_init);
         break;
-    default: EM3_ASSERT(0, "optimizer kind %d", (int)c->kind);
+    default: EM3_UNREACHABLE("optimizer kind %d", (int)c->kind);
     }
     em3_node p = em3_node_proto(op, u->g.loc);
     em3_node_set_f(&p, "wd", wd);

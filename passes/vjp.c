@@ -23,7 +23,7 @@ em3_vjp_fn *em3_op_vjp(em3_op op) { return vjp_table[op]; }
 #define K(x) em3_b_const(B, (x), EM3_DTYPE_F32)
 
 void no_vjp(em3_vjp *v) {
-    EM3_ASSERT(0, "%s has no differentiable operand, yet autodiff asked for its VJP",
+    EM3_UNREACHABLE("%s has no differentiable operand, yet autodiff asked for its VJP",
                em3_op_name(v->n->op));
 }
 

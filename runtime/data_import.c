@@ -336,7 +336,7 @@ static bool csv_value(importer *im, int i, int sp, const em3_field *fd, const wh
     case EM3_COL_LABEL:
         return im->counting || encode_number(im, i, fd->p, fd->len, w, new_row(im, i, sp));
     }
-    EM3_ASSERT(0, "column kind %d", (int)f->kind);
+    EM3_UNREACHABLE("column kind %d", (int)f->kind);
 }
 
 /* Reads a CSV file whose rows all belong to split `fixed`, or (fixed < 0) to the split the

@@ -92,7 +92,7 @@ static double draw(const em3_init *init, double xavier, em3_rng *r) {
     case EM3_INIT_UNIFORM: return init->a * (2.0 * em3_rng_uniform(r) - 1.0);
     case EM3_INIT_XAVIER: return xavier * (2.0 * em3_rng_uniform(r) - 1.0);
     }
-    EM3_ASSERT(0, "bad init kind %d", (int)init->kind);
+    EM3_UNREACHABLE("bad init kind %d", (int)init->kind);
 }
 
 void em3_init_fill(em3_init init, const int64_t *dims, int rank, const char *name, uint64_t seed,

@@ -204,7 +204,7 @@ static double unary(const em3_node *n, double x) {
     case EM3_OP_SOFTPLUS: return fmax(x, 0.0) + log1p(exp(-fabs(x)));
     case EM3_OP_CAST: return n->attr[0].i == EM3_DTYPE_I32 ? trunc(x) : x;
     case EM3_OP_STOP_GRADIENT: return x;
-    default: EM3_ASSERT(0, "ref_unary has no formula for %s", em3_op_name(n->op));
+    default: EM3_UNREACHABLE("ref_unary has no formula for %s", em3_op_name(n->op));
     }
 }
 
@@ -229,7 +229,7 @@ static double binary(em3_op op, double a, double b) {
         double t = tanh(c * (a + 0.044715 * a * a * a));
         return b * (0.5 * (1 + t) + 0.5 * a * (1 - t * t) * c * (1 + 3 * 0.044715 * a * a));
     }
-    default: EM3_ASSERT(0, "ref_binary has no formula for %s", em3_op_name(op));
+    default: EM3_UNREACHABLE("ref_binary has no formula for %s", em3_op_name(op));
     }
 }
 
@@ -306,7 +306,7 @@ static bool ref_reduce(em3_run *r, int id) {
         case EM3_OP_SUM:
         case EM3_OP_MEAN: *acc += x[i]; break;
         case EM3_OP_MAX: *acc = isnan(x[i]) || x[i] > *acc ? x[i] : *acc; break;
-        default: EM3_ASSERT(0, "ref_reduce has no formula for %s", em3_op_name(n->op));
+        default: EM3_UNREACHABLE("ref_reduce has no formula for %s", em3_op_name(n->op));
         }
     }
     if (n->op == EM3_OP_MEAN)
@@ -796,7 +796,7 @@ static void step_rows(const em3_node *nd, double *p, const double *g, double *s0
             p[i] -= lr * mhat / (sqrt(vhat) + em3_node_f(nd, "eps"));
             break;
         }
-        default: EM3_ASSERT(0, "step_rows has no formula for %s", em3_op_name(nd->op));
+        default: EM3_UNREACHABLE("step_rows has no formula for %s", em3_op_name(nd->op));
         }
     }
 }

@@ -300,7 +300,7 @@ static double element(const em3_npy *a, int64_t i) {
     case EM3_NPY_U8: return *p;
     case EM3_NPY_BOOL: return *p != 0;
     }
-    EM3_ASSERT(0, "npy dtype %d", (int)a->dtype);
+    EM3_UNREACHABLE("npy dtype %d", (int)a->dtype);
 }
 
 void em3_npy_to_f64(const em3_npy *a, double *out) {
