@@ -146,3 +146,69 @@ bool em3_checkpoint_load(em3_exec *x, const char *path, em3_train_state *s, char
     em3_st_free(f);
     return ok;
 }
+
+/* The tensor of `f` that parameter `name` starts from under the rewrites of `map`. */
+static const em3_st_tensor *init_source(const em3_st_file *f, const char *name, const char *map) {
+    if (!map || !*map) return em3_st_find(f, name);
+    char key[1024];
+    for (const char *r = map; *r;) {
+        size_t len = strcspn(r, ","), colon = strcspn(r, ":");
+        if (colon < len) {
+            const char *to = r + colon + 1;
+            size_t to_len = len - colon - 1;
+            if (!strncmp(name, to, to_len)) {
+                snprintf(key, sizeof key, "%.*s%s", (int)colon, r, name + to_len);
+                return em3_st_find(f, key);
+            }
+        }
+        r += len + (r[len] == ',');
+    }
+    return NULL;
+}
+
+bool em3_checkpoint_init(em3_exec *x, const char *path, const char *map, int *loaded, int *total,
+                         char *err, size_t errlen) {
+    const em3_module *m = em3_exec_module(x);
+    char sub[768];
+    *loaded = *total = 0;
+    for (const char *r = map; r && *r;) {
+        size_t len = strcspn(r, ",");
+        if (strcspn(r, ":") >= len) {
+            snprintf(err, errlen, "init_map '%s': each rule is FROM:TO (prefixes of names), rules joined by ','", map);
+            return false;
+        }
+        r += len + (r[len] == ',');
+    }
+    em3_st_file *f = em3_st_read(path, sub, sizeof sub);
+    if (!f) {
+        snprintf(err, errlen, "cannot load the initial weights: %s", sub);
+        return false;
+    }
+    bool ok = true;
+    for (int pass = 0; pass < 2 && ok; pass++) { /* check everything, then copy */
+        for (int g = 0; g < m->n_global && ok; g++) {
+            const em3_global *gl = &m->global[g];
+            if (gl->kind != EM3_GLOBAL_PARAM && gl->kind != EM3_GLOBAL_FROZEN) continue;
+            const em3_st_tensor *t = init_source(f, gl->name, map);
+            if (pass == 0) ++*total;
+            if (!t) continue;
+            bool fits = t->rank == gl->type.rank &&
+                        t->dtype == (gl->type.dtype == EM3_DTYPE_I32 ? EM3_MODEL_I32 : EM3_MODEL_F32);
+            for (int d = 0; fits && d < t->rank; d++) fits = t->shape[d] == gl->type.dim[d];
+            if (!fits) {
+                char ty[EM3_TYPE_STR_MAX];
+                ok = (snprintf(err, errlen, "initial weights %s: tensor %s for parameter %s (%s) has another "
+                                            "shape or type",
+                               path, t->name, gl->name, em3_type_str(&gl->type, ty, sizeof ty)), false);
+            } else if (pass == 1) {
+                memcpy(em3_exec_global(x, gl->name), t->data, (size_t)em3_type_numel(&gl->type, 1) * 4);
+                ++*loaded;
+            }
+        }
+    }
+    if (ok && *loaded == 0)
+        ok = (snprintf(err, errlen, "initial weights %s: no tensor matches a parameter of the model%s", path,
+                       map && *map ? " under init_map" : " (rename with init_map=FROM:TO)"), false);
+    em3_st_free(f);
+    return ok;
+}

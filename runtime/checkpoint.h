@@ -31,4 +31,14 @@ bool em3_checkpoint_save(em3_exec *x, const char *path, const em3_train_state *s
 bool em3_checkpoint_load(em3_exec *x, const char *path, em3_train_state *s, char *err,
                          size_t errlen);
 
+/* Starts a model from another run's weights: every parameter (trainable or frozen) of x
+ * whose name is found in the safetensors file `path` (a checkpoint, or weights from any tool)
+ * takes that tensor. `map` ("FROM:TO,FROM:TO", may be NULL) renames: a parameter named
+ * TO + rest is looked up as FROM + rest, by the first rule whose TO prefixes it, so one
+ * pretrained module can start several copies. Optimizer state starts fresh. False (changing
+ * nothing) when a found tensor has another shape or type, or when no parameter is found;
+ * *loaded and *total count the parameters filled and those that could have been. */
+bool em3_checkpoint_init(em3_exec *x, const char *path, const char *map, int *loaded, int *total,
+                         char *err, size_t errlen);
+
 #endif

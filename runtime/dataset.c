@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "data_internal.h"
+#include "init.h"
 #include "ir/support.h"
 
 struct em3_dataset {
@@ -27,6 +28,8 @@ struct em3_dataset {
     char **const_name; /* the description's model_constants */
     int64_t *const_value;
     int n_const;
+    const em3_dataset *parent; /* a view borrows the parent's cache, tables and constants */
+    int32_t *view_ids;
 };
 
 static const char *const split_names[EM3_SPLIT_COUNT] = {"train", "valid", "test"};
@@ -219,24 +222,72 @@ done:
 }
 
 void em3_dataset_free(em3_dataset *ds) {
-    if (ds) {
-        for (int i = 0; i < ds->n_const; i++) free(ds->const_name[i]);
-        free(ds->const_name);
-        free(ds->const_value);
-    }
     if (!ds) return;
-    em3_cache_close(&ds->cache);
     for (int sp = 0; sp < EM3_SPLIT_COUNT; sp++) free(ds->col[sp]);
+    if (ds->parent) {
+        free(ds->view_ids);
+        free(ds);
+        return;
+    }
+    for (int i = 0; i < ds->n_const; i++) free(ds->const_name[i]);
+    free(ds->const_name);
+    free(ds->const_value);
+    em3_cache_close(&ds->cache);
     free(ds->table);
     free(ds->in_train);
     free(ds->cache_path);
     free(ds);
 }
 
+em3_dataset *em3_dataset_items_view(const em3_dataset *parent, double valid_fraction, uint64_t seed,
+                                    char *err, size_t errlen) {
+    if (parent->n_table == 0) {
+        em3_data_fail(err, errlen, "dataset %s has no item tables to train on", em3_dataset_name(parent));
+        return NULL;
+    }
+    int64_t items = parent->table[0].rows, n = items - 1;
+    int64_t n_valid = (int64_t)((double)n * valid_fraction + 0.5);
+    if (n < 2 || n_valid < 1 || n_valid >= n) {
+        em3_data_fail(err, errlen, "dataset %s: %lld items cannot be split with a valid fraction of %g",
+                      em3_dataset_name(parent), (long long)n, valid_fraction);
+        return NULL;
+    }
+    em3_dataset *v = em3_xcalloc(1, sizeof *v);
+    v->parent = parent;
+    v->reused = parent->reused;
+    v->table = parent->table;
+    v->n_table = parent->n_table;
+    v->const_name = parent->const_name;
+    v->const_value = parent->const_value;
+    v->n_const = parent->n_const;
+    /* ids 1..n in a seeded order: the first n_valid are held out */
+    v->view_ids = em3_xmalloc(sizeof(int32_t) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) v->view_ids[i] = (int32_t)(i + 1);
+    em3_rng r;
+    em3_rng_seed(&r, seed ^ 0x5EEDFACEu);
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = (int64_t)em3_rng_below(&r, (uint64_t)i + 1);
+        int32_t t = v->view_ids[i];
+        v->view_ids[i] = v->view_ids[j];
+        v->view_ids[j] = t;
+    }
+    const int64_t rows[EM3_SPLIT_COUNT] = {n - n_valid, n_valid, 0};
+    const int32_t *at[EM3_SPLIT_COUNT] = {v->view_ids + n_valid, v->view_ids, v->view_ids};
+    v->n_col = 1;
+    for (int sp = 0; sp < EM3_SPLIT_COUNT; sp++) {
+        v->col[sp] = em3_xcalloc(1, sizeof *v->col[sp]);
+        v->col[sp][0] = (em3_column){.name = "item", .kind = EM3_COL_CATEGORICAL, .dtype = EM3_DTYPE_I32,
+                                     .rows = rows[sp], .vocab = items, .data = at[sp]};
+    }
+    return v;
+}
+
 /* ---- access ------------------------------------------------------------------------------------ */
 
-const char *em3_dataset_name(const em3_dataset *ds) { return ds->cache.name; }
-const char *em3_dataset_cache_path(const em3_dataset *ds) { return ds->cache_path; }
+const char *em3_dataset_name(const em3_dataset *ds) { return ds->parent ? ds->parent->cache.name : ds->cache.name; }
+const char *em3_dataset_cache_path(const em3_dataset *ds) {
+    return ds->parent ? ds->parent->cache_path : ds->cache_path;
+}
 bool em3_dataset_cache_reused(const em3_dataset *ds) { return ds->reused; }
 int em3_dataset_column_count(const em3_dataset *ds) { return ds->n_col; }
 int em3_dataset_table_count(const em3_dataset *ds) { return ds->n_table; }
@@ -276,6 +327,7 @@ bool em3_dataset_is_cold(const em3_dataset *ds, int32_t item) {
 }
 
 const char *em3_dataset_token(const em3_dataset *ds, const char *column, int64_t id) {
+    if (ds->parent) return em3_dataset_token(ds->parent, column, id);
     const em3_column *c = em3_dataset_find(ds, EM3_SPLIT_TRAIN, column);
     if (!c) c = em3_dataset_find_table(ds, column);
     if (!c) return NULL;

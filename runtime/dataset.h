@@ -56,6 +56,13 @@ typedef struct {
 em3_dataset *em3_dataset_open(const char *path, const em3_data_options *o, char *err, size_t errlen);
 void em3_dataset_free(em3_dataset *ds);
 
+/* The items of `parent` as a dataset of their own, for training on item content alone
+ * (`em3 pretrain`): one column "item" holding the ids 1 .. items-1 of the item tables in a
+ * seeded order, a `valid_fraction` of them held out as the valid split, no test split and no
+ * label. It borrows the parent's item tables and constants: free it before the parent. */
+em3_dataset *em3_dataset_items_view(const em3_dataset *parent, double valid_fraction, uint64_t seed,
+                                    char *err, size_t errlen);
+
 const char *em3_dataset_name(const em3_dataset *ds);
 const char *em3_dataset_cache_path(const em3_dataset *ds);
 bool em3_dataset_cache_reused(const em3_dataset *ds); /* false: imported by this open */

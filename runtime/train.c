@@ -128,6 +128,33 @@ static void feeder_fill(feeder *fd, const int64_t *rows, int64_t n, int64_t step
 
 /* ---- evaluation ------------------------------------------------------------------------------ */
 
+/* The row-weighted mean of @forward's loss over split s: what a label-free objective (the
+ * contrastive pretraining of a content encoder) is evaluated by. */
+static bool evaluate_loss(em3_exec *x, const em3_dataset *ds, em3_split s, const em3_train_config *c,
+                          em3_eval_result *out, char *err, size_t errlen) {
+    const em3_compiled_func *ff = em3_exec_func(x, "forward");
+    EM3_ASSERT(ff, "no compiled @forward");
+    int64_t rows = out->rows, chunk = c->eval_batch_size;
+    feeder fd;
+    if (!feeder_init(&fd, ff, ds, s, c, chunk, err, errlen)) return false;
+    int64_t *idx = em3_xmalloc(sizeof(int64_t) * (size_t)chunk);
+    double sum = 0;
+    bool ok = true;
+    for (int64_t at = 0; at < rows && ok; at += chunk) {
+        int64_t n = rows - at < chunk ? rows - at : chunk;
+        for (int64_t i = 0; i < n; i++) idx[i] = at + i;
+        feeder_fill(&fd, idx, n, 0, NULL);
+        ok = em3_exec_run(x, "forward", n, fd.in, fd.n, err, errlen);
+        const float *lp = ok ? em3_exec_output(x, "forward", "loss", NULL) : NULL;
+        if (ok && !lp) ok = fail(err, errlen, "@forward has no output 'loss'");
+        if (ok) sum += (double)*lp * (double)n;
+    }
+    out->loss = sum / (double)rows;
+    free(idx);
+    feeder_free(&fd);
+    return ok;
+}
+
 bool em3_evaluate(em3_exec *x, const em3_dataset *ds, em3_split s, const em3_train_config *c,
                   em3_eval_result *out, char *err, size_t errlen) {
     const em3_compiled_func *pf = em3_exec_func(x, "predict");
@@ -135,8 +162,11 @@ bool em3_evaluate(em3_exec *x, const em3_dataset *ds, em3_split s, const em3_tra
     int64_t rows = em3_dataset_rows(ds, s), chunk = c->eval_batch_size;
     memset(out, 0, sizeof *out);
     out->rows = rows;
+    out->loss = out->auc = out->gauc = out->avg_auc = out->logloss = NAN;
+    out->auc_cold = out->auc_warm = out->logloss_cold = out->logloss_warm = NAN;
     if (rows == 0) return fail(err, errlen, "the %s split is empty", em3_split_name(s));
     const char *label = em3_dataset_label(ds);
+    if (!label) return evaluate_loss(x, ds, s, c, out, err, errlen);
     const em3_column *lab = label ? em3_dataset_find(ds, s, label) : NULL;
     if (!lab || lab->dtype != EM3_DTYPE_F32 || lab->rank != 0)
         return fail(err, errlen, "dataset %s has no f32 label column", em3_dataset_name(ds));
@@ -162,7 +192,6 @@ bool em3_evaluate(em3_exec *x, const em3_dataset *ds, em3_split s, const em3_tra
         out->logloss = em3_logloss(y, score, NULL, rows);
         const char *gname = em3_dataset_group(ds);
         const em3_column *g = gname ? em3_dataset_find(ds, s, gname) : NULL;
-        out->gauc = out->avg_auc = NAN;
         if (g && g->dtype == EM3_DTYPE_I32) {
             em3_gauc_result gr = em3_gauc(y, score, g->data, NULL, rows);
             out->gauc = gr.gauc;
@@ -171,7 +200,6 @@ bool em3_evaluate(em3_exec *x, const em3_dataset *ds, em3_split s, const em3_tra
         }
         const char *iname = em3_dataset_item(ds);
         const em3_column *it = iname ? em3_dataset_find(ds, s, iname) : NULL;
-        out->auc_cold = out->auc_warm = out->logloss_cold = out->logloss_warm = NAN;
         if (it && it->dtype == EM3_DTYPE_I32) {
             bool *cold = em3_xmalloc((size_t)rows), *warm = em3_xmalloc((size_t)rows);
             for (int64_t i = 0; i < rows; i++) {
@@ -194,14 +222,16 @@ bool em3_evaluate(em3_exec *x, const em3_dataset *ds, em3_split s, const em3_tra
     return ok;
 }
 
-void em3_eval_print_header(FILE *out) {
-    fprintf(out, "%-8s %9s %8s %8s %8s %9s %9s %9s\n", "split", "rows", "AUC", "gAUC", "logloss",
-            "AUC cold", "AUC warm", "cold rows");
+void em3_eval_print_header(FILE *out, const em3_dataset *ds) {
+    if (!em3_dataset_label(ds)) fprintf(out, "%-8s %9s %8s\n", "split", "rows", "loss");
+    else fprintf(out, "%-8s %9s %8s %8s %8s %9s %9s %9s\n", "split", "rows", "AUC", "gAUC", "logloss",
+                 "AUC cold", "AUC warm", "cold rows");
 }
 
 void em3_eval_print_row(FILE *out, const char *name, const em3_eval_result *r) {
-    fprintf(out, "%-8s %9lld %8.4f %8.4f %8.4f %9.4f %9.4f %9lld\n", name, (long long)r->rows, r->auc,
-            r->gauc, r->logloss, r->auc_cold, r->auc_warm, (long long)r->rows_cold);
+    if (!isnan(r->loss)) fprintf(out, "%-8s %9lld %8.4f\n", name, (long long)r->rows, r->loss);
+    else fprintf(out, "%-8s %9lld %8.4f %8.4f %8.4f %9.4f %9.4f %9lld\n", name, (long long)r->rows, r->auc,
+                 r->gauc, r->logloss, r->auc_cold, r->auc_warm, (long long)r->rows_cold);
 }
 
 /* ---- the monitor: a weighted sum of metrics, larger is better -------------------------------- */
@@ -229,8 +259,13 @@ static bool monitor_value(const char *spec, const em3_eval_result *r, double *ou
         else if (len == 4 && !strncmp(p, "gauc", 4)) m = r->gauc;
         else if (len == 7 && !strncmp(p, "logloss", 7)) m = r->logloss;
         else if (len == 8 && !strncmp(p, "auc_cold", 8)) m = r->auc_cold;
-        else return fail(err, errlen, "monitor '%s': unknown metric '%.*s' (auc, gauc, logloss, auc_cold)",
+        else if (len == 4 && !strncmp(p, "loss", 4)) m = r->loss;
+        else return fail(err, errlen, "monitor '%s': unknown metric '%.*s' (auc, gauc, logloss, auc_cold, loss)",
                          spec, (int)len, p);
+        if (isnan(m))
+            return fail(err, errlen, "monitor '%s': the evaluation has no %.*s (%s)", spec, (int)len, p,
+                        isnan(r->loss) ? "the dataset has labels: monitor auc, gauc, logloss or auc_cold"
+                                       : "a dataset without labels is evaluated by its loss: monitor -loss");
         total += sign * coef * m;
         p += len;
         while (*p == ' ') p++;
@@ -300,18 +335,27 @@ static bool evaluate_and_schedule(loop *L, bool *stop, char *err, size_t errlen)
     }
     double secs = now() - L->t_start;
     double epoch = (double)L->st.step / (double)L->steps_per_epoch;
-    fprintf(L->log, "[eval %lld] epoch %.2f step %lld: valid AUC %.4f gAUC %.4f logloss %.4f "
-                    "(cold AUC %.4f, warm AUC %.4f) monitor %.4f%s%s\n",
-            (long long)L->st.evals, epoch, (long long)L->st.step, r.auc, r.gauc, r.logloss,
-            r.auc_cold, r.auc_warm, v, better ? " (best)" : "", reduced ? ", learning rate reduced" : "");
-    fprintf(L->jsonl, "{\"event\":\"eval\",\"epoch\":%.4f,\"step\":%lld,\"seconds\":%.3f,\"auc\":%.6f,"
-                      "\"gauc\":%.6f,\"logloss\":%.6f,\"auc_cold\":%.6f,\"auc_warm\":%.6f,\"monitor\":%.6f,"
-                      "\"best\":%s,\"lr\":%g}\n",
-            epoch, (long long)L->st.step, secs, r.auc, isnan(r.gauc) ? -1 : r.gauc,
-            r.logloss, isnan(r.auc_cold) ? -1 : r.auc_cold, isnan(r.auc_warm) ? -1 : r.auc_warm, v,
-            better ? "true" : "false", L->st.lr[0]);
-    fprintf(L->csv, "%.4f,%lld,%.3f,%.6f,%.6f,%.6f,%.6f,%.6f,%g\n", epoch,
-            (long long)L->st.step, secs, r.auc, r.gauc, r.logloss, r.auc_cold, r.auc_warm, L->st.lr[0]);
+    const char *mark = better ? " (best)" : "", *cut = reduced ? ", learning rate reduced" : "";
+    if (!isnan(r.loss)) {
+        fprintf(L->log, "[eval %lld] epoch %.2f step %lld: valid loss %.4f monitor %.4f%s%s\n",
+                (long long)L->st.evals, epoch, (long long)L->st.step, r.loss, v, mark, cut);
+        fprintf(L->jsonl, "{\"event\":\"eval\",\"epoch\":%.4f,\"step\":%lld,\"seconds\":%.3f,\"loss\":%.6f,"
+                          "\"monitor\":%.6f,\"best\":%s,\"lr\":%g}\n",
+                epoch, (long long)L->st.step, secs, r.loss, v, better ? "true" : "false", L->st.lr[0]);
+    } else {
+        fprintf(L->log, "[eval %lld] epoch %.2f step %lld: valid AUC %.4f gAUC %.4f logloss %.4f "
+                        "(cold AUC %.4f, warm AUC %.4f) monitor %.4f%s%s\n",
+                (long long)L->st.evals, epoch, (long long)L->st.step, r.auc, r.gauc, r.logloss,
+                r.auc_cold, r.auc_warm, v, mark, cut);
+        fprintf(L->jsonl, "{\"event\":\"eval\",\"epoch\":%.4f,\"step\":%lld,\"seconds\":%.3f,\"auc\":%.6f,"
+                          "\"gauc\":%.6f,\"logloss\":%.6f,\"auc_cold\":%.6f,\"auc_warm\":%.6f,\"monitor\":%.6f,"
+                          "\"best\":%s,\"lr\":%g}\n",
+                epoch, (long long)L->st.step, secs, r.auc, isnan(r.gauc) ? -1 : r.gauc,
+                r.logloss, isnan(r.auc_cold) ? -1 : r.auc_cold, isnan(r.auc_warm) ? -1 : r.auc_warm, v,
+                better ? "true" : "false", L->st.lr[0]);
+    }
+    fprintf(L->csv, "%.4f,%lld,%.3f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%g\n", epoch, (long long)L->st.step, secs,
+            r.loss, r.auc, r.gauc, r.logloss, r.auc_cold, r.auc_warm, L->st.lr[0]);
     fflush(L->jsonl);
     fflush(L->csv);
     if (better && !save(L, "best.ckpt", err, errlen)) return false;
@@ -369,7 +413,7 @@ bool em3_train(em3_exec *x, const em3_dataset *ds, const em3_train_config *c, bo
         if (L.csv) fclose(L.csv);
         return fail(err, errlen, "cannot write the logs in %s: %s", c->out_dir, strerror(errno));
     }
-    if (!resume) fprintf(L.csv, "epoch,step,seconds,auc,gauc,logloss,auc_cold,auc_warm,lr\n");
+    if (!resume) fprintf(L.csv, "epoch,step,seconds,loss,auc,gauc,logloss,auc_cold,auc_warm,lr\n");
 
     feeder fd;
     int64_t bs = c->batch_size;
@@ -429,8 +473,9 @@ bool em3_train(em3_exec *x, const em3_dataset *ds, const em3_train_config *c, bo
     free(perm);
     feeder_free(&fd);
     if (ok) {
-        fprintf(log, "trained %lld steps in %.1f s; best monitor %.4f at step %lld\n", (long long)L.st.step,
-                now() - L.t_start, L.st.best, (long long)L.st.best_step);
+        fprintf(log, "trained %lld steps in %.1f s", (long long)L.st.step, now() - L.t_start);
+        if (L.st.evals) fprintf(log, "; best monitor %.4f at step %lld", L.st.best, (long long)L.st.best_step);
+        fputc('\n', log);
         if (L.st.evals) {
             char *pb = run_path(c, "best.ckpt");
             em3_train_state best;
@@ -441,7 +486,7 @@ bool em3_train(em3_exec *x, const em3_dataset *ds, const em3_train_config *c, bo
     if (ok) {
         em3_eval_result r;
         fputc('\n', log);
-        em3_eval_print_header(log);
+        em3_eval_print_header(log, ds);
         ok = em3_evaluate(x, ds, EM3_SPLIT_VALID, c, &r, err, errlen);
         if (ok) em3_eval_print_row(log, "valid", &r);
         if (ok && c->eval_test && em3_dataset_rows(ds, EM3_SPLIT_TEST) > 0) {

@@ -44,12 +44,14 @@ typedef struct {
 em3_train_config em3_train_defaults(void);
 
 typedef struct {
+    double loss; /* a dataset without labels (em3 pretrain): the mean @forward loss; else NaN */
     double auc, gauc, avg_auc, logloss, excluded;
     double auc_cold, logloss_cold, auc_warm, logloss_warm;
     int64_t rows, rows_cold;
 } em3_eval_result;
 
-/* Scores every row of split s (the last partial batch included) and computes the metrics. */
+/* Scores every row of split s (the last partial batch included) and computes the metrics; on a
+ * dataset without a label, the mean loss of @forward instead. */
 bool em3_evaluate(em3_exec *x, const em3_dataset *ds, em3_split s, const em3_train_config *c,
                   em3_eval_result *out, char *err, size_t errlen);
 
@@ -60,7 +62,7 @@ bool em3_train(em3_exec *x, const em3_dataset *ds, const em3_train_config *c, bo
                FILE *log, char *err, size_t errlen);
 
 /* Prints "split | AUC | gAUC | logloss | ... " rows. */
-void em3_eval_print_header(FILE *out);
+void em3_eval_print_header(FILE *out, const em3_dataset *ds);
 void em3_eval_print_row(FILE *out, const char *name, const em3_eval_result *r);
 
 #endif

@@ -150,7 +150,9 @@ static void default_out_dir(em3_run_config *rc, char *buf, size_t n) {
     for (int k = 2; holds_run(buf) && k < 1000; k++) snprintf(buf + len, n - len, "-%d", k);
 }
 
-int em3_cmd_train(int argc, char **argv) {
+/* `em3 train`, and `em3 pretrain` (cmd "pretrain"): the same loop over the dataset's item
+ * tables alone, monitored by the validation loss. */
+static int train_command(int argc, char **argv, const char *cmd) {
     static const struct option longopts[] = {
         EM3_SOURCE_OPTIONS,
         {"data", required_argument, 0, OPT_DATA},
@@ -162,6 +164,10 @@ int em3_cmd_train(int argc, char **argv) {
     em3_source_opts so = {0};
     em3_run_config rc;
     em3_run_config_init(&rc);
+    if (!strcmp(cmd, "pretrain")) {
+        rc.items_only = true;
+        rc.train.monitor = "-loss";
+    }
     const char *resume = NULL;
     char err[1024], outbuf[4096];
     bool ok = true;
@@ -185,11 +191,11 @@ int em3_cmd_train(int argc, char **argv) {
             const char *eq = strchr(optarg, '=');
             char key[256];
             if (!eq || eq == optarg) {
-                ok = !em3_usage_error("train", "--set needs KEY=VALUE, got '%s'", optarg);
+                ok = !em3_usage_error(cmd, "--set needs KEY=VALUE, got '%s'", optarg);
                 continue;
             }
             snprintf(key, sizeof key, "%.*s", (int)(eq - optarg), optarg);
-            if (!em3_run_config_set(&rc, key, eq + 1, err, sizeof err)) ok = !em3_usage_error("train", "%s", err);
+            if (!em3_run_config_set(&rc, key, eq + 1, err, sizeof err)) ok = !em3_usage_error(cmd, "%s", err);
             continue;
         }
         if (em3_source_option(&so, c, optarg, &ok)) continue;
@@ -198,13 +204,13 @@ int em3_cmd_train(int argc, char **argv) {
         case OPT_OUT: rc.train.out_dir = optarg; break;
         case OPT_CONFIG: case OPT_RESUME: break;
         case OPT_NOPROG: rc.train.progress = false; break;
-        default: ok = false; em3_usage_error("train", "unknown option"); break;
+        default: ok = false; em3_usage_error(cmd, "unknown option"); break;
         }
     }
     if (ok && optind < argc) rc.model = argv[optind++];
-    if (ok && (!rc.model || optind != argc)) ok = !em3_usage_error("train", "expected one model file");
-    if (ok && !rc.data) ok = !em3_usage_error("train", "--data DATASET is required");
-    if (ok && !em3_run_config_finish(&rc, err, sizeof err)) ok = !em3_usage_error("train", "%s", err);
+    if (ok && (!rc.model || optind != argc)) ok = !em3_usage_error(cmd, "expected one model file");
+    if (ok && !rc.data) ok = !em3_usage_error(cmd, "--data DATASET is required");
+    if (ok && !em3_run_config_finish(&rc, err, sizeof err)) ok = !em3_usage_error(cmd, "%s", err);
     if (!ok) {
         em3_source_opts_free(&so);
         em3_run_config_free(&rc);
@@ -224,15 +230,22 @@ int em3_cmd_train(int argc, char **argv) {
     int status = 1;
     em3_diag *d = em3_diag_create(stderr);
     em3_data_options dopt = {0};
-    em3_dataset *ds = em3_dataset_open(rc.data, &dopt, err, sizeof err);
+    em3_dataset *source = em3_dataset_open(rc.data, &dopt, err, sizeof err), *ds = source;
+    if (source && rc.items_only) ds = em3_dataset_items_view(source, rc.items_valid, rc.train.seed, err, sizeof err);
     em3_module *m = ds ? compile_model(&rc, &so, ds, true, d) : NULL;
     em3_jit *j = m ? jit(m, &rc, d, stderr) : NULL;
     em3_exec *x = j ? executor(m, j, rc.train.seed) : NULL;
+    int loaded, total;
     if (!ds) {
         user_error("%s", err);
     } else if (x && !em3_exec_bind_dataset(x, ds, err, sizeof err)) {
         user_error("%s", err);
+    } else if (x && !resume && *rc.init &&
+               !em3_checkpoint_init(x, rc.init, rc.init_map, &loaded, &total, err, sizeof err)) {
+        user_error("%s", err);
     } else if (x) {
+        if (!resume && *rc.init)
+            fprintf(stderr, "init: %d of %d parameters from %s\n", loaded, total, rc.init);
         if (!em3_mkdir_p(rc.train.out_dir)) {
             user_error("cannot create %s: %s", rc.train.out_dir, strerror(errno));
         } else {
@@ -252,18 +265,22 @@ int em3_cmd_train(int argc, char **argv) {
     em3_exec_free(x);
     em3_jit_free(j);
     em3_module_free(m);
-    em3_dataset_free(ds);
+    if (ds != source) em3_dataset_free(ds);
+    em3_dataset_free(source);
     em3_diag_free(d);
     em3_source_opts_free(&so);
     em3_run_config_free(&rc);
     return status;
 }
 
+int em3_cmd_train(int argc, char **argv) { return train_command(argc, argv, "train"); }
+int em3_cmd_pretrain(int argc, char **argv) { return train_command(argc, argv, "pretrain"); }
+
 /* eval and predict: a run folder's model.ir and checkpoint, on a split of a dataset. */
 typedef struct {
     em3_run_config rc;
     em3_diag *d;
-    em3_dataset *ds;
+    em3_dataset *source, *ds; /* ds: source itself, or its items (a pretraining run) */
     em3_module *m;
     em3_jit *j;
     em3_exec *x;
@@ -290,11 +307,14 @@ static bool open_run(scoring *s, const char *run, const char *data, const char *
         }
         if (!s->m) ok = (snprintf(err, errlen, "cannot read the compiled model %s", pm), false);
     }
-    if (ok) { /* only @predict is needed to score */
-        while (s->m->n_func > 0 && strcmp(s->m->func[0]->name, "predict")) em3_module_remove_func(s->m, s->m->func[0]);
-        while (s->m->n_func > 1) em3_module_remove_func(s->m, s->m->func[1]);
+    if (ok) { /* only @predict is needed to score (and @forward, for a label-free run's loss) */
+        for (int i = s->m->n_func - 1; i >= 0; i--)
+            if (strcmp(s->m->func[i]->name, "predict") && (!s->rc.items_only || strcmp(s->m->func[i]->name, "forward")))
+                em3_module_remove_func(s->m, s->m->func[i]);
         em3_data_options dopt = {0};
-        s->ds = em3_dataset_open(data ? data : s->rc.data, &dopt, err, errlen);
+        s->ds = s->source = em3_dataset_open(data ? data : s->rc.data, &dopt, err, errlen);
+        if (s->source && s->rc.items_only)
+            s->ds = em3_dataset_items_view(s->source, s->rc.items_valid, s->rc.train.seed, err, errlen);
         ok = s->ds != NULL;
     }
     if (ok) ok = (s->j = jit(s->m, &s->rc, s->d, NULL)) != NULL;
@@ -319,7 +339,8 @@ static void close_run(scoring *s) {
     em3_exec_free(s->x);
     em3_jit_free(s->j);
     em3_module_free(s->m);
-    em3_dataset_free(s->ds);
+    if (s->ds != s->source) em3_dataset_free(s->ds);
+    em3_dataset_free(s->source);
     em3_diag_free(s->d);
     em3_run_config_free(&s->rc);
 }
@@ -355,7 +376,7 @@ int em3_cmd_eval(int argc, char **argv) {
         !em3_evaluate(s.x, s.ds, split, &s.rc.train, &r, err, sizeof err)) {
         user_error("%s", err);
     } else {
-        em3_eval_print_header(stdout);
+        em3_eval_print_header(stdout, s.ds);
         em3_eval_print_row(stdout, em3_split_name(split), &r);
         status = 0;
     }

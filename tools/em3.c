@@ -29,7 +29,7 @@ static void overview(FILE *out) {
 /* A command's help; `train` appends the table of run options it shares with --set. */
 static void print_help(const em3_command *c, FILE *out) {
     fputs(c->help, out);
-    if (c->fn == em3_cmd_train) em3_run_config_help(out);
+    if (c->fn == em3_cmd_train || c->fn == em3_cmd_pretrain) em3_run_config_help(out);
 }
 
 static const em3_command *find(const char *name) {

@@ -38,7 +38,7 @@ static const option options[] = {
     {"clip_norm", K_FLOAT, O(clip_norm), "clip the global gradient norm to this (0: off)"},
     {"lazy", K_BOOL, O(lazy), "update only the touched rows of embedding tables"},
     {"adagrad_init", K_FLOAT, O(adagrad_init), "Adagrad's initial accumulator value"},
-    {"monitor", K_STR, T(monitor), "early-stopping monitor: auc, gauc, -logloss, or a sum like gauc+0.5*auc"},
+    {"monitor", K_STR, T(monitor), "early-stopping monitor: auc, gauc, -logloss, -loss, or a sum like gauc+0.5*auc"},
     {"patience", K_INT, T(patience), "evaluations without improvement before stopping (0: never)"},
     {"lr_factor", K_FLOAT, T(lr_factor), "reduce-on-plateau factor"},
     {"lr_patience", K_INT, T(lr_patience), "evaluations without improvement before reducing rates (0: off)"},
@@ -51,6 +51,10 @@ static const option options[] = {
     {"max_batch", K_INT, R(max_batch), "rows the compiled code is planned for (0: the larger batch size)"},
     {"opt_level", K_INT, R(opt_level), "compiler optimisation level, 0 or 2"},
     {"no_mem_reuse", K_BOOL, R(no_mem_reuse), "give every value its own memory (debugging)"},
+    {"init", K_STR, R(init), "start the parameters from these weights (a checkpoint or safetensors file)"},
+    {"init_map", K_STR, R(init_map), "renames for init, FROM:TO name prefixes: content.:em3.content."},
+    {"items_only", K_BOOL, R(items_only), "train on the item tables alone, ids 1..n-1 (em3 pretrain)"},
+    {"items_valid", K_FLOAT, R(items_valid), "with items_only: the fraction of items held out to validate"},
 };
 enum { N_OPTIONS = sizeof options / sizeof *options };
 
@@ -64,6 +68,8 @@ void em3_run_config_init(em3_run_config *rc) {
     rc->train = em3_train_defaults();
     rc->optim = em3_optim_defaults();
     rc->opt_level = 2;
+    rc->init = rc->init_map = "";
+    rc->items_valid = 0.1;
 }
 
 void em3_run_config_free(em3_run_config *rc) {
@@ -144,6 +150,11 @@ bool em3_run_config_set(em3_run_config *rc, const char *key, const char *value, 
         *(key[0] == 'l' ? &g->lr : &g->weight_decay) = x;
         return true;
     }
+    for (int i = 0; i < rc->n_consts; i++) /* the last --set of a constant wins */
+        if (!strcmp(rc->consts[i].name, key)) {
+            rc->consts[i].value = keep(rc, value);
+            return true;
+        }
     rc->consts = em3_xrealloc(rc->consts, sizeof(*rc->consts) * (size_t)(rc->n_consts + 1));
     rc->consts[rc->n_consts++] = (em3_const_override){keep(rc, key), keep(rc, value), false};
     return true;
