@@ -10,6 +10,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -473,9 +474,15 @@ bool em3_train(em3_exec *x, const em3_dataset *ds, const em3_train_config *c, bo
     free(perm);
     feeder_free(&fd);
     if (ok) {
-        fprintf(log, "trained %lld steps in %.1f s", (long long)L.st.step, now() - L.t_start);
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        double secs = now() - L.t_start, peak_mb = (double)ru.ru_maxrss / 1024.0;
+        fprintf(log, "trained %lld steps in %.1f s; peak memory %.0f MB", (long long)L.st.step, secs, peak_mb);
         if (L.st.evals) fprintf(log, "; best monitor %.4f at step %lld", L.st.best, (long long)L.st.best_step);
         fputc('\n', log);
+        /* this session's figures (a resumed run's are its own part) */
+        fprintf(L.jsonl, "{\"event\":\"done\",\"step\":%lld,\"seconds\":%.3f,\"peak_rss_mb\":%.1f}\n",
+                (long long)L.st.step, secs, peak_mb);
         if (L.st.evals) {
             char *pb = run_path(c, "best.ckpt");
             em3_train_state best;

@@ -1,0 +1,77 @@
+#!/bin/sh
+# bench/experiments.sh — the EM3 experiment grid: ranking models × EM3 variants × seeds on the
+# built-in generated dataset, then bench/experiments_report.py turns the run folders into
+# docs/results.md's tables and docs/img/*.png plots. Runs already finished (their log.jsonl
+# has the "done" record) are kept, so an interrupted grid continues where it stopped.
+#
+# usage: bench/experiments.sh [--size small|default] [--seeds "1 2 3"] [--epochs N]
+#                             [--only "NAME ..."] [--out DIR] [--no-report]
+# Every run: batch 256, Adam lr 1e-3, early stopping on valid AUC (patience 2), the test
+# split scored once with the best weights. The data is generated with seed 1; --seeds are the
+# seeds of the weights and the batch order.
+set -eu
+cd "$(dirname "$0")/.."
+SIZE=small SEEDS="1 2 3" EPOCHS=5 ONLY="" OUT="" REPORT=1
+while [ $# -gt 0 ]; do
+    case $1 in
+    --size) SIZE=$2; shift 2 ;;
+    --seeds) SEEDS=$2; shift 2 ;;
+    --epochs) EPOCHS=$2; shift 2 ;;
+    --only) ONLY=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    --no-report) REPORT=0; shift ;;
+    *) echo "usage: bench/experiments.sh [--size S] [--seeds LIST] [--epochs N] [--only NAMES] [--out DIR] [--no-report]" >&2
+       exit 2 ;;
+    esac
+done
+OUT=${OUT:-runs/experiments-$SIZE}
+./tools/build.sh >/dev/null
+EM3="${EM3_BUILD_DIR:-build}/tools/em3"
+DATA=data/gen-$SIZE
+[ -f "$DATA/dataset.yaml" ] || "$EM3" data gen --out "$DATA" --size "$SIZE" --seed 1 >/dev/null
+mkdir -p "$OUT"
+
+MAP="init_map=content.:em3.content.,content.:em3.behaviour."
+# name | model | --set options (PT stands for the seed's pretrained content encoder)
+GRID="din|din|
+dcnv2|dcnv2|
+deepfm|deepfm|
+em3_din|em3_din|
+em3_dcnv2|em3_dcnv2|
+em3_deepfm|em3_deepfm|
+preextracted_din|em3_din|encoder=frozen history=frozen init=PT $MAP
+em3_din-from_pretrained|em3_din|init=PT $MAP
+em3_din-no_fqf|em3_din|fqf=false
+em3_din-no_cic|em3_din|cic_weight=0
+em3_din-history_frozen|em3_din|history=frozen
+em3_din-history_all|em3_din|history=all"
+
+finished() { grep -q '"event":"done"' "$1/log.jsonl" 2>/dev/null; }
+selected() { [ -z "$ONLY" ] || echo " $ONLY " | grep -q " $1 "; }
+
+for seed in $SEEDS; do
+    PT="$OUT/pretrain-s$seed"
+    if selected pretrain || echo "$GRID" | grep -q "init=PT"; then
+        if ! finished "$PT"; then
+            rm -rf "$PT"
+            echo "== pretrain (seed $seed)"
+            "$EM3" pretrain models/pretrain_content.em3 --data "$DATA" --out "$PT" --no-progress \
+                --set seed="$seed" --set epochs=20 --set patience=3 >"$OUT/pretrain-s$seed.log" 2>&1
+        fi
+    fi
+    echo "$GRID" | while IFS='|' read -r name model sets; do
+        selected "$name" || continue
+        run="$OUT/$name-s$seed"
+        finished "$run" && continue
+        rm -rf "$run"
+        echo "== $name (seed $seed)"
+        args=""
+        for s in $sets; do args="$args --set $(echo "$s" | sed "s|PT|$PT/best.ckpt|")"; done
+        # shellcheck disable=SC2086
+        "$EM3" train "models/$model.em3" --data "$DATA" --out "$run" --no-progress --set seed="$seed" \
+            --set epochs="$EPOCHS" --set patience=2 $args >"$run.log" 2>&1 || { echo "FAILED: see $run.log"; exit 1; }
+        grep -E '^(valid|test) ' "$run.log"
+    done
+done
+[ "$REPORT" = 1 ] && python3 bench/experiments_report.py "$OUT" --size "$SIZE"
+exit 0
