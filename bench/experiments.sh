@@ -1,7 +1,8 @@
 #!/bin/sh
 # bench/experiments.sh — the EM3 experiment grid: ranking models × EM3 variants × seeds on the
-# built-in generated dataset, then bench/experiments_report.py turns the run folders into
-# docs/results.md's tables and docs/img/*.png plots. Runs already finished (their log.jsonl
+# built-in generated dataset; then the embeddings of EM3-DIN with and without CIC are exported
+# and drawn (bench/plot_embeddings.py), and bench/experiments_report.py turns the run folders
+# into docs/results.md's tables and docs/img/*.png plots. Runs already finished (their log.jsonl
 # has the "done" record) are kept, so an interrupted grid continues where it stopped.
 #
 # usage: bench/experiments.sh [--size small|default] [--seeds "1 2 3"] [--epochs N]
@@ -73,5 +74,13 @@ for seed in $SEEDS; do
         grep -E '^(valid|test) ' "$run.log"
     done
 done
+# the paper's visualisation: item content and ID embeddings, with and without CIC
+if finished "$OUT/em3_din-s1" && finished "$OUT/em3_din-no_cic-s1"; then
+    [ -f "$DATA/items/topic.npy" ] || "$EM3" data gen --out "$DATA" --size "$SIZE" --seed 1 >/dev/null
+    for r in em3_din-s1 em3_din-no_cic-s1; do "$EM3" export-embeddings "$OUT/$r" >/dev/null; done
+    mkdir -p docs/img
+    /usr/bin/python3 bench/plot_embeddings.py --topics "$DATA/items/topic.npy" --out "docs/img/embeddings-$SIZE.png" \
+        "EM3-DIN=$OUT/em3_din-s1" "EM3-DIN without CIC=$OUT/em3_din-no_cic-s1" >"$OUT/embeddings.txt"
+fi
 [ "$REPORT" = 1 ] && python3 bench/experiments_report.py "$OUT" --size "$SIZE"
 exit 0

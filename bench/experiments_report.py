@@ -109,7 +109,7 @@ def main():
                 f.write(f"{e} {statistics.mean(by_epoch[e]):.6f}\n")
             f.write("\n\n")
     png1 = os.path.join(img, f"experiments-{a.size}-valid-auc.png")
-    plot(png1, f'set terminal png size 800,500\nset output "{png1}"\nset key bottom right\n'
+    plot(png1, f'set terminal png noenhanced size 800,500\nset output "{png1}"\nset key bottom right\n'
                'set xtics 1\nset xlabel "epoch"\nset ylabel "valid AUC (mean over seeds)"\nset grid\n'
                f'plot for [i=0:{len(curves) - 1}] "{dat}" index i using 1:2 with linespoints title columnheader(1)\n')
     # the ablations: test AUC and cold-item AUC with their std over seeds
@@ -124,13 +124,21 @@ def main():
             (a1, s1), (a2, s2) = ms("auc"), ms("auc_cold")
             f.write(f'{i} "{n}" {a1:.6f} {s1:.6f} {a2:.6f} {s2:.6f}\n')
     png2 = os.path.join(img, f"experiments-{a.size}-ablations.png")
-    plot(png2, f'set terminal png size 900,500\nset output "{png2}"\nset style data histogram\n'
+    plot(png2, f'set terminal png noenhanced size 900,500\nset output "{png2}"\nset style data histogram\n'
                'set style histogram errorbars gap 1 lw 1\nset style fill solid 0.6\nset key top left\n'
                'set ylabel "test AUC (mean ± std over seeds)"\nset xtics rotate by -30\nset grid ytics\n'
                'set yrange [0.45:*]\n'
                f'plot "{dat2}" using 3:4:xtic(2) title "all items", "" using 5:6 title "cold items"\n')
     rel = lambda p: os.path.relpath(p, os.path.dirname(a.doc))
     lines += ["", f"![valid AUC per epoch]({rel(png1)})", "", f"![EM3-DIN ablations]({rel(png2)})"]
+    purity = os.path.join(a.out, "embeddings.txt")
+    emb = os.path.join(img, f"embeddings-{a.size}.png")
+    if os.path.exists(purity) and os.path.exists(emb):
+        lines += ["", "Item embeddings of EM3-DIN (seed 1) with and without CIC, exported with `em3 export-embeddings` "
+                  "and drawn by `bench/plot_embeddings.py` (2-D PCA, coloured by the generator's latent topic). "
+                  "Topic purity: the share of an item's 10 nearest neighbours (cosine, full dimension) that "
+                  "share its topic.", "", "```"] + open(purity).read().strip().splitlines() + ["```", "",
+                  f"![item embeddings]({rel(emb)})"]
     begin, end = f"<!-- experiments:{a.size}:begin -->", f"<!-- experiments:{a.size}:end -->"
     block = begin + "\n" + "\n".join(lines) + "\n" + end
     doc = open(a.doc).read() if os.path.exists(a.doc) else "# Results\n"

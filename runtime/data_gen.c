@@ -563,8 +563,13 @@ static bool write_dataset(const char *dir, const world *w, const em3_gen_options
     }
     char *items_dir = path_in(dir, "items");
     int64_t ishape[3] = {w->items, PATCHES, PATCH_DIM}, tshape[2] = {w->items, TEXT_LEN};
+    /* the generator's truth, for colouring plots of learnt embeddings: not a model input */
+    int32_t *topic = em3_xmalloc(sizeof(int32_t) * (size_t)w->items);
+    for (int64_t i = 0; i < w->items; i++) topic[i] = i ? (int32_t)w->top1[i] : -1;
     ok = ok && write_f32(items_dir, "image.npy", 3, ishape, img, err, errlen) &&
-         write_i32(items_dir, "text.npy", 2, tshape, text, err, errlen) && write_yaml(dir, w, o, err, errlen);
+         write_i32(items_dir, "text.npy", 2, tshape, text, err, errlen) &&
+         write_i32(items_dir, "topic.npy", 1, &w->items, topic, err, errlen) && write_yaml(dir, w, o, err, errlen);
+    free(topic);
     free(items_dir);
     return ok;
 }

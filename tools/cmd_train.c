@@ -16,6 +16,7 @@
 #include "driver.h"
 #include "run_config.h"
 #include "runtime/checkpoint.h"
+#include "runtime/npy.h"
 
 enum { OPT_DATA = 256, OPT_OUT, OPT_CONFIG, OPT_RESUME, OPT_NOPROG, OPT_SPLIT, OPT_CKPT, OPT_QUIET };
 
@@ -37,7 +38,6 @@ static char *join(const char *dir, const char *file) {
     return p;
 }
 
-/* The module after the passes a run needs: @train only when training. */
 /* What a dataset tells a model: its model_constants, and the vocabulary of every id column
  * and side table as vocab_NAME — all optional (a model that declares one gets the dataset's
  * value). The run's own --set constants come first and win. */
@@ -233,6 +233,8 @@ static int train_command(int argc, char **argv, const char *cmd) {
     em3_dataset *source = em3_dataset_open(rc.data, &dopt, err, sizeof err), *ds = source;
     if (source && rc.items_only) ds = em3_dataset_items_view(source, rc.items_valid, rc.train.seed, err, sizeof err);
     em3_module *m = ds ? compile_model(&rc, &so, ds, true, d) : NULL;
+    if (m && em3_dataset_label(ds)) /* evaluation scores @predict; @forward's loss is for label-free runs */
+        em3_module_remove_func(m, em3_module_find_func(m, "forward"));
     em3_jit *j = m ? jit(m, &rc, d, stderr) : NULL;
     em3_exec *x = j ? executor(m, j, rc.train.seed) : NULL;
     int loaded, total;
@@ -464,5 +466,114 @@ int em3_cmd_predict(int argc, char **argv) {
         }
     }
     close_run(&s);
+    return status;
+}
+
+/* For each @predict output, whether it depends on no input but `only`: outputs that are a
+ * function of the item id alone (content embeddings) can be computed for every item. */
+static bool *outputs_of_input_alone(const em3_func *f, const char *only) {
+    uint64_t *dep = em3_xcalloc((size_t)f->n_node, sizeof *dep); /* bit k: the k-th input */
+    uint64_t want = 0;
+    for (int i = 0, k = 0; i < f->n_node; i++) {
+        const em3_node *n = &f->node[i];
+        if (n->op == EM3_OP_INPUT) {
+            if (k < 64) dep[i] = 1ull << k;
+            if (!strcmp(em3_node_s(n, "name"), only)) want = dep[i];
+            k++;
+        }
+        for (int j = 0; j < n->n_in; j++) dep[i] |= dep[n->in[j]];
+    }
+    bool *alone = em3_xcalloc((size_t)f->n_out + 1, sizeof *alone);
+    for (int o = 0; o < f->n_out; o++) alone[o] = want && dep[f->out[o].value] == want;
+    free(dep);
+    return alone;
+}
+
+/* Writes every embedding table of the model (a parameter NAME.table, rows × d) as NAME.npy,
+ * and every @predict output that depends on the item id alone, computed for all item ids, as
+ * OUTPUT.npy (row = item id; row 0, the padding id, is zeros). */
+static bool export_embeddings(scoring *s, const char *dir, char *err, size_t errlen) {
+    const em3_module *m = s->m;
+    char path[4096];
+    for (int g = 0; g < m->n_global; g++) {
+        const em3_global *gl = &m->global[g];
+        size_t len = strlen(gl->name);
+        if ((gl->kind != EM3_GLOBAL_PARAM && gl->kind != EM3_GLOBAL_FROZEN) || gl->type.rank != 2 ||
+            len < 6 || strcmp(gl->name + len - 6, ".table"))
+            continue;
+        snprintf(path, sizeof path, "%s/%.*s.npy", dir, (int)len - 6, gl->name);
+        if (!em3_npy_write_f32(path, 2, gl->type.dim, em3_exec_global(s->x, gl->name), err, errlen)) return false;
+        printf("wrote %s [%lld, %lld]: parameter %s\n", path, (long long)gl->type.dim[0], (long long)gl->type.dim[1],
+               gl->name);
+    }
+    const em3_func *f = em3_module_find_func(m, "predict");
+    const em3_compiled_func *pf = em3_exec_func(s->x, "predict");
+    const char *item = em3_dataset_item(s->ds);
+    const em3_node *item_in = NULL;
+    for (int k = 0; k < pf->n_inputs; k++)
+        if (item && !strcmp(em3_node_s(pf->inputs[k], "name"), item)) item_in = pf->inputs[k];
+    if (!item_in || em3_node_i(item_in, "vocab") < 2) return true; /* no per-item outputs to compute */
+    bool *alone = outputs_of_input_alone(f, item);
+    int64_t items = em3_node_i(item_in, "vocab"), chunk = s->rc.train.eval_batch_size;
+    em3_exec_input in[64];
+    void *buf[64] = {0};
+    for (int k = 0; k < pf->n_inputs; k++) { /* the other inputs do not reach these outputs: zeros */
+        buf[k] = em3_xcalloc((size_t)em3_type_numel(&pf->inputs[k]->type, chunk), 4);
+        in[k] = (em3_exec_input){em3_node_s(pf->inputs[k], "name"), buf[k]};
+    }
+    bool ok = true;
+    for (int o = 0; o < f->n_out && ok; o++) {
+        if (!alone[o]) continue;
+        const em3_type *t = &f->node[f->out[o].value].type;
+        int64_t per = em3_type_numel(t, 1); /* one row of the batch */
+        float *all = em3_xcalloc((size_t)(items * per), sizeof(float));
+        for (int64_t at = 1; at < items && ok; at += chunk) {
+            int64_t n = items - at < chunk ? items - at : chunk;
+            for (int k = 0; k < pf->n_inputs; k++)
+                if (pf->inputs[k] == item_in)
+                    for (int64_t i = 0; i < n; i++) ((int32_t *)buf[k])[i] = (int32_t)(at + i);
+            ok = em3_exec_run(s->x, "predict", n, in, pf->n_inputs, err, errlen);
+            if (ok) memcpy(all + at * per, em3_exec_output(s->x, "predict", f->out[o].name, NULL), sizeof(float) * (size_t)(n * per));
+        }
+        snprintf(path, sizeof path, "%s/%s.npy", dir, f->out[o].name);
+        int64_t shape[2] = {items, per};
+        if (ok) ok = em3_npy_write_f32(path, 2, shape, all, err, errlen);
+        if (ok) printf("wrote %s [%lld, %lld]: output %s of every item id\n", path, (long long)items, (long long)per,
+                       f->out[o].name);
+        free(all);
+    }
+    for (int k = 0; k < pf->n_inputs; k++) free(buf[k]);
+    free(alone);
+    return ok;
+}
+
+int em3_cmd_export_embeddings(int argc, char **argv) {
+    static const struct option longopts[] = {{"data", required_argument, 0, OPT_DATA},
+                                             {"checkpoint", required_argument, 0, OPT_CKPT},
+                                             {0, 0, 0, 0}};
+    const char *data = NULL, *ckpt = "best", *out = NULL;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "o:", longopts, NULL)) != -1) {
+        if (c == OPT_DATA) data = optarg;
+        else if (c == OPT_CKPT) ckpt = optarg;
+        else if (c == 'o') out = optarg;
+        else return em3_usage_error("export-embeddings", "unknown option");
+    }
+    if (optind != argc - 1) return em3_usage_error("export-embeddings", "expected one run folder");
+    if (strcmp(ckpt, "best") && strcmp(ckpt, "last"))
+        return em3_usage_error("export-embeddings", "--checkpoint takes best or last");
+    const char *run = argv[optind];
+    char *dflt = join(run, "embeddings");
+    if (!out) out = dflt;
+    scoring s = {0};
+    char err[1024];
+    int status = 1;
+    if (!open_run(&s, run, data, ckpt, err, sizeof err)) user_error("%s", err);
+    else if (!em3_mkdir_p(out)) user_error("cannot create %s: %s", out, strerror(errno));
+    else if (!export_embeddings(&s, out, err, sizeof err)) user_error("%s", err);
+    else status = 0;
+    close_run(&s);
+    free(dflt);
     return status;
 }
