@@ -2,7 +2,8 @@
 # tests/e2e/pretrain.sh — em3 pretrain end to end: CLIP-style pretraining of the content
 # encoder on generated item content lowers the held-out loss, em3 eval reproduces it, and
 # em3 train starts EM3-DIN from it (init + init_map): the frozen history encoder holds exactly
-# the pretrained tensors after training; mistakes in init_map or shapes are refused clearly.
+# the pretrained tensors after training; export-embeddings writes what the model computes;
+# mistakes in init_map or shapes are refused clearly.
 # Usage: pretrain.sh EM3_BINARY SOURCE_DIR WORK_DIR
 set -eu
 EM3=$1 SRC=$2 W=$3
@@ -37,6 +38,36 @@ for k in names:
     assert run["em3.behaviour." + k[8:]] == pre[k], k
 PY
 
+# export-embeddings: the ID table as trained, and each item's content embedding equal to what
+# em3 predict gives for a row with that item
+"$EM3" export-embeddings "$W/run" --checkpoint last >"$W/out.txt" 2>&1 || fail "export-embeddings"
+"$EM3" predict "$W/run" --checkpoint last -o "$W/pred.csv" 2>/dev/null || fail "em3 predict"
+python3 - "$W/run" "$W/data/test/item.npy" "$W/pred.csv" <<'PY' || fail "exported embeddings disagree with the model"
+import ast, csv, struct, sys
+def npy(path):
+    b = open(path, "rb").read()
+    n = struct.unpack("<H", b[8:10])[0]
+    h = ast.literal_eval(b[10:10 + n].decode())
+    fmt = {"<f4": "f", "<i4": "i"}[h["descr"]]
+    count = 1
+    for d in h["shape"]:
+        count *= d
+    return h["shape"], struct.unpack("<%d%s" % (count, fmt), b[10 + n:10 + n + 4 * count])
+run = sys.argv[1]
+shape, content = npy(run + "/embeddings/item_content.npy")
+assert shape == (300, 16), shape
+assert all(v == 0 for v in content[:16]), "row 0 (padding) is not zeros"
+_, items = npy(sys.argv[2])
+rows = list(csv.DictReader(open(sys.argv[3])))
+for r in rows[:50]:
+    item = items[int(r["row"])]
+    want = [float(v) for v in r["item_content"].split()]
+    got = content[item * 16:(item + 1) * 16]
+    assert all(abs(a - b) <= 1e-5 * (1 + abs(b)) for a, b in zip(got, want)), (item, got, want)
+shape, _ = npy(run + "/embeddings/item_id.npy")
+assert shape == (300, 16), shape
+PY
+
 if "$EM3" train "$SRC/models/em3_din.em3" --data "$W/data" --out "$W/bad" $SET --set init="$W/pt/best.ckpt" \
        --set init_map=content.em3 >"$W/out.txt" 2>&1; then fail "accepted a malformed init_map"; fi
 grep -q "each rule is FROM:TO" "$W/out.txt" || fail "no clear message for a malformed init_map"
@@ -44,4 +75,4 @@ if "$EM3" train "$SRC/models/em3_din.em3" --data "$W/data" --out "$W/bad" $SET -
        --set init="$W/pt/best.ckpt" --set "$MAP" >"$W/out.txt" 2>&1; then fail "accepted mismatched shapes"; fi
 grep -q "has another shape or type" "$W/out.txt" || fail "no clear message for mismatched shapes"
 [ ! -e "$W/bad" ] || fail "a refused run left a run folder"
-echo "ok: pretrain, eval of a pretraining run, init + init_map, refused mistakes"
+echo "ok: pretrain, eval of a pretraining run, init + init_map, export-embeddings, refused mistakes"
