@@ -1,11 +1,18 @@
-/* codegen/jit.c — in-process compilation with ORC's LLJIT. The module is optimised before it
- * is handed over (LLJIT does not optimise), and every external symbol is defined from the
- * runtime's one table (em3_rt_symbols), so nothing is looked up by chance in the process. */
+/* codegen/jit.c — in-process compilation with ORC's LLJIT. The lowered module is split into
+ * one part per core (the model's functions and a share of the kernels in the first part, the
+ * other kernels spread over the rest), each part optimised and compiled to an object in its
+ * own thread and LLVM context, and the objects are linked by the JIT: compile time is what
+ * users wait for at every `em3 train`. Every external symbol is defined from the runtime's one
+ * table (em3_rt_symbols), so nothing is looked up by chance in the process. */
+#include <llvm-c/BitReader.h>
+#include <llvm-c/BitWriter.h>
 #include <llvm-c/LLJIT.h>
 #include <llvm-c/Orc.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cg.h"
 
@@ -62,12 +69,103 @@ static void describe(em3_jit *j, int i, LLVMOrcExecutorAddress addr) {
     c->output_types = types;
 }
 
+/* One part of the module: the bitcode of the whole, of which it keeps the bodies of the
+ * functions `keep` selects, compiled to an object in a thread of its own. */
+typedef struct {
+    LLVMMemoryBufferRef bitcode; /* shared, read-only */
+    const bool *keep;            /* per function of the module, in order */
+    LLVMTargetMachineRef tm;     /* this part's own */
+    const em3_codegen_options *o;
+    LLVMMemoryBufferRef object;  /* the result, or NULL with err set */
+    char *err;
+} part;
+
+static void *compile_part(void *arg) {
+    part *p = arg;
+    LLVMContextRef ctx = LLVMContextCreate();
+    LLVMMemoryBufferRef view = LLVMCreateMemoryBufferWithMemoryRange(
+        LLVMGetBufferStart(p->bitcode), LLVMGetBufferSize(p->bitcode), "em3", 0);
+    LLVMModuleRef mod = NULL;
+    bool bad = LLVMParseBitcodeInContext2(ctx, view, &mod);
+    LLVMDisposeMemoryBuffer(view);
+    EM3_ASSERT(!bad, "the JIT cannot read back its own bitcode");
+    int i = 0;
+    for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = LLVMGetNextFunction(f))
+        if (!LLVMIsDeclaration(f) && !p->keep[i++]) /* another part's: a declaration here */
+            for (LLVMBasicBlockRef bb; (bb = LLVMGetFirstBasicBlock(f));) LLVMDeleteBasicBlock(bb);
+    cg_optimize(mod, p->tm, p->o);
+    if (LLVMTargetMachineEmitToMemoryBuffer(p->tm, mod, LLVMObjectFile, &p->err, &p->object)) p->object = NULL;
+    LLVMDisposeModule(mod);
+    LLVMContextDispose(ctx);
+    return NULL;
+}
+
+/* Lowers `m`, splits it into parts and compiles them in parallel; the objects go to `jit`. */
+static bool compile_parts(const em3_module *m, const em3_codegen_options *o, em3_mem_plan **plans,
+                          LLVMOrcLLJITRef jit, em3_diag *d) {
+    LLVMTargetMachineRef tm = cg_target_machine(o, d);
+    if (!tm) return false;
+    LLVMContextRef ctx = LLVMContextCreate();
+    LLVMModuleRef mod = cg_build_module(m, ctx, o, tm, true, plans);
+    LLVMDisposeTargetMachine(tm);
+    /* the model's functions (first part) and the kernels (dealt round-robin), all defined ones
+       external so that the parts link */
+    int n_def = 0, n_kernels = 0;
+    for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = LLVMGetNextFunction(f))
+        if (!LLVMIsDeclaration(f)) n_def++, n_kernels += LLVMGetLinkage(f) == LLVMInternalLinkage;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int n_parts = cores < 1 ? 1 : cores > 8 ? 8 : (int)cores;
+    if (n_parts > n_kernels / 8 + 1) n_parts = n_kernels / 8 + 1; /* a few kernels: not worth a thread */
+    bool *keep = em3_xcalloc((size_t)(n_parts * (n_def ? n_def : 1)), sizeof *keep);
+    int i = 0, k = 0;
+    for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = LLVMGetNextFunction(f)) {
+        if (LLVMIsDeclaration(f)) continue;
+        bool kernel = LLVMGetLinkage(f) == LLVMInternalLinkage;
+        keep[(kernel ? k++ % n_parts : 0) * n_def + i++] = true;
+        if (kernel) LLVMSetLinkage(f, LLVMExternalLinkage);
+    }
+    LLVMMemoryBufferRef bitcode = LLVMWriteBitcodeToMemoryBuffer(mod);
+    LLVMDisposeModule(mod);
+    LLVMContextDispose(ctx);
+    part *parts = em3_xcalloc((size_t)n_parts, sizeof *parts);
+    pthread_t *threads = em3_xcalloc((size_t)n_parts, sizeof *threads);
+    bool *started = em3_xcalloc((size_t)n_parts, sizeof *started), ok = true;
+    for (int p = 0; p < n_parts && ok; p++) {
+        parts[p] = (part){bitcode, keep + p * n_def, cg_target_machine(o, d), o, NULL, NULL};
+        ok = parts[p].tm != NULL;
+    }
+    for (int p = 1; p < n_parts && ok; p++) started[p] = pthread_create(&threads[p], NULL, compile_part, &parts[p]) == 0;
+    for (int p = 0; p < n_parts && ok; p++) /* part 0, and any whose thread did not start, here */
+        if (!started[p]) compile_part(&parts[p]);
+    for (int p = 1; p < n_parts; p++)
+        if (started[p]) pthread_join(threads[p], NULL);
+    for (int p = 0; p < n_parts; p++) {
+        if (ok && parts[p].object) {
+            LLVMErrorRef e = LLVMOrcLLJITAddObjectFile(jit, LLVMOrcLLJITGetMainJITDylib(jit), parts[p].object);
+            parts[p].object = NULL; /* the JIT owns it, even on failure */
+            if (e) ok = llvm_error(d, e, "JIT: cannot add compiled code");
+        } else if (ok) {
+            em3_diag_error(d, (em3_loc){0}, "LLVM cannot compile the model: %s", parts[p].err ? parts[p].err : "?");
+            ok = false;
+        }
+        if (parts[p].object) LLVMDisposeMemoryBuffer(parts[p].object);
+        if (parts[p].tm) LLVMDisposeTargetMachine(parts[p].tm);
+        LLVMDisposeMessage(parts[p].err);
+    }
+    LLVMDisposeMemoryBuffer(bitcode);
+    free(started);
+    free(threads);
+    free(parts);
+    free(keep);
+    return ok;
+}
+
 em3_jit *em3_jit_compile(const em3_module *m, const em3_codegen_options *o, em3_diag *d) {
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (!cg_llvm_init(d)) return NULL;
-    LLVMTargetMachineRef tm = cg_target_machine(o, d);
-    if (!tm) return NULL;
+    LLVMTargetMachineRef jtm = cg_target_machine(o, d); /* the JIT takes ownership of this one */
+    if (!jtm) return NULL;
     em3_jit *j = em3_xcalloc(1, sizeof(*j));
     j->m = m;
     j->n_funcs = m->n_func;
@@ -75,26 +173,16 @@ em3_jit *em3_jit_compile(const em3_module *m, const em3_codegen_options *o, em3_
     j->funcs = em3_xcalloc((size_t)(m->n_func ? m->n_func : 1), sizeof(*j->funcs));
     for (int i = 0; i < m->n_func; i++) j->plans[i] = em3_mem_plan_create(m->func[i], o->max_batch, !o->no_mem_reuse);
 
-    LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
-    LLVMModuleRef mod = cg_build_module(m, LLVMOrcThreadSafeContextGetContext(tsc), o, tm, false, j->plans);
-    LLVMDisposeTargetMachine(tm);
-
-    bool ok = true;
-    LLVMTargetMachineRef jtm = cg_target_machine(o, d); /* the JIT takes ownership of this one */
     LLVMOrcLLJITBuilderRef builder = LLVMOrcCreateLLJITBuilder();
     LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(builder, LLVMOrcJITTargetMachineBuilderCreateFromTargetMachine(jtm));
     LLVMErrorRef e = LLVMOrcCreateLLJIT(&j->jit, builder);
+    bool ok;
     if (e) {
         ok = llvm_error(d, e, "JIT: cannot start");
         j->jit = NULL;
-        LLVMDisposeModule(mod);
     } else {
-        ok = define_runtime_symbols(j, d);
-        LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(mod, tsc);
-        e = LLVMOrcLLJITAddLLVMIRModule(j->jit, LLVMOrcLLJITGetMainJITDylib(j->jit), tsm);
-        if (e) ok = llvm_error(d, e, "JIT: cannot add the module");
+        ok = define_runtime_symbols(j, d) && compile_parts(m, o, j->plans, j->jit, d);
     }
-    LLVMOrcDisposeThreadSafeContext(tsc);
     char sym[256];
     for (int i = 0; ok && i < m->n_func; i++) {
         LLVMOrcExecutorAddress addr = 0;
