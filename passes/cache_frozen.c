@@ -12,7 +12,8 @@
  *
  * Only values whose computation includes a GEMM, attention or layer norm are cached (a plain
  * embedding lookup is already a lookup), only float values, and only when the table fits in
- * 1 GiB. Runs before autodiff; @predict is re-derived from the new @forward. */
+ * 1 GiB; a reshape or broadcast at the edge of the region is redone from the table rather
+ * than cached. Runs before autodiff; @predict is re-derived from the new @forward. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -152,6 +153,16 @@ int em3_pass_cache_frozen(em3_module *m, const em3_pass_ctx *ctx) {
         for (int k = 0; k < f->node[i].n_in; k++)
             if (a.k[i] != K_ROW) leaves[f->node[i].in[k]] = true;
     for (int i = 0; i < f->n_out; i++) leaves[f->out[i].value] = true;
+    /* a reshape or broadcast of a row-wise value costs nothing to redo from the table: cache
+       its operand (a [vocab, d] table, not [vocab, L, d] of L copies) */
+    for (int v = f->n_node - 1; v >= 0; v--) {
+        const em3_node *nd = &f->node[v];
+        if (leaves[v] && a.k[v] == K_ROW && (nd->op == EM3_OP_BROADCAST || nd->op == EM3_OP_RESHAPE) &&
+            a.k[nd->in[0]] == K_ROW && a.src[nd->in[0]] == a.src[v]) {
+            leaves[v] = false;
+            leaves[nd->in[0]] = true;
+        }
+    }
     int n_orig = f->n_node, cached = 0;
     int *redirect = em3_xmalloc(sizeof(int) * (size_t)n);
     for (int v = 0; v < n_orig; v++) redirect[v] = v;
