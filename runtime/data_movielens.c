@@ -488,11 +488,112 @@ static int64_t make_rows(const rating *r, int64_t n, const movie *m, int64_t seq
     return users;
 }
 
-/* ---- the conversion --------------------------------------------------------------------------- */
-
-static void add_extra(em3_data_file *extra, int *n, const char *name, const em3_strbuf *s) {
-    extra[(*n)++] = (em3_data_file){name, s->data ? s->data : "", s->len};
+static void rows_free(rows *rw) {
+    for (int s = 0; s < EM3_SPLIT_COUNT; s++) {
+        free(rw->user[s]);
+        free(rw->item[s]);
+        free(rw->hist[s]);
+        free(rw->click[s]);
+    }
 }
+
+/* The split figures; cold items are those in valid or test rows and in no train row, as the
+ * generator counts them (and em3_dataset_is_cold sees them). */
+static void count_rows(const rows *rw, em3_movielens_summary *sum) {
+    bool *in_train = em3_xcalloc((size_t)sum->items, sizeof *in_train), *counted = em3_xcalloc((size_t)sum->items, 1);
+    for (int64_t k = 0; k < rw->rows[EM3_SPLIT_TRAIN]; k++) in_train[rw->item[EM3_SPLIT_TRAIN][k]] = true;
+    for (int s = 0; s < EM3_SPLIT_COUNT; s++) {
+        sum->rows[s] = rw->rows[s];
+        for (int64_t k = 0; k < rw->rows[s]; k++) {
+            int32_t it = rw->item[s][k];
+            sum->positives[s] += rw->click[s][k] > 0;
+            sum->cold_rows[s] += !in_train[it];
+            sum->cold_items += !in_train[it] && !counted[it];
+            counted[it] |= !in_train[it];
+        }
+    }
+    free(in_train);
+    free(counted);
+}
+
+/* ---- the item tables -------------------------------------------------------------------------- */
+
+typedef struct {
+    tokens *text; /* per item id, every token in order (before truncation) */
+    vocab v;
+    char **genres; /* the image's columns (tokens of `text`, not owned) */
+    int64_t n_genres;
+    float *image;  /* [items, 1, genres] */
+    int32_t *table; /* [items, text_len] */
+} content;
+
+static void make_content(const movie *m, int n_movies, const tag *tags, const em3_movielens_options *o, content *c,
+                         em3_movielens_summary *sum) {
+    int64_t items = sum->items, T = o->text_len;
+    c->text = em3_xcalloc((size_t)items, sizeof *c->text);
+    for (int i = 0; i < n_movies; i++)
+        if (m[i].item) {
+            movie_tokens(&m[i], tags, &c->text[m[i].item]);
+            sum->tagged_items += m[i].n_tags > 0;
+        }
+    build_vocab(c->text, items, o->min_count, &c->v);
+    sum->words = c->v.n + 2;
+    int64_t g = sum->patch_dim = c->n_genres = genre_columns(c->text, items, &c->genres);
+    c->image = em3_xcalloc((size_t)(items * g), sizeof *c->image);
+    c->table = em3_xcalloc((size_t)(items * T), sizeof *c->table);
+    int64_t used = 0;
+    for (int64_t i = 1; i < items; i++) {
+        const tokens *t = &c->text[i];
+        sum->truncated_items += t->n > T;
+        for (int k = 0; k < t->n; k++) {
+            if (k < T) {
+                int32_t id = token_id(&c->v, t->at[k]);
+                c->table[i * T + k] = id;
+                used++;
+                sum->oov_tokens += id == c->v.n + 1;
+            }
+            if (!strncmp(t->at[k], "genre:", 6)) c->image[i * g + genre_column(c->genres, g, t->at[k])] = 1;
+        }
+    }
+    sum->mean_tokens = (double)used / (double)(items - 1);
+}
+
+static void content_free(content *c, int64_t items) {
+    for (int64_t i = 0; c->text && i < items; i++) {
+        tokens_clear(&c->text[i]);
+        free(c->text[i].at);
+    }
+    for (int64_t k = 0; k < c->v.n; k++) free(c->v.token[k]);
+    free(c->v.token);
+    free(c->v.items);
+    free(c->text);
+    free(c->genres);
+    free(c->image);
+    free(c->table);
+}
+
+/* What the ids mean, for reading tables and predictions (not part of the description):
+ * items/text_vocab.tsv, items/genres.txt, items/movies.tsv, users.tsv. */
+enum { ID_FILES = 4 };
+
+static void id_files(const content *c, const movie *m, int n_movies, const rating *r, int64_t n_ratings,
+                     em3_strbuf *f, em3_data_file *out) {
+    em3_sb_printf(&f[0], "id\ttoken\titems\n0\t\t0\n");
+    for (int64_t k = 0; k < c->v.n; k++)
+        em3_sb_printf(&f[0], "%lld\t%s\t%lld\n", (long long)k + 1, c->v.token[k], (long long)c->v.items[k]);
+    em3_sb_printf(&f[0], "%lld\t__OOV__\t0\n", (long long)c->v.n + 1);
+    for (int64_t k = 0; k < c->n_genres; k++) em3_sb_printf(&f[1], "%s\n", c->genres[k] + 6);
+    em3_sb_printf(&f[2], "item\tmovieId\ttitle\n");
+    for (int i = 0; i < n_movies; i++)
+        if (m[i].item) em3_sb_printf(&f[2], "%d\t%lld\t%s\n", m[i].item, (long long)m[i].id, m[i].title);
+    em3_sb_printf(&f[3], "user\tuserId\n");
+    for (int64_t k = 0, u = 0; k < n_ratings; k++)
+        if (!k || r[k].user != r[k - 1].user) em3_sb_printf(&f[3], "%lld\t%lld\n", (long long)++u, (long long)r[k].user);
+    static const char *const names[ID_FILES] = {"items/text_vocab.tsv", "items/genres.txt", "items/movies.tsv", "users.tsv"};
+    for (int k = 0; k < ID_FILES; k++) out[k] = (em3_data_file){names[k], f[k].data ? f[k].data : "", f[k].len};
+}
+
+/* ---- the conversion --------------------------------------------------------------------------- */
 
 bool em3_data_convert_movielens(const char *src, const char *dir, const em3_movielens_options *o,
                                 em3_movielens_summary *out, char *err, size_t errlen) {
@@ -509,82 +610,20 @@ bool em3_data_convert_movielens(const char *src, const char *dir, const em3_movi
     em3_movielens_summary sum = {.seq = o->max_len, .patches = 1, .text_len = o->text_len,
                                  .min_count = o->min_count, .ratings = n_ratings};
     rows rw = {0};
-    tokens *text = NULL;
-    vocab v = {0};
-    char **genres = NULL;
-    float *image = NULL;
-    int32_t *table = NULL;
-    em3_strbuf files[4] = {{0}};
+    content c = {0};
+    em3_strbuf files[ID_FILES] = {{0}};
     if (ok) {
-        /* items: the rated movies, numbered in movieId order */
+        /* items: the rated movies, numbered in movieId order; users likewise in rows */
         for (int64_t k = 0; k < n_ratings; k++) m[r[k].movie].item = 1;
-        int32_t items = 0;
+        sum.items = 1;
         for (int i = 0; i < n_movies; i++)
-            if (m[i].item) m[i].item = ++items;
-        sum.items = items + 1;
+            if (m[i].item) m[i].item = (int32_t)sum.items++;
         qsort(r, (size_t)n_ratings, sizeof *r, by_user_time);
         sum.users = make_rows(r, n_ratings, m, o->max_len, &rw) + 1;
-
-        text = em3_xcalloc((size_t)sum.items, sizeof *text);
-        for (int i = 0; i < n_movies; i++)
-            if (m[i].item) {
-                movie_tokens(&m[i], tags, &text[m[i].item]);
-                sum.tagged_items += m[i].n_tags > 0;
-            }
-        build_vocab(text, sum.items, o->min_count, &v);
-        sum.words = v.n + 2;
-        sum.patch_dim = genre_columns(text, sum.items, &genres);
-        image = em3_xcalloc((size_t)(sum.items * sum.patch_dim), sizeof *image);
-        table = em3_xcalloc((size_t)(sum.items * o->text_len), sizeof *table);
-        int64_t slots = 0;
-        for (int64_t i = 1; i < sum.items; i++) {
-            sum.truncated_items += text[i].n > o->text_len;
-            for (int k = 0; k < text[i].n; k++) {
-                int32_t id = token_id(&v, text[i].at[k]);
-                if (k < o->text_len) {
-                    table[i * o->text_len + k] = id;
-                    slots++;
-                    sum.oov_tokens += id == v.n + 1;
-                }
-                if (!strncmp(text[i].at[k], "genre:", 6))
-                    image[i * sum.patch_dim + genre_column(genres, sum.patch_dim, text[i].at[k])] = 1;
-            }
-        }
-        sum.mean_tokens = (double)slots / (double)(sum.items - 1);
-
-        /* cold items: in valid or test rows, in no train row */
-        bool *in_train = em3_xcalloc((size_t)sum.items, sizeof *in_train), *counted = em3_xcalloc((size_t)sum.items, 1);
-        for (int64_t k = 0; k < rw.rows[EM3_SPLIT_TRAIN]; k++) in_train[rw.item[EM3_SPLIT_TRAIN][k]] = true;
-        for (int s = 0; s < EM3_SPLIT_COUNT; s++) {
-            sum.rows[s] = rw.rows[s];
-            for (int64_t k = 0; k < rw.rows[s]; k++) {
-                int32_t it = rw.item[s][k];
-                sum.positives[s] += rw.click[s][k] > 0;
-                sum.cold_rows[s] += !in_train[it];
-                sum.cold_items += !in_train[it] && !counted[it];
-                counted[it] |= !in_train[it];
-            }
-        }
-        free(in_train);
-        free(counted);
-
-        /* what the ids mean, for reading predictions: not part of the dataset's description */
-        em3_sb_printf(&files[0], "id\ttoken\titems\n0\t\t0\n");
-        for (int64_t k = 0; k < v.n; k++) em3_sb_printf(&files[0], "%lld\t%s\t%lld\n", (long long)k + 1, v.token[k], (long long)v.items[k]);
-        em3_sb_printf(&files[0], "%lld\t__OOV__\t0\n", (long long)v.n + 1);
-        for (int64_t k = 0; k < sum.patch_dim; k++) em3_sb_printf(&files[1], "%s\n", genres[k] + 6);
-        em3_sb_printf(&files[2], "item\tmovieId\ttitle\n");
-        for (int i = 0; i < n_movies; i++)
-            if (m[i].item) em3_sb_printf(&files[2], "%d\t%lld\t%s\n", m[i].item, (long long)m[i].id, m[i].title);
-        em3_sb_printf(&files[3], "user\tuserId\n");
-        for (int64_t k = 0, u = 0; k < n_ratings; k++)
-            if (!k || r[k].user != r[k - 1].user) em3_sb_printf(&files[3], "%lld\t%lld\n", (long long)++u, (long long)r[k].user);
-        em3_data_file extra[4];
-        int n_extra = 0;
-        add_extra(extra, &n_extra, "items/text_vocab.tsv", &files[0]);
-        add_extra(extra, &n_extra, "items/genres.txt", &files[1]);
-        add_extra(extra, &n_extra, "items/movies.tsv", &files[2]);
-        add_extra(extra, &n_extra, "users.tsv", &files[3]);
+        count_rows(&rw, &sum);
+        make_content(m, n_movies, tags, o, &c, &sum);
+        em3_data_file extra[ID_FILES];
+        id_files(&c, m, n_movies, r, n_ratings, files, extra);
 
         char comment[512];
         snprintf(comment, sizeof comment,
@@ -595,7 +634,7 @@ bool em3_data_convert_movielens(const char *src, const char *dir, const em3_movi
                  (long long)o->max_len, o->min_rating, (long long)o->text_len, (long long)o->min_count);
         em3_ctr_data d = {.id = "movielens", .comment = comment, .users = sum.users, .items = sum.items,
                           .seq = o->max_len, .patches = 1, .patch_dim = sum.patch_dim, .text_len = o->text_len,
-                          .words = sum.words, .image = image, .text = table, .extra = extra, .n_extra = n_extra};
+                          .words = sum.words, .image = c.image, .text = c.table, .extra = extra, .n_extra = ID_FILES};
         for (int s = 0; s < EM3_SPLIT_COUNT; s++) {
             d.rows[s] = rw.rows[s];
             d.user[s] = rw.user[s];
@@ -605,29 +644,14 @@ bool em3_data_convert_movielens(const char *src, const char *dir, const em3_movi
         }
         ok = em3_data_write_ctr(dir, &d, err, errlen);
     }
-    for (int s = 0; s < EM3_SPLIT_COUNT; s++) {
-        free(rw.user[s]);
-        free(rw.item[s]);
-        free(rw.hist[s]);
-        free(rw.click[s]);
-    }
-    for (int64_t i = 0; text && i < sum.items; i++) {
-        tokens_clear(&text[i]);
-        free(text[i].at);
-    }
-    for (int64_t k = 0; k < v.n; k++) free(v.token[k]);
-    for (int k = 0; k < 4; k++) em3_sb_free(&files[k]);
+    rows_free(&rw);
+    content_free(&c, sum.items);
+    for (int k = 0; k < ID_FILES; k++) em3_sb_free(&files[k]);
     for (int i = 0; i < n_movies; i++) {
         free(m[i].title);
         free(m[i].genres);
     }
     for (int i = 0; i < n_tags; i++) free(tags[i].text);
-    free(v.token);
-    free(v.items);
-    free(text);
-    free(genres);
-    free(image);
-    free(table);
     free(tags);
     free(r);
     free(m);
