@@ -332,6 +332,8 @@ static void movie_tokens(const movie *m, const tag *tags, tokens *out) {
         if (n) tokens_add(out, lower_token("genre:", g, n));
         g += n + (g[n] == '|');
     }
+    if (!out->n) /* an empty field says what MovieLens spells out; and the image keeps a column */
+        tokens_add(out, em3_xstrdup("genre:(no genres listed)"));
     size_t end;
     const char *year = title_year(m->title, &end);
     if (year) tokens_add(out, lower_token("year:", year, 4));
@@ -541,7 +543,6 @@ static void make_content(const movie *m, int n_movies, const tag *tags, const em
     int64_t g = sum->patch_dim = c->n_genres = genre_columns(c->text, items, &c->genres);
     c->image = em3_xcalloc((size_t)(items * g), sizeof *c->image);
     c->table = em3_xcalloc((size_t)(items * T), sizeof *c->table);
-    int64_t used = 0;
     for (int64_t i = 1; i < items; i++) {
         const tokens *t = &c->text[i];
         sum->truncated_items += t->n > T;
@@ -549,13 +550,12 @@ static void make_content(const movie *m, int n_movies, const tag *tags, const em
             if (k < T) {
                 int32_t id = token_id(&c->v, t->at[k]);
                 c->table[i * T + k] = id;
-                used++;
+                sum->text_tokens++;
                 sum->oov_tokens += id == c->v.n + 1;
             }
             if (!strncmp(t->at[k], "genre:", 6)) c->image[i * g + genre_column(c->genres, g, t->at[k])] = 1;
         }
     }
-    sum->mean_tokens = (double)used / (double)(items - 1);
 }
 
 static void content_free(content *c, int64_t items) {

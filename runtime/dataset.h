@@ -135,8 +135,8 @@ typedef struct {
     int64_t rows[EM3_SPLIT_COUNT], positives[EM3_SPLIT_COUNT];
     int64_t cold_items;                 /* items in valid/test rows but in no train row */
     int64_t cold_rows[EM3_SPLIT_COUNT]; /* ratings of such an item */
-    int64_t tagged_items, truncated_items, oov_tokens; /* of the text table */
-    double mean_tokens;                 /* non-padding text tokens per item */
+    int64_t text_tokens, oov_tokens;    /* non-padding ids in the text table; of them __OOV__ */
+    int64_t tagged_items, truncated_items;
 } em3_movielens_summary;
 
 /* Converts the MovieLens folder `src` (ratings.csv, movies.csv, optionally tags.csv) into a

@@ -153,9 +153,9 @@ static int data_movielens(int argc, char **argv) {
            (long long)s.users - 1, (long long)s.items - 1, (long long)s.cold_items, (long long)s.patch_dim);
     printf("  text: %lld tokens in >= %lld items, + __OOV__; %.1f of %lld token slots used per item, %lld items cut, "
            "%.1f%% OOV, %lld items tagged\n",
-           (long long)s.words - 2, (long long)s.min_count, s.mean_tokens, (long long)s.text_len,
-           (long long)s.truncated_items, 100.0 * (double)s.oov_tokens / (s.mean_tokens * (double)(s.items - 1)),
-           (long long)s.tagged_items);
+           (long long)s.words - 2, (long long)s.min_count, (double)s.text_tokens / (double)(s.items - 1),
+           (long long)s.text_len, (long long)s.truncated_items,
+           s.text_tokens ? 100.0 * (double)s.oov_tokens / (double)s.text_tokens : 0.0, (long long)s.tagged_items);
     print_constants(s.users, s.items, s.seq, s.patches, s.patch_dim, s.text_len, s.words);
     return 0;
 }

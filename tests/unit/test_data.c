@@ -946,13 +946,19 @@ static void test_movielens_errors(void **state) {
     expect_ml_error("movies.csv", "movieId,title,genres\n1,A,Drama\n2,B,Drama\n1,C,Drama\n", "src/movies.csv:4: movie 1 appears again (first at line 2)");
     expect_ml_error("tags.csv", "userId,movieId,tag,timestamp\n3,1,a,1\n3,1,\"b,c\",2,9\n", "src/tags.csv:3: 5 fields, but the header has 4");
     expect_ml_error("tags.csv", "userId,movieId,tag,timestamp\n3,77,a,1\n", "src/tags.csv:2: movie 77 is not in movies.csv");
-    /* tags.csv is optional; the others are not */
+    /* tags.csv is optional; the others are not. An empty genres field is "(no genres listed)". */
     char err[1024];
     unlink(in_dir("src/tags.csv"));
+    put("src/movies.csv", "movieId,title,genres\n1,Toy Story (1995),\n");
     put("src/ratings.csv", "userId,movieId,rating,timestamp\n3,1,4.0,100\n");
     em3_movielens_summary s;
     assert_true(em3_data_convert_movielens(in_dir("src"), in_dir("untagged"), &ml_opts, &s, err, sizeof err));
     assert_int_equal(s.tagged_items, 0);
+    assert_int_equal(s.patch_dim, 1);
+    size_t n;
+    char *genres = slurp(in_dir("untagged/items/genres.txt"), &n);
+    assert_true(n == 19 && !memcmp(genres, "(no genres listed)\n", 19));
+    free(genres);
     unlink(in_dir("src/movies.csv"));
     assert_false(em3_data_convert_movielens(in_dir("src"), in_dir("bad"), &ml_opts, NULL, err, sizeof err));
     assert_non_null(strstr(err, "src/movies.csv: No such file or directory"));
