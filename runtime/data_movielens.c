@@ -172,7 +172,7 @@ static bool read_movies(const char *dir, movie **out, int *n_out, char *err, siz
         }
     }
     ok = ok && !*err;
-    if (ok) qsort(m, (size_t)n, sizeof *m, by_movie_id);
+    if (ok && n) qsort(m, (size_t)n, sizeof *m, by_movie_id); /* qsort of NULL is undefined, even empty */
     for (int i = 1; ok && i < n; i++)
         if (m[i].id == m[i - 1].id)
             ok = em3_data_fail(err, errlen, "%s:%lld: movie %lld appears again (first at line %lld)",
@@ -287,7 +287,7 @@ static bool read_tags(const char *dir, movie *m, int n_movies, tag **out, int *n
     }
     ok = ok && !*err;
     em3_csv_close(t.csv);
-    qsort(g, (size_t)n, sizeof *g, by_movie_text);
+    if (n) qsort(g, (size_t)n, sizeof *g, by_movie_text);
     int k = 0;
     for (int i = 0; i < n; i++) {
         if (k && g[k - 1].movie == g[i].movie && !strcmp(g[k - 1].text, g[i].text)) {
@@ -297,7 +297,7 @@ static bool read_tags(const char *dir, movie *m, int n_movies, tag **out, int *n
             g[k++] = g[i];
         }
     }
-    qsort(g, (size_t)k, sizeof *g, by_movie_count);
+    if (k) qsort(g, (size_t)k, sizeof *g, by_movie_count);
     for (int i = 0; i < k; i++) {
         if (!m[g[i].movie].n_tags) m[g[i].movie].first_tag = i;
         m[g[i].movie].n_tags++;

@@ -944,6 +944,7 @@ static void test_movielens_errors(void **state) {
     expect_ml_error("ratings.csv", "userId,movieId,rating,timestamp\n", "src/ratings.csv: no ratings");
     expect_ml_error("movies.csv", "movieId,title,genres\n1,\"Toy Story, (1995),Comedy\n", "src/movies.csv:2: a quoted field is not closed");
     expect_ml_error("movies.csv", "movieId,title,genres\n1,A,Drama\n2,B,Drama\n1,C,Drama\n", "src/movies.csv:4: movie 1 appears again (first at line 2)");
+    expect_ml_error("movies.csv", "movieId,title,genres\n", "src/ratings.csv:2: movie 70 is not in movies.csv");
     expect_ml_error("tags.csv", "userId,movieId,tag,timestamp\n3,1,a,1\n3,1,\"b,c\",2,9\n", "src/tags.csv:3: 5 fields, but the header has 4");
     expect_ml_error("tags.csv", "userId,movieId,tag,timestamp\n3,77,a,1\n", "src/tags.csv:2: movie 77 is not in movies.csv");
     /* tags.csv is optional; the others are not. An empty genres field is "(no genres listed)". */
