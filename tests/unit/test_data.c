@@ -2,7 +2,7 @@
  * .npy/.npz and MMRec readers, bad data (each error names the file and line or row), the cache
  * (reuse, invalidation, damage, atomicity), the generator (reproducible, with the statistics
  * docs/data.md states), the MovieLens conversion (on tests/data/movielens_tiny, worked out by
- * hand) and, when ../shared/data is present, the real FuxiCTR and TikTok samples. */
+ * hand) and, when ../shared/data is present, the real FuxiCTR, TikTok and MovieLens samples. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1048,6 +1048,31 @@ static void test_tiktok(void **state) {
     em3_dataset_free(ds);
 }
 
+/* ml-latest-small with the defaults: the figures docs/data.md ("MovieLens") states; an independent
+ * Python reimplementation of the rules gave the same arrays when they were written. */
+static void test_movielens_small(void **state) {
+    (void)state;
+    struct stat st;
+    if (stat(shared("movielens-small/ratings.csv"), &st) != 0) {
+        print_message("skipped: %s is absent\n", shared("movielens-small"));
+        skip();
+    }
+    char err[2048];
+    em3_movielens_summary s;
+    em3_movielens_options o = {.min_rating = 4, .max_len = 50, .text_len = 16, .min_count = 2};
+    assert_true(em3_data_convert_movielens(shared("movielens-small"), in_dir("ml"), &o, &s, err, sizeof err));
+    int64_t rows[] = {80592, 10122, 10122}, cold[] = {0, 745, 948};
+    assert_memory_equal(s.rows, rows, sizeof rows);
+    assert_memory_equal(s.cold_rows, cold, sizeof cold);
+    assert_int_equal(s.positives[EM3_SPLIT_TRAIN], 39173);
+    assert_int_equal(s.users, 611);
+    assert_int_equal(s.items, 9725);
+    assert_int_equal(s.cold_items, 1486);
+    assert_int_equal(s.patch_dim, 20);
+    assert_int_equal(s.words, 3923);
+    assert_int_equal(s.tagged_items, 1554);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_xxh64),
@@ -1066,6 +1091,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_movielens_errors, make_dir, remove_dir),
         cmocka_unit_test_setup_teardown(test_fuxictr_tiny, make_dir, remove_dir),
         cmocka_unit_test_setup_teardown(test_tiktok, make_dir, remove_dir),
+        cmocka_unit_test_setup_teardown(test_movielens_small, make_dir, remove_dir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
