@@ -340,16 +340,16 @@ static int32_t *make_text(world *w) {
     return text;
 }
 
-/* ---- writing ----------------------------------------------------------------------------------- */
+/* ---- writing (shared with data_movielens.c: both write this one form) ------------------------- */
 
-static char *path_in(const char *dir, const char *name) {
+char *em3_data_path(const char *dir, const char *name) {
     char *p = em3_xmalloc(strlen(dir) + strlen(name) + 2);
     sprintf(p, "%s/%s", dir, name);
     return p;
 }
 
 static bool make_dir(const char *dir, const char *sub, char *err, size_t errlen) {
-    char *p = sub ? path_in(dir, sub) : em3_xstrdup(dir);
+    char *p = sub ? em3_data_path(dir, sub) : em3_xstrdup(dir);
     bool ok = em3_mkdir_p(p);
     if (!ok) em3_data_fail(err, errlen, "%s: cannot create: %s", p, strerror(errno));
     free(p);
@@ -358,7 +358,7 @@ static bool make_dir(const char *dir, const char *sub, char *err, size_t errlen)
 
 static bool write_i32(const char *dir, const char *name, int rank, const int64_t *shape,
                       const int32_t *data, char *err, size_t errlen) {
-    char *p = path_in(dir, name);
+    char *p = em3_data_path(dir, name);
     bool ok = em3_npy_write_i32(p, rank, shape, data, err, errlen);
     free(p);
     return ok;
@@ -366,19 +366,25 @@ static bool write_i32(const char *dir, const char *name, int rank, const int64_t
 
 static bool write_f32(const char *dir, const char *name, int rank, const int64_t *shape,
                       const float *data, char *err, size_t errlen) {
-    char *p = path_in(dir, name);
+    char *p = em3_data_path(dir, name);
     bool ok = em3_npy_write_f32(p, rank, shape, data, err, errlen);
     free(p);
     return ok;
 }
 
-static bool write_yaml(const char *dir, const world *w, const em3_gen_options *o, char *err, size_t errlen) {
+static bool write_text(const char *dir, const char *name, const char *text, size_t len, char *err,
+                       size_t errlen) {
+    char *p = em3_data_path(dir, name);
+    bool ok = em3_write_file_atomic(p, text, len, err, errlen);
+    free(p);
+    return ok;
+}
+
+static bool write_yaml(const char *dir, const em3_ctr_data *d, char *err, size_t errlen) {
     em3_strbuf y = {0};
     em3_sb_printf(&y,
-                  "# A generated multimodal CTR dataset: em3 data gen --size %s --seed %llu\n"
-                  "# docs/data.md describes the generative model; model_constants are what the\n"
-                  "# bundled models need to fit it (em3 train applies them).\n"
-                  "dataset_id: gen_%s\n"
+                  "%s"
+                  "dataset_id: %s\n"
                   "train_data: train\nvalid_data: valid\ntest_data: test\n"
                   "feature_cols:\n"
                   "  - {name: user, type: categorical, encoding: identity, vocab_size: %lld}\n"
@@ -386,20 +392,38 @@ static bool write_yaml(const char *dir, const world *w, const em3_gen_options *o
                   "  - {name: hist, type: sequence, share_embedding: item, max_len: %lld}\n"
                   "label_col: {name: click, dtype: float}\n"
                   "group_id: user\nitem_id: item\n"
-                  "model_constants: {users: %lld, items: %lld, seq: %lld, patches: %d, patch_dim: %d, "
-                  "text_len: %d, words: %lld}\n"
+                  "model_constants: {users: %lld, items: %lld, seq: %lld, patches: %lld, patch_dim: %lld, "
+                  "text_len: %lld, words: %lld}\n"
                   "item_tables:\n"
                   "  - {name: image, file: items/image.npy, type: embedding}\n"
                   "  - {name: text, file: items/text.npy, type: sequence, vocab_size: %lld}\n",
-                  sizes[o->size].name, (unsigned long long)o->seed, sizes[o->size].name,
-                  (long long)w->users, (long long)w->items, (long long)w->seq, (long long)w->users,
-                  (long long)w->items, (long long)w->seq, PATCHES, PATCH_DIM, TEXT_LEN,
-                  (long long)w->words, (long long)w->words);
-    char *p = path_in(dir, "dataset.yaml");
-    bool ok = em3_write_file_atomic(p, y.data, y.len, err, errlen);
-    free(p);
+                  d->comment, d->id, (long long)d->users, (long long)d->items, (long long)d->seq,
+                  (long long)d->users, (long long)d->items, (long long)d->seq, (long long)d->patches,
+                  (long long)d->patch_dim, (long long)d->text_len, (long long)d->words, (long long)d->words);
+    bool ok = write_text(dir, "dataset.yaml", y.data, y.len, err, errlen);
     em3_sb_free(&y);
     return ok;
+}
+
+/* The splits' folders, the item tables, the extra files, and dataset.yaml last: a folder
+ * without it is not a dataset yet. */
+bool em3_data_write_ctr(const char *dir, const em3_ctr_data *d, char *err, size_t errlen) {
+    bool ok = make_dir(dir, NULL, err, errlen) && make_dir(dir, "items", err, errlen);
+    for (int s = 0; ok && s < EM3_SPLIT_COUNT; s++) {
+        char *sub = em3_data_path(dir, em3_split_name((em3_split)s));
+        int64_t rows = d->rows[s], hshape[2] = {rows, d->seq};
+        ok = make_dir(sub, NULL, err, errlen) && write_i32(sub, "user.npy", 1, &rows, d->user[s], err, errlen) &&
+             write_i32(sub, "item.npy", 1, &rows, d->item[s], err, errlen) &&
+             write_i32(sub, "hist.npy", 2, hshape, d->hist[s], err, errlen) &&
+             write_f32(sub, "click.npy", 1, &rows, d->click[s], err, errlen);
+        free(sub);
+    }
+    int64_t ishape[3] = {d->items, d->patches, d->patch_dim}, tshape[2] = {d->items, d->text_len};
+    ok = ok && write_f32(dir, "items/image.npy", 3, ishape, d->image, err, errlen) &&
+         write_i32(dir, "items/text.npy", 2, tshape, d->text, err, errlen);
+    for (int k = 0; ok && k < d->n_extra; k++)
+        ok = write_text(dir, d->extra[k].name, d->extra[k].text, d->extra[k].len, err, errlen);
+    return ok && write_yaml(dir, d, err, errlen);
 }
 
 /* ---- the impression log ----------------------------------------------------------------------- */
@@ -440,16 +464,14 @@ static int by_pair(const void *a, const void *b) {
 static bool write_topk(const char *dir, world *w, interaction *ia, int64_t n, const float *img,
                        const int32_t *text, char *err, size_t errlen) {
     if (!make_dir(dir, "topk", err, errlen)) return false;
-    char *sub = path_in(dir, "topk");
+    char *sub = em3_data_path(dir, "topk");
     qsort(ia, (size_t)n, sizeof *ia, by_pair);
     em3_strbuf s = {0};
     em3_sb_printf(&s, "userID\titemID\tx_label\n");
     for (int64_t k = 0; k < n; k++)
         if (!k || ia[k].user != ia[k - 1].user || ia[k].item != ia[k - 1].item)
             em3_sb_printf(&s, "%d\t%d\t%d\n", ia[k].user - 1, ia[k].item - 1, ia[k].label);
-    char *p = path_in(sub, "gen.inter");
-    bool ok = em3_write_file_atomic(p, s.data, s.len, err, errlen);
-    free(p);
+    bool ok = write_text(sub, "gen.inter", s.data, s.len, err, errlen);
     em3_sb_free(&s);
     int64_t items = w->items - 1, per = PATCHES * PATCH_DIM;
     int64_t shape_img[2] = {items, per}, shape_txt[2] = {items, TEXT_FEAT};
@@ -547,33 +569,6 @@ static void make_log(world *w, split_rows *sp, em3_gen_summary *sum, interaction
     free(last);
 }
 
-/* The splits' folders, the item tables, and dataset.yaml last: a folder without it is not a
- * dataset yet. */
-static bool write_dataset(const char *dir, const world *w, const em3_gen_options *o, const split_rows *sp,
-                          const float *img, const int32_t *text, char *err, size_t errlen) {
-    bool ok = make_dir(dir, NULL, err, errlen) && make_dir(dir, "items", err, errlen);
-    for (int s = 0; ok && s < EM3_SPLIT_COUNT; s++) {
-        char *sub = path_in(dir, em3_split_name((em3_split)s));
-        int64_t rows = sp[s].rows, hshape[2] = {rows, w->seq};
-        ok = make_dir(sub, NULL, err, errlen) && write_i32(sub, "user.npy", 1, &rows, sp[s].user, err, errlen) &&
-             write_i32(sub, "item.npy", 1, &rows, sp[s].item, err, errlen) &&
-             write_i32(sub, "hist.npy", 2, hshape, sp[s].hist, err, errlen) &&
-             write_f32(sub, "click.npy", 1, &rows, sp[s].click, err, errlen);
-        free(sub);
-    }
-    char *items_dir = path_in(dir, "items");
-    int64_t ishape[3] = {w->items, PATCHES, PATCH_DIM}, tshape[2] = {w->items, TEXT_LEN};
-    /* the generator's truth, for colouring plots of learnt embeddings: not a model input */
-    int32_t *topic = em3_xmalloc(sizeof(int32_t) * (size_t)w->items);
-    for (int64_t i = 0; i < w->items; i++) topic[i] = i ? (int32_t)w->top1[i] : -1;
-    ok = ok && write_f32(items_dir, "image.npy", 3, ishape, img, err, errlen) &&
-         write_i32(items_dir, "text.npy", 2, tshape, text, err, errlen) &&
-         write_i32(items_dir, "topic.npy", 1, &w->items, topic, err, errlen) && write_yaml(dir, w, o, err, errlen);
-    free(topic);
-    free(items_dir);
-    return ok;
-}
-
 bool em3_data_generate(const char *dir, const em3_gen_options *o, em3_gen_summary *out, char *err,
                        size_t errlen) {
     EM3_ASSERT(o->size >= 0 && o->size < EM3_GEN_COUNT, "size %d", (int)o->size);
@@ -596,7 +591,33 @@ bool em3_data_generate(const char *dir, const em3_gen_options *o, em3_gen_summar
     split_rows sp[EM3_SPLIT_COUNT];
     interactions ia = {0};
     make_log(&w, sp, &sum, &ia, o->topk);
-    bool ok = write_dataset(dir, &w, o, sp, img, text, err, errlen);
+    char comment[256];
+    snprintf(comment, sizeof comment,
+             "# A generated multimodal CTR dataset: em3 data gen --size %s --seed %llu\n"
+             "# docs/data.md describes the generative model; model_constants are what the\n"
+             "# bundled models need to fit it (em3 train applies them).\n",
+             sizes[o->size].name, (unsigned long long)o->seed);
+    char id[32];
+    snprintf(id, sizeof id, "gen_%s", sizes[o->size].name);
+    em3_ctr_data d = {.id = id, .comment = comment, .users = w.users, .items = w.items, .seq = w.seq,
+                      .patches = PATCHES, .patch_dim = PATCH_DIM, .text_len = TEXT_LEN, .words = w.words,
+                      .image = img, .text = text};
+    for (int s = 0; s < EM3_SPLIT_COUNT; s++) {
+        d.rows[s] = sp[s].rows;
+        d.user[s] = sp[s].user;
+        d.item[s] = sp[s].item;
+        d.hist[s] = sp[s].hist;
+        d.click[s] = sp[s].click;
+    }
+    bool ok = em3_data_write_ctr(dir, &d, err, errlen);
+    if (ok) { /* the generator's truth, for colouring plots of learnt embeddings: no model reads it */
+        int32_t *topic = em3_xmalloc(sizeof(int32_t) * (size_t)w.items);
+        for (int64_t i = 0; i < w.items; i++) topic[i] = i ? (int32_t)w.top1[i] : -1;
+        char *items_dir = em3_data_path(dir, "items");
+        ok = write_i32(items_dir, "topic.npy", 1, &w.items, topic, err, errlen);
+        free(items_dir);
+        free(topic);
+    }
     if (ok && o->topk) ok = write_topk(dir, &w, ia.at, ia.n, img, text, err, errlen);
     for (int s = 0; s < EM3_SPLIT_COUNT; s++) {
         free(sp[s].user);

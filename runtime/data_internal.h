@@ -203,6 +203,38 @@ typedef struct {
 bool em3_cache_open(const char *path, em3_cache *c, char *err, size_t errlen);
 void em3_cache_close(em3_cache *c);
 
+/* ---- writing a dataset folder (data_gen.c; `em3 data gen` and `em3 data movielens`) ------------ */
+
+/* DIR/NAME, allocated. */
+char *em3_data_path(const char *dir, const char *name);
+
+/* A file besides the columns and tables, e.g. a vocabulary: NAME is relative to the folder. */
+typedef struct {
+    const char *name, *text;
+    size_t len;
+} em3_data_file;
+
+/* A CTR dataset in the form docs/data.md describes for `em3 data gen`: per split the columns
+ * user, item, hist, click; the item tables image [items, patches, patch_dim] (f32) and text
+ * [items, text_len] (token ids, 0 pads); dataset.yaml with these as model_constants. Sizes are
+ * vocabularies: they count the padding id 0. */
+typedef struct {
+    const char *id;      /* dataset_id */
+    const char *comment; /* '#' lines that open dataset.yaml */
+    int64_t users, items, seq, patches, patch_dim, text_len, words;
+    int64_t rows[EM3_SPLIT_COUNT];
+    const int32_t *user[EM3_SPLIT_COUNT], *item[EM3_SPLIT_COUNT], *hist[EM3_SPLIT_COUNT];
+    const float *click[EM3_SPLIT_COUNT];
+    const float *image;
+    const int32_t *text;
+    const em3_data_file *extra;
+    int n_extra;
+} em3_ctr_data;
+
+/* Writes the folder (creating it): columns, tables, extra files, and dataset.yaml last, so
+ * that a folder without it is not a dataset yet. Each file is written atomically. */
+bool em3_data_write_ctr(const char *dir, const em3_ctr_data *d, char *err, size_t errlen);
+
 /* Writes `n` bytes atomically at `path` (temp, fsync, rename). */
 bool em3_write_file_atomic(const char *path, const void *data, size_t n, char *err, size_t errlen);
 

@@ -125,4 +125,31 @@ typedef struct {
 bool em3_data_generate(const char *dir, const em3_gen_options *o, em3_gen_summary *out, char *err,
                        size_t errlen);
 
+/* ---- MovieLens as a CTR dataset (docs/data.md, "MovieLens") ---- */
+
+typedef struct {
+    double min_rating; /* the label: rating >= min_rating */
+    int64_t max_len;   /* hist: the most recent earlier ratings kept */
+    int64_t text_len;  /* text tokens per item */
+    int64_t min_count; /* a token needs this many items to get its own id (else __OOV__) */
+} em3_movielens_options;
+
+/* What was written: the model constants (vocabularies count the padding id 0) and figures. */
+typedef struct {
+    int64_t users, items, words;                /* vocabularies of user, item / hist, text */
+    int64_t seq, patches, patch_dim, text_len; /* shapes of hist, image (the genres), text */
+    int64_t min_count, ratings;
+    int64_t rows[EM3_SPLIT_COUNT], positives[EM3_SPLIT_COUNT];
+    int64_t cold_items;                 /* items in valid/test rows but in no train row */
+    int64_t cold_rows[EM3_SPLIT_COUNT]; /* ratings of such an item */
+    int64_t text_tokens, oov_tokens;    /* non-padding ids in the text table; of them __OOV__ */
+    int64_t tagged_items, truncated_items;
+} em3_movielens_summary;
+
+/* Converts the MovieLens folder `src` (ratings.csv, movies.csv, optionally tags.csv) into a
+ * dataset folder `dir` of the form em3_data_generate writes. Malformed input is an error naming
+ * the file and line. The same inputs and options give byte-identical files. `out` may be NULL. */
+bool em3_data_convert_movielens(const char *src, const char *dir, const em3_movielens_options *o,
+                                em3_movielens_summary *out, char *err, size_t errlen);
+
 #endif

@@ -1,8 +1,11 @@
-/* tools/cmd_data.c — `em3 data gen|import|info`: write the built-in generated dataset, import a
- * described dataset into its cache, and show what a dataset holds (splits, columns, item tables,
- * cold items, the cache). docs/data.md is the reference. */
+/* tools/cmd_data.c — `em3 data gen|movielens|import|info`: write the built-in generated dataset
+ * or convert MovieLens into the same form, import a described dataset into its cache, and show
+ * what a dataset holds (splits, columns, item tables, cold items, the cache). docs/data.md is
+ * the reference. */
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +21,30 @@ static double seconds_since(const struct timespec *t0) {
     struct timespec t1;
     clock_gettime(CLOCK_MONOTONIC, &t1);
     return (double)(t1.tv_sec - t0->tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0->tv_nsec);
+}
+
+/* The figures of a written dataset, per split: rows, positive labels and their rate, rows of
+ * cold items, and the oracle AUC when there is one (generated data). */
+static void print_splits(const char *positives, const char *rate, const int64_t *rows, const int64_t *pos,
+                         const int64_t *cold_rows, const double *oracle) {
+    printf("  %-6s %10s %10s %8s %16s", "split", "rows", positives, rate, "cold-item rows");
+    if (oracle) printf(" %11s", "oracle AUC");
+    putchar('\n');
+    for (int sp = 0; sp < EM3_SPLIT_COUNT; sp++) {
+        printf("  %-6s %10lld %10lld %8.3f %16lld", em3_split_name((em3_split)sp), (long long)rows[sp],
+               (long long)pos[sp], rows[sp] ? (double)pos[sp] / (double)rows[sp] : 0.0, (long long)cold_rows[sp]);
+        if (oracle) printf(" %11.4f", oracle[sp]);
+        putchar('\n');
+    }
+}
+
+/* The --set line that fits the bundled models to a written dataset (also its model_constants). */
+static void print_constants(int64_t users, int64_t items, int64_t seq, int64_t patches, int64_t patch_dim,
+                            int64_t text_len, int64_t words) {
+    printf("  model constants (vocabularies count the padding id 0): --set users=%lld --set items=%lld --set seq=%lld --set patches=%lld "
+           "--set patch_dim=%lld --set text_len=%lld --set words=%lld\n",
+           (long long)users, (long long)items, (long long)seq, (long long)patches, (long long)patch_dim,
+           (long long)text_len, (long long)words);
 }
 
 static int data_gen(int argc, char **argv) {
@@ -58,18 +85,78 @@ static int data_gen(int argc, char **argv) {
     }
     printf("generated gen_%s (seed %" PRIu64 ") in %s in %.2f s\n", em3_gen_size_name(o.size), o.seed,
            out, seconds_since(&t0));
-    printf("  %-6s %10s %10s %8s %16s %11s\n", "split", "rows", "clicks", "CTR", "cold-item rows", "oracle AUC");
-    for (int sp = 0; sp < EM3_SPLIT_COUNT; sp++)
-        printf("  %-6s %10lld %10lld %8.3f %16lld %11.4f\n", em3_split_name((em3_split)sp), (long long)s.rows[sp],
-               (long long)s.clicks[sp], s.rows[sp] ? (double)s.clicks[sp] / (double)s.rows[sp] : 0.0,
-               (long long)s.cold_rows[sp], s.oracle_auc[sp]);
+    print_splits("clicks", "CTR", s.rows, s.clicks, s.cold_rows, s.oracle_auc);
     printf("  %lld users, %lld items (%lld cold: in valid/test rows, in no train row), %lld words\n",
            (long long)s.users - 1, (long long)s.items - 1, (long long)s.cold_items, (long long)s.words - 1);
-    printf("  model constants (vocabularies count the padding id 0): --set users=%lld --set items=%lld --set seq=%lld --set patches=%lld "
-           "--set patch_dim=%lld --set text_len=%lld --set words=%lld\n",
-           (long long)s.users, (long long)s.items, (long long)s.seq, (long long)s.patches,
-           (long long)s.patch_dim, (long long)s.text_len, (long long)s.words);
+    print_constants(s.users, s.items, s.seq, s.patches, s.patch_dim, s.text_len, s.words);
     if (o.topk) printf("  top-K form (MMRec): %s/topk\n", out);
+    return 0;
+}
+
+/* A whole number >= 1 for an option; false for anything else. */
+static bool parse_count(const char *s, int64_t *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (!*s || *end || errno || v < 1) return false;
+    *out = v;
+    return true;
+}
+
+static int data_movielens(int argc, char **argv) {
+    static const struct option longopts[] = {{"out", required_argument, 0, 'o'},
+                                             {"max-len", required_argument, 0, 'L'},
+                                             {"min-rating", required_argument, 0, 'r'},
+                                             {"text-len", required_argument, 0, 'T'},
+                                             {"min-count", required_argument, 0, 'c'},
+                                             {0, 0, 0, 0}};
+    em3_movielens_options o = {.min_rating = 4, .max_len = 50, .text_len = 16, .min_count = 2};
+    const char *out = NULL;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "o:", longopts, NULL)) != -1) {
+        char *end;
+        switch (c) {
+        case 'o': out = optarg; break;
+        case 'L':
+            if (!parse_count(optarg, &o.max_len)) return em3_usage_error("data", "--max-len takes a number >= 1, not '%s'", optarg);
+            break;
+        case 'T':
+            if (!parse_count(optarg, &o.text_len)) return em3_usage_error("data", "--text-len takes a number >= 1, not '%s'", optarg);
+            break;
+        case 'c':
+            if (!parse_count(optarg, &o.min_count)) return em3_usage_error("data", "--min-count takes a number >= 1, not '%s'", optarg);
+            break;
+        case 'r':
+            o.min_rating = strtod(optarg, &end);
+            if (!*optarg || *end || !isfinite(o.min_rating))
+                return em3_usage_error("data", "--min-rating takes a number, not '%s'", optarg);
+            break;
+        default: return em3_usage_error("data", "unknown option of 'data movielens'");
+        }
+    }
+    if (!out) return em3_usage_error("data", "data movielens needs --out DIR");
+    if (optind + 1 != argc) return em3_usage_error("data", "data movielens takes one MovieLens folder (ratings.csv, movies.csv, tags.csv)");
+    const char *src = argv[optind];
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    char err[4096];
+    em3_movielens_summary s;
+    if (!em3_data_convert_movielens(src, out, &o, &s, err, sizeof err)) {
+        fprintf(stderr, "em3: error: %s\n", err);
+        return 1;
+    }
+    printf("converted %s (%lld ratings; label: rating >= %g) into %s in %.2f s\n", src, (long long)s.ratings,
+           o.min_rating, out, seconds_since(&t0));
+    print_splits("positives", "rate", s.rows, s.positives, s.cold_rows, NULL);
+    printf("  %lld users, %lld items (%lld cold: in valid/test rows, in no train row), %lld genres (the image token)\n",
+           (long long)s.users - 1, (long long)s.items - 1, (long long)s.cold_items, (long long)s.patch_dim);
+    printf("  text: %lld tokens in >= %lld items, + __OOV__; %.1f of %lld token slots used per item, %lld items cut, "
+           "%.1f%% OOV, %lld items tagged\n",
+           (long long)s.words - 2, (long long)s.min_count, (double)s.text_tokens / (double)(s.items - 1),
+           (long long)s.text_len, (long long)s.truncated_items,
+           s.text_tokens ? 100.0 * (double)s.oov_tokens / (double)s.text_tokens : 0.0, (long long)s.tagged_items);
+    print_constants(s.users, s.items, s.seq, s.patches, s.patch_dim, s.text_len, s.words);
     return 0;
 }
 
@@ -201,9 +288,10 @@ static int data_info(int argc, char **argv) {
 }
 
 int em3_cmd_data(int argc, char **argv) {
-    if (argc < 2) return em3_usage_error("data", "data needs a subcommand: gen, import or info");
+    if (argc < 2) return em3_usage_error("data", "data needs a subcommand: gen, movielens, import or info");
     if (!strcmp(argv[1], "gen")) return data_gen(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "movielens")) return data_movielens(argc - 1, argv + 1);
     if (!strcmp(argv[1], "import")) return data_import(argc - 1, argv + 1);
     if (!strcmp(argv[1], "info")) return data_info(argc - 1, argv + 1);
-    return em3_usage_error("data", "no subcommand 'data %s' (gen, import or info)", argv[1]);
+    return em3_usage_error("data", "no subcommand 'data %s' (gen, movielens, import or info)", argv[1]);
 }

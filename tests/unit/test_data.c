@@ -1,7 +1,8 @@
 /* tests/unit/test_data.c — the data pipeline: YAML descriptions (and their mistakes), the CSV,
  * .npy/.npz and MMRec readers, bad data (each error names the file and line or row), the cache
  * (reuse, invalidation, damage, atomicity), the generator (reproducible, with the statistics
- * docs/data.md states) and, when ../shared/data is present, the real FuxiCTR and TikTok samples. */
+ * docs/data.md states), the MovieLens conversion (on tests/data/movielens_tiny, worked out by
+ * hand) and, when ../shared/data is present, the real FuxiCTR, TikTok and MovieLens samples. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -794,6 +795,176 @@ static void test_gen_statistics(void **state) {
     em3_dataset_free(ds);
 }
 
+/* ---- MovieLens ------------------------------------------------------------------------------------ */
+
+static const char *source(const char *rel) {
+    static char p[1024];
+    const char *src = getenv("EM3_SOURCE_DIR");
+    snprintf(p, sizeof p, "%s/%s", src ? src : "..", rel);
+    return p;
+}
+
+static const em3_movielens_options ml_opts = {.min_rating = 4, .max_len = 4, .text_len = 8, .min_count = 2};
+
+static void expect_rows(const em3_dataset *ds, em3_split s, int64_t n, const int32_t *user, const int32_t *item,
+                        const float *click, const int32_t *hist) {
+    assert_int_equal(em3_dataset_rows(ds, s), n);
+    assert_memory_equal(ids(ds, s, "user"), user, sizeof *user * (size_t)n);
+    assert_memory_equal(ids(ds, s, "item"), item, sizeof *item * (size_t)n);
+    assert_memory_equal(floats(ds, s, "click"), click, sizeof *click * (size_t)n);
+    assert_memory_equal(ids(ds, s, "hist"), hist, sizeof *hist * (size_t)n * 4);
+}
+
+/* tests/data/movielens_tiny: users 3, 7, 9 become 1, 2, 3; the rated movies 1 2 3 5 10 20 30 50
+ * 60 70 become items 1..10 (movie 40 has no rating: no item). User 3 has 10 ratings (8 train,
+ * then 1 valid, 1 test), user 7 has 5 (3, 1, 1), user 9 has 4 (all train: 10% rounds to 0).
+ * Movie 50 (item 8) is rated only in test rows: the one cold item. */
+static void test_movielens_tiny(void **state) {
+    (void)state;
+    char err[1024];
+    em3_movielens_summary s;
+    assert_true(em3_data_convert_movielens(source("tests/data/movielens_tiny"), in_dir("ml"), &ml_opts, &s, err, sizeof err));
+    assert_int_equal(s.users, 4);
+    assert_int_equal(s.items, 11);
+    assert_int_equal(s.seq, 4);
+    assert_int_equal(s.patches, 1);
+    assert_int_equal(s.patch_dim, 13); /* the genres of rated movies; (no genres listed) is only movie 40's */
+    assert_int_equal(s.text_len, 8);
+    assert_int_equal(s.words, 13);     /* padding, 11 tokens in >= 2 movies, __OOV__ */
+    assert_int_equal(s.cold_items, 1);
+    assert_int_equal(s.tagged_items, 3);
+    int64_t rows[] = {15, 2, 2}, pos[] = {9, 1, 1}, cold[] = {0, 0, 2};
+    assert_memory_equal(s.rows, rows, sizeof rows);
+    assert_memory_equal(s.positives, pos, sizeof pos);
+    assert_memory_equal(s.cold_rows, cold, sizeof cold);
+
+    em3_dataset *ds = open_ds(in_dir("ml"), err, sizeof err);
+    if (!ds) fail_msg("%s", err);
+    /* user 3 in time (300 is a tie: movie 3 before movie 5), then user 7, then user 9;
+     * label: rating >= 4 (3.5 is not); hist: the 4 ratings before, padding first */
+    static const int32_t tu[] = {1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 3, 3, 3, 3},
+                         ti[] = {1, 2, 3, 4, 5, 6, 7, 9, 1, 5, 9, 10, 3, 7, 4},
+                         th[] = {0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 2, 0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5,
+                                 3, 4, 5, 6, 4, 5, 6, 7, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 5, 0, 0, 0, 0,
+                                 0, 0, 0, 10, 0, 0, 10, 3, 0, 10, 3, 7};
+    static const float tc[] = {1, 0, 0, 1, 1, 0, 1, 0, 1, 0, 1, 1, 1, 0, 1};
+    expect_rows(ds, EM3_SPLIT_TRAIN, 15, tu, ti, tc, th);
+    static const int32_t vu[] = {1, 2}, vi[] = {10, 6}, vh[] = {5, 6, 7, 9, 0, 1, 5, 9};
+    static const float vc[] = {1, 0};
+    expect_rows(ds, EM3_SPLIT_VALID, 2, vu, vi, vc, vh);
+    /* test rows see the valid ratings before them as behaviour */
+    static const int32_t su[] = {1, 2}, si[] = {8, 8}, sh[] = {6, 7, 9, 10, 1, 5, 9, 6};
+    static const float sc[] = {1, 0};
+    expect_rows(ds, EM3_SPLIT_TEST, 2, su, si, sc, sh);
+    for (int32_t id = 1; id < 11; id++) assert_int_equal(em3_dataset_is_cold(ds, id), id == 8);
+
+    /* text: genres, year, title words, tags (most applied first); ids in byte order of the tokens
+     * in >= 2 movies: 1 genre:action ... 9 "tag:funny, clever", 10 the, 11 year:1995; 12 OOV */
+    const em3_column *text = em3_dataset_find_table(ds, "text");
+    assert_int_equal(text->rows, 11);
+    assert_int_equal(text->vocab, 13);
+    static const int32_t want[][8] = {
+        [1] = {2, 12, 3, 4, 6, 11, 12, 12}, /* Toy Story: cut at 8 before "tag:pixar", "tag:funny, clever" */
+        [2] = {2, 3, 6, 11, 12, 9, 0, 0},   /* Jumanji + the tag "  Funny,   Clever " normalised */
+        [3] = {4, 5, 12, 11, 12, 12, 10, 0}, /* "American President, The (1995)" */
+        [6] = {5, 12, 12, 12, 12, 0, 0, 0},  /* Schindler's List (1993): schindlers list */
+        [7] = {7, 12, 12, 0, 0, 0, 0, 0},    /* Babylon 5: no year */
+    };
+    const int32_t *t = text->data;
+    for (int i = 0; i < 8; i++) assert_int_equal(t[i], 0); /* the padding item */
+    for (int it = 1; it < 8; it++)
+        if (want[it][0]) assert_memory_equal(t + it * 8, want[it], sizeof want[it]);
+    /* the image: one token, the genre multi-hot (action adventure animation children comedy ...) */
+    const em3_column *img = em3_dataset_find_table(ds, "image");
+    assert_int_equal(img->rank, 2);
+    assert_int_equal(img->dim[0], 1);
+    assert_int_equal(img->dim[1], 13);
+    static const float toy[13] = {0, 1, 1, 1, 1, 0, 1, 0, 0, 0, 0, 0, 0};
+    assert_memory_equal((const float *)img->data + 13, toy, sizeof toy);
+    int64_t v;
+    for (int k = 0; k < em3_dataset_constant_count(ds); k++) {
+        const char *name = em3_dataset_constant(ds, k, &v);
+        int64_t expect = !strcmp(name, "users") ? 4 : !strcmp(name, "items") ? 11 : !strcmp(name, "seq") ? 4
+                       : !strcmp(name, "patches") ? 1 : !strcmp(name, "patch_dim") ? 13
+                       : !strcmp(name, "text_len") ? 8 : 13;
+        assert_int_equal(v, expect);
+    }
+    em3_dataset_free(ds);
+    size_t n;
+    char *vocab = slurp(in_dir("ml/items/text_vocab.tsv"), &n);
+    assert_non_null(strstr(vocab, "\n9\ttag:funny, clever\t2\n10\tthe\t4\n11\tyear:1995\t5\n12\t__OOV__\t0\n"));
+    free(vocab);
+
+    /* the same inputs: the same bytes */
+    assert_true(em3_data_convert_movielens(source("tests/data/movielens_tiny"), in_dir("ml2"), &ml_opts, NULL, err, sizeof err));
+    static const char *const files[] = {"items/text_vocab.tsv", "items/genres.txt", "items/movies.tsv", "users.tsv", NULL};
+    char a[600], b[600];
+    for (int k = 0; gen_files[k] && strncmp(gen_files[k], "topk/", 5); k++) {
+        snprintf(a, sizeof a, "%s/ml/%s", dir, gen_files[k]);
+        snprintf(b, sizeof b, "%s/ml2/%s", dir, gen_files[k]);
+        if (!same_file(a, b)) fail_msg("%s differs between two conversions", gen_files[k]);
+    }
+    for (int k = 0; files[k]; k++) {
+        snprintf(a, sizeof a, "%s/ml/%s", dir, files[k]);
+        snprintf(b, sizeof b, "%s/ml2/%s", dir, files[k]);
+        if (!same_file(a, b)) fail_msg("%s differs between two conversions", files[k]);
+    }
+}
+
+/* A malformed or inconsistent MovieLens folder: the file and line, nothing written. */
+static void expect_ml_error(const char *file, const char *text, const char *frag) {
+    static const char *const files[] = {"movies.csv", "ratings.csv", "tags.csv"};
+    char err[1024] = "", from[1200];
+    mkdir(in_dir("src"), 0755);
+    for (int k = 0; k < 3; k++) { /* the tiny folder, with `file` replaced */
+        size_t n;
+        snprintf(from, sizeof from, "%s/%s", source("tests/data/movielens_tiny"), files[k]);
+        char *orig = slurp(from, &n);
+        assert_non_null(orig);
+        orig[n] = 0;
+        snprintf(from, sizeof from, "src/%s", files[k]);
+        put(from, strcmp(files[k], file) ? orig : text);
+        free(orig);
+    }
+    if (em3_data_convert_movielens(in_dir("src"), in_dir("bad"), &ml_opts, NULL, err, sizeof err))
+        fail_msg("converting with a bad %s should fail with '%s'", file, frag);
+    if (!strstr(err, frag)) fail_msg("message '%s' lacks '%s'", err, frag);
+    struct stat st;
+    assert_int_not_equal(stat(in_dir("bad/dataset.yaml"), &st), 0);
+}
+
+static void test_movielens_errors(void **state) {
+    (void)state;
+    expect_ml_error("ratings.csv", "userId,movieId,rating,timestamp\n3,1,4.0,100\n3,2,3.5\n", "src/ratings.csv:3: 3 fields, but the header has 4");
+    expect_ml_error("ratings.csv", "userId,movieId,rating,timestamp\n3,1,4.0,100\n\n3,2,four,200\n",
+                    "src/ratings.csv:4: column 'rating': 'four' is not a finite number");
+    expect_ml_error("ratings.csv", "userId,movieId,rating,timestamp\n3,99,4.0,100\n", "src/ratings.csv:2: movie 99 is not in movies.csv");
+    expect_ml_error("ratings.csv", "userId,movieId,rating,timestamp\nx,1,4.0,100\n", "src/ratings.csv:2: column 'userId': 'x' is not an integer");
+    expect_ml_error("ratings.csv", "userId,movieId,rating\n3,1,4.0\n", "src/ratings.csv:1: no column 'timestamp' in the header");
+    expect_ml_error("ratings.csv", "userId,movieId,rating,timestamp\n", "src/ratings.csv: no ratings");
+    expect_ml_error("movies.csv", "movieId,title,genres\n1,\"Toy Story, (1995),Comedy\n", "src/movies.csv:2: a quoted field is not closed");
+    expect_ml_error("movies.csv", "movieId,title,genres\n1,A,Drama\n2,B,Drama\n1,C,Drama\n", "src/movies.csv:4: movie 1 appears again (first at line 2)");
+    expect_ml_error("movies.csv", "movieId,title,genres\n", "src/ratings.csv:2: movie 70 is not in movies.csv");
+    expect_ml_error("tags.csv", "userId,movieId,tag,timestamp\n3,1,a,1\n3,1,\"b,c\",2,9\n", "src/tags.csv:3: 5 fields, but the header has 4");
+    expect_ml_error("tags.csv", "userId,movieId,tag,timestamp\n3,77,a,1\n", "src/tags.csv:2: movie 77 is not in movies.csv");
+    /* tags.csv is optional; the others are not. An empty genres field is "(no genres listed)". */
+    char err[1024];
+    unlink(in_dir("src/tags.csv"));
+    put("src/movies.csv", "movieId,title,genres\n1,Toy Story (1995),\n");
+    put("src/ratings.csv", "userId,movieId,rating,timestamp\n3,1,4.0,100\n");
+    em3_movielens_summary s;
+    assert_true(em3_data_convert_movielens(in_dir("src"), in_dir("untagged"), &ml_opts, &s, err, sizeof err));
+    assert_int_equal(s.tagged_items, 0);
+    assert_int_equal(s.patch_dim, 1);
+    size_t n;
+    char *genres = slurp(in_dir("untagged/items/genres.txt"), &n);
+    assert_true(n == 19 && !memcmp(genres, "(no genres listed)\n", 19));
+    free(genres);
+    unlink(in_dir("src/movies.csv"));
+    assert_false(em3_data_convert_movielens(in_dir("src"), in_dir("bad"), &ml_opts, NULL, err, sizeof err));
+    assert_non_null(strstr(err, "src/movies.csv: No such file or directory"));
+}
+
 /* ---- the real samples in ../shared/data ----------------------------------------------------------- */
 
 static const char *shared(const char *rel) {
@@ -877,6 +1048,31 @@ static void test_tiktok(void **state) {
     em3_dataset_free(ds);
 }
 
+/* ml-latest-small with the defaults: the figures docs/data.md ("MovieLens") states; an independent
+ * Python reimplementation of the rules gave the same arrays when they were written. */
+static void test_movielens_small(void **state) {
+    (void)state;
+    struct stat st;
+    if (stat(shared("movielens-small/ratings.csv"), &st) != 0) {
+        print_message("skipped: %s is absent\n", shared("movielens-small"));
+        skip();
+    }
+    char err[2048];
+    em3_movielens_summary s;
+    em3_movielens_options o = {.min_rating = 4, .max_len = 50, .text_len = 16, .min_count = 2};
+    assert_true(em3_data_convert_movielens(shared("movielens-small"), in_dir("ml"), &o, &s, err, sizeof err));
+    int64_t rows[] = {80592, 10122, 10122}, cold[] = {0, 745, 948};
+    assert_memory_equal(s.rows, rows, sizeof rows);
+    assert_memory_equal(s.cold_rows, cold, sizeof cold);
+    assert_int_equal(s.positives[EM3_SPLIT_TRAIN], 39173);
+    assert_int_equal(s.users, 611);
+    assert_int_equal(s.items, 9725);
+    assert_int_equal(s.cold_items, 1486);
+    assert_int_equal(s.patch_dim, 20);
+    assert_int_equal(s.words, 3923);
+    assert_int_equal(s.tagged_items, 1554);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_xxh64),
@@ -891,8 +1087,11 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_cache, make_dir, remove_dir),
         cmocka_unit_test_setup_teardown(test_gen_reproducible, make_dir, remove_dir),
         cmocka_unit_test_setup_teardown(test_gen_statistics, make_dir, remove_dir),
+        cmocka_unit_test_setup_teardown(test_movielens_tiny, make_dir, remove_dir),
+        cmocka_unit_test_setup_teardown(test_movielens_errors, make_dir, remove_dir),
         cmocka_unit_test_setup_teardown(test_fuxictr_tiny, make_dir, remove_dir),
         cmocka_unit_test_setup_teardown(test_tiktok, make_dir, remove_dir),
+        cmocka_unit_test_setup_teardown(test_movielens_small, make_dir, remove_dir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
