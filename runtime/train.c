@@ -263,10 +263,13 @@ static bool monitor_value(const char *spec, const em3_eval_result *r, double *ou
         else if (len == 4 && !strncmp(p, "loss", 4)) m = r->loss;
         else return fail(err, errlen, "monitor '%s': unknown metric '%.*s' (auc, gauc, logloss, auc_cold, loss)",
                          spec, (int)len, p);
+        if (isnan(m) && !isnan(r->loss))
+            return fail(err, errlen, "monitor '%s': a dataset without labels is evaluated by its loss (monitor -loss)", spec);
         if (isnan(m))
-            return fail(err, errlen, "monitor '%s': the evaluation has no %.*s (%s)", spec, (int)len, p,
-                        isnan(r->loss) ? "the dataset has labels: monitor auc, gauc, logloss or auc_cold"
-                                       : "a dataset without labels is evaluated by its loss: monitor -loss");
+            return fail(err, errlen, "monitor '%s': %.*s is undefined on the valid split (%s): monitor another "
+                                     "metric, e.g. -logloss",
+                        spec, (int)len, p, len == 4 && !strncmp(p, "loss", 4) ? "it has labels: it is scored, not a loss"
+                                           : "a single class, or no rows of the slice");
         total += sign * coef * m;
         p += len;
         while (*p == ' ') p++;

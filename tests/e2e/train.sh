@@ -2,7 +2,8 @@
 # tests/e2e/train.sh — em3 train / eval / predict end to end on generated data: a run folder
 # with every file, metrics in a plausible band, a NaN loss stopping training with the step
 # named and the last good checkpoint intact, a corrupt checkpoint refused and not
-# overwritten, a run folder never trained into twice, and (when ../shared/data is present) DIN on the real FuxiCTR CTR samples.
+# overwritten, a run folder never trained into twice, an undefined monitor refused, and (when
+# ../shared/data is present) DIN on the real FuxiCTR CTR samples.
 # Usage: train.sh EM3_BINARY SOURCE_DIR WORK_DIR
 set -eu
 EM3=$1 SRC=$2 W=$3
@@ -48,6 +49,20 @@ fi
 grep -q "already holds a run: continue it with --resume" "$W/out.txt" || fail "no clear message for a taken run folder"
 cmp -s "$W/run/log.jsonl" "$W/saved.jsonl" || fail "the earlier run's log changed"
 
+# a valid split of one class has no AUC: a clear message naming the monitor, not a missing best.ckpt
+cp -r "$W/data" "$W/oneclass" && rm -rf "$W/oneclass/.em3cache"
+python3 - "$W/oneclass/valid/click.npy" <<'PY'
+import sys
+b = bytearray(open(sys.argv[1], "rb").read())
+n = 10 + int.from_bytes(b[8:10], "little")
+b[n:] = bytes(len(b) - n)
+open(sys.argv[1], "wb").write(b)
+PY
+if "$EM3" train "$SRC/models/din.em3" --data "$W/oneclass" --out "$W/oneclass-run" $SET --set epochs=1 \
+       >"$W/out.txt" 2>&1; then fail "trained with an undefined monitor"; fi
+grep -q "monitor 'auc': auc is undefined on the valid split (a single class" "$W/out.txt" \
+    || fail "no clear message for a valid split of one class"
+
 REAL="$SRC/../shared/data/ctr-samples/fuxictr-tiny-csv"
 if [ -d "$REAL" ]; then
     "$EM3" train "$SRC/tests/data/fuxictr_tiny_din.em3" --data "$SRC/tests/data/fuxictr_tiny_csv.yaml" \
@@ -57,4 +72,4 @@ if [ -d "$REAL" ]; then
 else
     echo "note: $REAL is absent; the real-data run is skipped"
 fi
-echo "ok: train, eval, predict, NaN stop, corrupt checkpoint, taken run folder"
+echo "ok: train, eval, predict, NaN stop, corrupt checkpoint, taken run folder, undefined monitor"
