@@ -5,31 +5,38 @@
 # into docs/results.md's tables and docs/img/*.png plots. Runs already finished (their log.jsonl
 # has the "done" record) are kept, so an interrupted grid continues where it stopped.
 #
-# usage: bench/experiments.sh [--size small|default] [--seeds "1 2 3"] [--epochs N]
+# usage: bench/experiments.sh [--size small|default | --movielens] [--seeds "1 2 3"] [--epochs N]
 #                             [--only "NAME ..."] [--out DIR] [--no-report]
 # Every run: batch 256, Adam lr 1e-3, early stopping on valid AUC (patience 2), the test
-# split scored once with the best weights. The data is generated with seed 1; --seeds are the
-# seeds of the weights and the batch order.
+# split scored once with the best weights. The data is generated with seed 1 (or converted
+# from ../shared/data/movielens-small with `em3 data movielens`); --seeds are the seeds of the
+# weights and the batch order.
 set -eu
 cd "$(dirname "$0")/.."
-SIZE=small SEEDS="1 2 3" EPOCHS=5 ONLY="" OUT="" REPORT=1
+SIZE=small SEEDS="1 2 3" EPOCHS=5 ONLY="" OUT="" REPORT=1 MOVIELENS=0
 while [ $# -gt 0 ]; do
     case $1 in
     --size) SIZE=$2; shift 2 ;;
+    --movielens) MOVIELENS=1; SIZE=movielens; shift ;;
     --seeds) SEEDS=$2; shift 2 ;;
     --epochs) EPOCHS=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --no-report) REPORT=0; shift ;;
-    *) echo "usage: bench/experiments.sh [--size S] [--seeds LIST] [--epochs N] [--only NAMES] [--out DIR] [--no-report]" >&2
+    *) echo "usage: bench/experiments.sh [--size S | --movielens] [--seeds LIST] [--epochs N] [--only NAMES] [--out DIR] [--no-report]" >&2
        exit 2 ;;
     esac
 done
 OUT=${OUT:-runs/experiments-$SIZE}
 ./tools/build.sh >/dev/null
 EM3="${EM3_BUILD_DIR:-build}/tools/em3"
-DATA=data/gen-$SIZE
-[ -f "$DATA/dataset.yaml" ] || "$EM3" data gen --out "$DATA" --size "$SIZE" --seed 1 >/dev/null
+if [ "$MOVIELENS" = 1 ]; then
+    DATA=data/movielens TITLE="MovieLens (ml-latest-small)"
+    [ -f "$DATA/dataset.yaml" ] || "$EM3" data movielens ../shared/data/movielens-small --out "$DATA" >/dev/null
+else
+    DATA=data/gen-$SIZE TITLE="Generated data ($SIZE)"
+    [ -f "$DATA/dataset.yaml" ] || "$EM3" data gen --out "$DATA" --size "$SIZE" --seed 1 >/dev/null
+fi
 mkdir -p "$OUT"
 
 MAP="init_map=content.:em3.content.,content.:em3.behaviour."
@@ -74,13 +81,15 @@ for seed in $SEEDS; do
         grep -E '^(valid|test) ' "$run.log"
     done
 done
-# the paper's visualisation: item content and ID embeddings, with and without CIC
-if finished "$OUT/em3_din-s1" && finished "$OUT/em3_din-no_cic-s1"; then
+# the paper's visualisation: item content and ID embeddings, with and without CIC, coloured by
+# the generator's latent topics
+if [ "$MOVIELENS" = 0 ] && finished "$OUT/em3_din-s1" && finished "$OUT/em3_din-no_cic-s1"; then
     [ -f "$DATA/items/topic.npy" ] || "$EM3" data gen --out "$DATA" --size "$SIZE" --seed 1 >/dev/null
     for r in em3_din-s1 em3_din-no_cic-s1; do "$EM3" export-embeddings "$OUT/$r" >/dev/null; done
     mkdir -p docs/img
     /usr/bin/python3 bench/plot_embeddings.py --topics "$DATA/items/topic.npy" --out "docs/img/embeddings-$SIZE.png" \
         "EM3-DIN=$OUT/em3_din-s1" "EM3-DIN without CIC=$OUT/em3_din-no_cic-s1" >"$OUT/embeddings.txt"
 fi
-[ "$REPORT" = 1 ] && python3 bench/experiments_report.py "$OUT" --size "$SIZE"
+[ "$REPORT" = 1 ] && python3 bench/experiments_report.py "$OUT" --size "$SIZE" --title "$TITLE" \
+    --command "bench/experiments.sh $([ "$MOVIELENS" = 1 ] && echo --movielens || echo --size "$SIZE") --epochs $EPOCHS"
 exit 0

@@ -68,6 +68,8 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--size", default="small")
     ap.add_argument("--doc", default="docs/results.md")
+    ap.add_argument("--title", default=None)
+    ap.add_argument("--command", default=None)
     a = ap.parse_args()
     runs = {}
     for entry in sorted(os.listdir(a.out)):
@@ -80,7 +82,9 @@ def main():
     if not runs:
         sys.exit(f"no finished runs in {a.out}")
     seeds = sorted({s for v in runs.values() for s in v})
-    lines = [f"Command: `bench/experiments.sh --size {a.size}` (data: `em3 data gen --size {a.size} --seed 1`; "
+    data = ("`em3 data movielens ../shared/data/movielens-small`" if a.size == "movielens"
+            else f"`em3 data gen --size {a.size} --seed 1`")
+    lines = [f"Command: `{a.command or 'bench/experiments.sh --size ' + a.size}` (data: {data}; "
              f"weight seeds {', '.join(map(str, seeds))}). Test split, best-valid-AUC weights, mean ± std over seeds; "
              "seconds per epoch include the epoch's evaluation; peak memory is the process's resident set.", "",
              "| model | n | " + " | ".join(h for _, h in METRICS) + " | s/epoch | peak MB |",
@@ -145,7 +149,7 @@ def main():
     if begin in doc:
         doc = doc[:doc.index(begin)] + block + doc[doc.index(end) + len(end):]
     else:
-        doc = doc.rstrip("\n") + f"\n\n## Generated data ({a.size})\n\n" + block + "\n"
+        doc = doc.rstrip("\n") + f"\n\n## {a.title or 'Generated data (' + a.size + ')'}\n\n" + block + "\n"
     open(a.doc, "w").write(doc)
     print("\n".join(lines))
 
