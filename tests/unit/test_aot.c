@@ -429,6 +429,26 @@ static void test_predict_matches_jit(void **state) {
     check_predict(&T.em3_din, "em3_din");
 }
 
+/* How closely the library's train steps match the JIT's. The same code on both sides gives the
+ * same bits. Under the sanitizers the process's runtime helpers (attention) are instrumented
+ * builds and the library's are not, and they round differently; Adam's normalised update then
+ * turns a gradient that is zero up to rounding (a key bias: softmax ignores it) into a step of
+ * ±lr either way. There the outputs are compared closely and each weight only to within the
+ * 2·lr per step that Adam's update can differ by. */
+#ifdef EM3_SANITIZED_BUILD
+#define SANITIZED 1
+#else
+#define SANITIZED 0
+#endif
+
+/* max |a - b| ≤ bound; returns it. */
+static double assert_within(const float *a, const float *b, int64_t n, double bound, const char *what) {
+    double worst = 0;
+    for (int64_t i = 0; i < n; i++) worst = fmax(worst, fabs((double)a[i] - b[i]));
+    if (worst > bound) fail_msg("%s: weights differ by %.3g > %.3g", what, worst, bound);
+    return worst;
+}
+
 /* Two train steps through the library equal the JIT's @train with opt.step 1 and 2: outputs
  * and every global afterwards (read back from the library's saved weights). */
 static void test_train_step_matches_jit(void **state) {
@@ -456,7 +476,7 @@ static void test_train_step_matches_jit(void **state) {
         if (l->train_step(m, B, (const void *const *)x, lr, y, err, sizeof err)) fail_msg("%s", err);
         jit_run(&jm, "train", B, x, lr, (float)step, z);
         double worst = 0;
-        for (int k = 0; k < n_out; k++) worst = fmax(worst, assert_close(y[k], z[k], numel_b(&out[k], B), 1e-5, out[k].name));
+        for (int k = 0; k < n_out; k++) worst = fmax(worst, assert_close(y[k], z[k], numel_b(&out[k], B), SANITIZED ? 1e-3 : 1e-5, out[k].name));
         if (l->save(m, path_in("trained.safetensors"), err, sizeof err)) fail_msg("%s", err);
         em3_st_file *f = em3_st_read(path_in("trained.safetensors"), err, sizeof err);
         if (!f) fail_msg("%s", err);
@@ -467,12 +487,14 @@ static void test_train_step_matches_jit(void **state) {
             int64_t n = em3_type_numel(&gl->type, 1);
             float *got = malloc((size_t)n * 4);
             memcpy(got, st->data, (size_t)n * 4);
-            worst = fmax(worst, assert_close(got, jm.global[g], n, 1e-5, gl->name));
+            if (SANITIZED) assert_within(got, jm.global[g], n, 2.0 * lr * step, gl->name);
+            else worst = fmax(worst, assert_close(got, jm.global[g], n, 1e-5, gl->name));
             free(got);
         }
         assert_string_equal(em3_st_meta_find(f, "em3.step"), step == 1 ? "1" : "2");
         print_message("  step %d: loss %.6f; outputs and every global equal to the JIT's (largest relative "
-                      "difference %.3g)\n", step, *(float *)y[0], worst);
+                      "difference %.3g%s)\n", step, *(float *)y[0], worst,
+                      SANITIZED ? " in the outputs; weights within 2·lr per step, sanitized build" : "");
         em3_st_free(f);
         free_all(x, n_in);
         free_all(y, n_out);
