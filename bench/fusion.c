@@ -1,8 +1,10 @@
 /* bench/fusion.c — what fuse-attention and fuse-lora buy in a training step (forward and
- * backward, JIT-compiled): attention at 32, 128 and 512 keys fused against the primitives the
- * DSL writes, and lora_matmul against its unfused graph and against full fine-tuning of W.
- * Prints a Markdown table of median times over alternating repetitions, the arena each
- * variant's memory plan needs and the peak RSS of a process that runs it once. Not a test. */
+ * backward, JIT-compiled): attention at 20 to 512 keys fused against the primitives the DSL
+ * writes, and lora_matmul against its unfused graph and against full fine-tuning of W.
+ * Prints a Markdown table of median times over alternating repetitions (wall clock, and the
+ * process's CPU time, which a shared machine's other load disturbs less), the arena each
+ * variant's memory plan needs and the peak RSS of a process that runs it once. An argument
+ * keeps only the cases whose label starts with it ("attention", "LoRA"). Not a test. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,8 +24,8 @@
 
 /* Attention over bh (batch × heads) slices of L queries and keys, dh = 16 (EM3's d = 64 over
  * 4 heads), a padding mask that hides the last eighth of the keys, and loss = Σ o·w; q, k and v
- * are trainable so that the step computes dq, dk and dv. bh shrinks as L² grows, so that each
- * run does about the same work. */
+ * are trainable so that the step computes dq, dk and dv. bh shrinks as L² grows (8192·32²/L²),
+ * so that each run does about the same work. */
 enum { DH = 16 };
 
 static char *attention_ir(int L, int bh) {
@@ -106,8 +108,12 @@ typedef struct {
 } bench_case;
 
 static const bench_case cases[] = {
+    {"attention, L = 20", 20, 20971, false},
     {"attention, L = 32", 32, 8192, false},
+    {"attention, L = 50", 50, 3355, false},
     {"attention, L = 128", 128, 512, false},
+    {"attention, L = 256", 256, 128, false},
+    {"attention, L = 400", 400, 52, false},
     {"attention, L = 512", 512, 32, false},
     {"LoRA, 32768 × 256 → 256, r = 8, dx needed", 0, 0, false},
     {"LoRA, as above, x frozen (no dx)", 0, 0, true},
@@ -177,13 +183,19 @@ static runner prepare(const bench_case *c, const variant *v) {
     return r;
 }
 
-static double run_once(runner *r) {
+static double seconds(clockid_t clock) {
+    struct timespec t;
+    clock_gettime(clock, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* One step; its wall-clock and CPU seconds. */
+static void run_once(runner *r, double *wall, double *cpu) {
     em3_frame fr = {.batch = 1, .arena = r->arena, .global = r->glob, .output = r->out, .err_node = -1};
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double w0 = seconds(CLOCK_MONOTONIC), c0 = seconds(CLOCK_PROCESS_CPUTIME_ID);
     if (r->cf->fn(&fr)) exit(1);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    return (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    *cpu = seconds(CLOCK_PROCESS_CPUTIME_ID) - c0;
+    *wall = seconds(CLOCK_MONOTONIC) - w0;
 }
 
 static void finish(runner *r) {
@@ -228,47 +240,55 @@ static int cmp_double(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+/* The median of n times, sorted in place, in ms. */
+static double median_ms(double *t, int n) {
+    qsort(t, (size_t)n, sizeof(double), cmp_double);
+    return 1e3 * t[n / 2];
+}
+
 int main(int argc, char **argv) {
     openblas_set_num_threads(1); /* the fused kernels run on one thread: so does every GEMM */
+    double wall, cpu;
     if (argc == 4 && !strcmp(argv[1], "--once")) {
         int ci = atoi(argv[2]), vi = atoi(argv[3]), n;
         if (ci >= 0) {
             runner r = prepare(&cases[ci], &variants_of(&cases[ci], &n)[vi]);
-            run_once(&r);
+            run_once(&r, &wall, &cpu);
             finish(&r);
         }
         printf("%.1f\n", own_peak_rss());
         return 0;
     }
+    const char *only = argc > 1 ? argv[1] : "";
     printf("Training step (forward + backward, gradients only) through the JIT, one thread; median of "
-           "%d alternating runs after one warm-up (min – max); OPENBLAS_CORETYPE=%s.\n"
+           "%d alternating runs after one warm-up (wall: min – max); OPENBLAS_CORETYPE=%s.\n"
            "Peak RSS is that of a process that compiles the variant and runs it once; one that only "
            "starts up peaks at %.0f MiB.\n\n",
            REPS, getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "(unset)", peak_rss(-1, 0));
-    printf("| case | variant | kernels | median ms (min – max) | time vs first | arena MiB | peak RSS MiB |\n"
-           "|---|---|---:|---:|---:|---:|---:|\n");
+    printf("| case | variant | kernels | wall ms (min – max) | wall vs first | CPU ms | CPU vs first | arena MiB | "
+           "peak RSS MiB |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for (int ci = 0; ci < N_CASES; ci++) {
+        if (strncmp(cases[ci].label, only, strlen(only))) continue;
         int nv;
         const variant *vs = variants_of(&cases[ci], &nv);
         runner r[3];
-        double t[3][REPS];
+        double tw[3][REPS], tc[3][REPS];
         for (int k = 0; k < nv; k++) {
             r[k] = prepare(&cases[ci], &vs[k]);
-            run_once(&r[k]); /* warm-up: page faults, OpenBLAS buffers */
+            run_once(&r[k], &wall, &cpu); /* warm-up: page faults, OpenBLAS buffers */
         }
         for (int rep = 0; rep < REPS; rep++) /* interleaved, the order rotating, so drift hits all */
             for (int j = 0; j < nv; j++) {
                 int k = (j + rep) % nv;
-                t[k][rep] = run_once(&r[k]);
+                run_once(&r[k], &tw[k][rep], &tc[k][rep]);
             }
-        double first = 0;
+        double first_wall = 0, first_cpu = 0;
         for (int k = 0; k < nv; k++) {
-            qsort(t[k], REPS, sizeof(double), cmp_double);
-            double med = 1e3 * t[k][REPS / 2];
-            if (k == 0) first = med;
-            printf("| %s | %s | %d | %.1f (%.1f – %.1f) | %.2f× | %.1f | %.0f |\n", k ? "" : cases[ci].label, vs[k].name,
-                   r[k].kernels, med, 1e3 * t[k][0], 1e3 * t[k][REPS - 1], med / first,
-                   (double)r[k].cf->arena_bytes / (1 << 20), peak_rss(ci, k));
+            double mw = median_ms(tw[k], REPS), mc = median_ms(tc[k], REPS);
+            if (k == 0) first_wall = mw, first_cpu = mc;
+            printf("| %s | %s | %d | %.1f (%.1f – %.1f) | %.2f× | %.1f | %.2f× | %.1f | %.0f |\n",
+                   k ? "" : cases[ci].label, vs[k].name, r[k].kernels, mw, 1e3 * tw[k][0], 1e3 * tw[k][REPS - 1],
+                   mw / first_wall, mc, mc / first_cpu, (double)r[k].cf->arena_bytes / (1 << 20), peak_rss(ci, k));
             fflush(stdout);
         }
         for (int k = 0; k < nv; k++) finish(&r[k]);
