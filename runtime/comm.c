@@ -24,6 +24,7 @@ struct em3_comm {
     em3_comm_stats stats;
 };
 
+#ifdef EM3_HAVE_MPI
 static double now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -42,13 +43,10 @@ static double sum_bytes(const em3_comm *c, int64_t n) {
     return 2.0 * (double)(c->size - 1) / (double)c->size * (double)n;
 }
 
-#ifdef EM3_HAVE_MPI
-enum { CHUNK = 1 << 30 }; /* bytes per MPI call */
-
-/* Started by mpirun (or a PMIx / PMI launcher such as srun), not as a plain process. */
-static bool launched_by_mpi(void) {
-    return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_RANK");
-}
+enum {
+    CHUNK = 1 << 30, /* bytes per MPI call at most: MPI counts are ints */
+    BUCKET = 4 << 20 /* bytes per piece of a sum */
+};
 
 /* When a rank dies, mpirun stops the others with SIGTERM, possibly inside a collective that
  * would never return. Say what happened before going: the message is written at creation
@@ -82,11 +80,27 @@ static bool mpi_start(em3_comm *c, char *err, size_t errlen) {
 }
 #endif
 
+/* The number of ranks mpirun (or srun, through PMI) started this process among; 0 when it was
+ * started as a plain process. */
+static int launched_ranks(void) {
+    const char *v = getenv("OMPI_COMM_WORLD_SIZE");
+    if (!v) v = getenv("PMI_SIZE");
+    return v ? atoi(v) : 0;
+}
+
 em3_comm *em3_comm_create(char *err, size_t errlen) {
     em3_comm *c = em3_xcalloc(1, sizeof *c);
     c->size = c->local_size = 1;
+    int ranks = launched_ranks();
 #ifdef EM3_HAVE_MPI
-    if (launched_by_mpi() && !mpi_start(c, err, errlen)) {
+    if (ranks > 0 && !mpi_start(c, err, errlen)) {
+        free(c);
+        return NULL;
+    }
+#else
+    if (ranks > 1) { /* each rank would train alone, all into the same run folder */
+        snprintf(err, errlen, "started by mpirun with %d ranks, but this em3 was built without MPI: install "
+                              "libopenmpi-dev and rebuild (tools/deps.sh), or run one process", ranks);
         free(c);
         return NULL;
     }
@@ -105,8 +119,6 @@ void em3_comm_free(em3_comm *c) {
 int em3_comm_rank(const em3_comm *c) { return c->rank; }
 int em3_comm_size(const em3_comm *c) { return c->size; }
 int em3_comm_local_size(const em3_comm *c) { return c->local_size; }
-
-const char *em3_comm_kind(const em3_comm *c) { return c->mpi ? "mpi" : "single"; }
 
 em3_comm_stats em3_comm_stats_get(const em3_comm *c) { return c->stats; }
 
@@ -127,21 +139,47 @@ void em3_comm_sum_f32(em3_comm *c, float *buf, int64_t n) {
     if (c->size == 1) return;
 #ifdef EM3_HAVE_MPI
     double t0 = now();
-    for (int64_t at = 0, step = CHUNK / sizeof(float); at < n; at += step)
-        MPI_Allreduce(MPI_IN_PLACE, buf + at, (int)(n - at < step ? n - at : step), MPI_FLOAT, MPI_SUM,
-                      MPI_COMM_WORLD);
+    int64_t per = BUCKET / sizeof(float), nb = (n + per - 1) / per;
+    MPI_Request *rq = em3_xmalloc(sizeof(MPI_Request) * (size_t)(nb ? nb : 1));
+    for (int64_t b = 0; b < nb; b++)
+        MPI_Iallreduce(MPI_IN_PLACE, buf + b * per, (int)(n - b * per < per ? n - b * per : per), MPI_FLOAT,
+                       MPI_SUM, MPI_COMM_WORLD, &rq[b]);
+    MPI_Waitall((int)nb, rq, MPI_STATUSES_IGNORE);
+    free(rq);
     account(c, t0, sum_bytes(c, n * (int64_t)sizeof(float)));
 #endif
 }
 
-void em3_comm_sum_f64(em3_comm *c, double *buf, int64_t n) {
-    if (c->size == 1) return;
+/* Adds this rank's parts into out[0, len) in order. */
+static void add_parts(float *out, const float *const *parts, int nparts, int64_t at, int64_t len) {
+    for (int p = 0; p < nparts; p++)
+        for (int64_t i = 0; i < len; i++) out[i] += parts[p][at + i];
+}
+
+void em3_comm_sum_ordered_f32(em3_comm *c, float *out, const float *const *parts, int nparts, int64_t n) {
+    if (c->size == 1) {
+        memset(out, 0, sizeof(float) * (size_t)n);
+        add_parts(out, parts, nparts, 0, n);
+        return;
+    }
 #ifdef EM3_HAVE_MPI
     double t0 = now();
-    for (int64_t at = 0, step = CHUNK / sizeof(double); at < n; at += step)
-        MPI_Allreduce(MPI_IN_PLACE, buf + at, (int)(n - at < step ? n - at : step), MPI_DOUBLE, MPI_SUM,
-                      MPI_COMM_WORLD);
-    account(c, t0, sum_bytes(c, n * (int64_t)sizeof(double)));
+    int64_t per = BUCKET / sizeof(float);
+    for (int64_t at = 0; at < n; at += per) {
+        int len = (int)(n - at < per ? n - at : per);
+        if (c->rank == 0) memset(out + at, 0, sizeof(float) * (size_t)len);
+        else MPI_Recv(out + at, len, MPI_FLOAT, c->rank - 1, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        add_parts(out + at, parts, nparts, at, len);
+        if (c->rank < c->size - 1) MPI_Send(out + at, len, MPI_FLOAT, c->rank + 1, 0, MPI_COMM_WORLD);
+    }
+    for (int64_t at = 0; at < n; at += per)
+        MPI_Bcast(out + at, (int)(n - at < per ? n - at : per), MPI_FLOAT, c->size - 1, MPI_COMM_WORLD);
+    /* received: the running sum from the previous rank (none on rank 0), then the total (none
+     * on the last rank) */
+    double bytes = (double)((c->rank > 0) + (c->rank < c->size - 1)) * (double)n * sizeof(float);
+    account(c, t0, bytes);
+#else
+    EM3_UNREACHABLE("%d ranks without MPI", c->size);
 #endif
 }
 
@@ -186,7 +224,7 @@ int64_t em3_comm_allgather(em3_comm *c, const void *send, int64_t bytes, void **
     free(at);
     account(c, t0, (double)(total - bytes) + (double)(c->size - 1) * sizeof(int64_t));
 #else
-    EM3_ASSERT(false, "%d ranks without MPI", c->size);
+    EM3_UNREACHABLE("%d ranks without MPI", c->size);
 #endif
     return total;
 }
