@@ -7,7 +7,7 @@
  *
  * With `separate_update` the updates go to a function of their own, @update, whose inputs are
  * the gradients @train returns: data-parallel training combines every rank's gradients in
- * between (runtime/grad_sync.c, docs/distributed.md). Clipping is then computed in @update,
+ * between (runtime/grad_sync.c, docs/training.md). Clipping is then computed in @update,
  * over the combined gradients, as one process would. */
 #include <fnmatch.h>
 #include <stdlib.h>
