@@ -3,7 +3,12 @@
  * Adagrad, with per-group learning rates (runtime inputs "opt.lr.GROUP") and weight decay,
  * optional global gradient-norm clipping, and optimizer state as new STATE globals. A table
  * whose gradient is a chain of scatter_adds over zeros (it was only gathered from) is updated
- * sparsely from the (ids, rows) pairs — the dense [rows, d] gradient is never built. */
+ * sparsely from the (ids, rows) pairs — the dense [rows, d] gradient is never built.
+ *
+ * With `separate_update` the updates go to a function of their own, @update, whose inputs are
+ * the gradients @train returns: data-parallel training combines every rank's gradients in
+ * between (runtime/grad_sync.c, docs/training.md). Clipping is then computed in @update,
+ * over the combined gradients, as one process would. */
 #include <fnmatch.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,6 +171,40 @@ static void emit_update(opt_state *s, const update *u, double wd, int lr) {
     em3_b_node(&s->b, &p, in, n);
 }
 
+/* The gradients leave @train as outputs and enter a new @update as inputs of the same names:
+ * "grad.NAME" for a dense gradient, "grad_ids.NAME" and "grad_rows.NAME" for a sparse one
+ * (prefixes, since parameter names hold dots). @update's sparse inputs are sized by its batch:
+ * a [k·B] pair keeps its type, a static [n] one becomes [n·B] — the runtime calls @update with
+ * the smallest batch all ranks' merged pairs fit in. u[] is rewritten to @update's values. */
+static em3_func *separate_update(opt_state *s, em3_func *tr, update *u, int nu) {
+    em3_module *m = tr->mod;
+    EM3_ASSERT(!em3_module_find_func(m, "update"), "@update exists");
+    em3_func *up = em3_module_add_func(m, "update");
+    em3_builder b = {up, {0}};
+    for (int i = 0; i < nu; i++) {
+        const char *name = u[i].g.name;
+        b.loc = u[i].g.loc;
+        if (u[i].grad >= 0) {
+            u[i].grad = em3_b_input(&b, em3_arena_printf(m->arena, "grad.%s", name), em3_b_type(&s->b, u[i].grad));
+        } else {
+            const char *ids = em3_arena_printf(m->arena, "grad_ids.%s", name);
+            const char *rows = em3_arena_printf(m->arena, "grad_rows.%s", name);
+            em3_func_remove_output(tr, em3_arena_printf(m->arena, "grad.%s", name));
+            em3_func_add_output(tr, ids, u[i].ids);
+            em3_func_add_output(tr, rows, u[i].rows);
+            em3_type ti = *em3_b_type(&s->b, u[i].ids), tw = *em3_b_type(&s->b, u[i].rows);
+            if (!em3_dim_has_batch(ti.dim[0])) {
+                ti.dim[0] = -ti.dim[0];
+                tw.dim[0] = ti.dim[0];
+            }
+            u[i].ids = em3_b_input(&b, ids, &ti);
+            u[i].rows = em3_b_input(&b, rows, &tw);
+        }
+        u[i].param = em3_b_param(&b, name);
+    }
+    return up;
+}
+
 int em3_pass_optimizer(em3_module *m, const em3_pass_ctx *ctx) {
     em3_optim_config defaults = em3_optim_defaults();
     const em3_optim_config *c = ctx->opt->optim ? ctx->opt->optim : &defaults;
@@ -174,6 +213,7 @@ int em3_pass_optimizer(em3_module *m, const em3_pass_ctx *ctx) {
         em3_diag_error(ctx->diag, (em3_loc){0}, "optimizer: no @train function (run autodiff first)");
         return -1;
     }
+    if (em3_module_find_func(m, "update")) return 0; /* already done, separately */
     for (int i = 0; i < tr->n_node; i++)
         if (em3_op_flags(tr->node[i].op) & EM3_OPF_SIDE_EFFECT) return 0; /* already done */
 
@@ -194,6 +234,9 @@ int em3_pass_optimizer(em3_module *m, const em3_pass_ctx *ctx) {
         if (lazy_ok && sparse_pair(&s, u[nu].grad, &u[nu].ids, &u[nu].rows)) u[nu].grad = -1;
         nu++;
     }
+    /* from here on the builder works in the function that updates: @train, or @update */
+    if (c->separate_update) s.b.f = separate_update(&s, tr, u, nu);
+    em3_func *up = s.b.f;
     if (c->kind == EM3_OPTIM_ADAM || c->kind == EM3_OPTIM_ADAMW) {
         em3_type t = em3_type_make(EM3_DTYPE_F32, 0, NULL);
         s.step = em3_b_input(&s.b, "opt.step", &t);
@@ -221,14 +264,14 @@ int em3_pass_optimizer(em3_module *m, const em3_pass_ctx *ctx) {
             int *v = u[i].grad < 0 ? &u[i].rows : &u[i].grad;
             *v = em3_b_binary(&s.b, EM3_OP_MUL, *v, scale);
         }
-        em3_func_add_output(tr, "grad_norm", norm);
+        em3_func_add_output(up, "grad_norm", norm);
     }
     for (int i = 0; i < nu; i++) {
         const em3_param_group *grp = group_of(c, u[i].g.name);
         double wd = grp && grp->weight_decay >= 0 ? grp->weight_decay : c->weight_decay;
         s.b.loc = u[i].g.loc;
         emit_update(&s, &u[i], wd, lr_input(&s, grp ? grp->name : "default"));
-        em3_func_remove_output(tr, em3_arena_printf(m->arena, "grad.%s", u[i].g.name));
+        if (!c->separate_update) em3_func_remove_output(tr, em3_arena_printf(m->arena, "grad.%s", u[i].g.name));
     }
     free(u);
     return 1;

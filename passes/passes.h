@@ -41,6 +41,8 @@ typedef struct {
     double adagrad_init; /* initial accumulator value */
     const em3_param_group *groups;
     int n_groups;
+    bool separate_update; /* updates in their own function @update, fed @train's gradients
+                             (data-parallel training combines them in between) */
 } em3_optim_config;
 
 /* Adam, lr 1e-3, β = (0.9, 0.999), ε = 1e-8, no weight decay, no clipping, lazy tables. */

@@ -25,6 +25,13 @@ static uint64_t checksum(em3_exec *x) {
     return em3_xxh64_digest(&h);
 }
 
+void em3_checkpoint_broadcast(em3_exec *x, em3_comm *c) {
+    const em3_module *m = em3_exec_module(x);
+    for (int g = 0; g < m->n_global; g++)
+        if (saved(&m->global[g]))
+            em3_comm_broadcast(c, em3_exec_global(x, m->global[g].name), em3_type_numel(&m->global[g].type, 1) * 4);
+}
+
 bool em3_checkpoint_save(em3_exec *x, const char *path, const em3_train_state *s, char *err,
                          size_t errlen) {
     const em3_module *m = em3_exec_module(x);

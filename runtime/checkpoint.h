@@ -7,6 +7,7 @@
 #ifndef EM3_CHECKPOINT_H
 #define EM3_CHECKPOINT_H
 
+#include "comm.h"
 #include "exec.h"
 
 #define EM3_CHECKPOINT_VERSION 1
@@ -30,6 +31,9 @@ bool em3_checkpoint_save(em3_exec *x, const char *path, const em3_train_state *s
 /* Loads into x's globals; the module must have the same globals (names, shapes). */
 bool em3_checkpoint_load(em3_exec *x, const char *path, em3_train_state *s, char *err,
                          size_t errlen);
+/* Rank 0's values of everything a checkpoint holds, to every rank of c (a collective): how the
+ * ranks of a data-parallel job start from the same weights. */
+void em3_checkpoint_broadcast(em3_exec *x, em3_comm *c);
 
 /* Starts a model from another run's weights: every parameter (trainable or frozen) of x
  * whose name is found in the safetensors file `path` (a checkpoint, or weights from any tool)

@@ -1,7 +1,9 @@
 /* runtime/train.c — the training loop (see train.h): batches gathered from a seeded
  * permutation, the compiled @train step with the learning-rate and step inputs, evaluation
  * with exact metrics, early stopping and reduce-on-plateau, logs, and checkpoints written so
- * that a run killed at any moment resumes to the same final weights. */
+ * that a run killed at any moment resumes to the same final weights. Data-parallel, the step
+ * is @train on this rank's shards, the gradients combined (grad_sync.c), then @update; the
+ * ranks decide together (em3_comm_agree) wherever one of them may fail alone. */
 #include "train.h"
 
 #include <cblas.h>
@@ -16,6 +18,7 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
+#include "grad_sync.h"
 #include "init.h"
 #include "metrics.h"
 
@@ -43,9 +46,24 @@ static bool fail(char *err, size_t errlen, const char *fmt, ...) {
     return false;
 }
 
+/* ---- the ranks of a data-parallel job (comm NULL: one process) ------------------------------ */
+
+static int rank_of(const em3_train_config *c) { return c->comm ? em3_comm_rank(c->comm) : 0; }
+static int ranks(const em3_train_config *c) { return c->comm ? em3_comm_size(c->comm) : 1; }
+
+/* Whether every rank got here with ok: a rank that failed has its own message in err; the
+ * others receive one that names it, and all stop together. */
+static bool all_ok(const em3_train_config *c, bool ok, char *err, size_t errlen) {
+    int first;
+    if (!c->comm || em3_comm_agree(c->comm, ok, &first)) return ok;
+    return ok ? fail(err, errlen, "stopped because rank %d failed (its message comes from that rank)", first)
+              : false;
+}
+
 /* ---- inputs of a compiled function, fed from a split ------------------------------------ */
 
-typedef enum { FEED_COLUMN, FEED_STEP, FEED_LR } feed_kind;
+/* FEED_GRAD: a combined gradient of data-parallel training, set by the loop before each run */
+typedef enum { FEED_COLUMN, FEED_STEP, FEED_LR, FEED_GRAD } feed_kind;
 
 typedef struct {
     int n;
@@ -64,7 +82,8 @@ static int64_t row_values(const em3_column *c) {
 }
 
 /* Matches each input of `cf` to a column of split s (by name) or to a loop-provided scalar,
- * checking element type and per-row shape against the model's declaration. */
+ * checking element type and per-row shape against the model's declaration. Without a dataset
+ * (@update) the other inputs are gradients. */
 static bool feeder_init(feeder *fd, const em3_compiled_func *cf, const em3_dataset *ds, em3_split s,
                         const em3_train_config *c, int64_t rows, char *err, size_t errlen) {
     memset(fd, 0, sizeof *fd);
@@ -87,6 +106,10 @@ static bool feeder_init(feeder *fd, const em3_compiled_func *cf, const em3_datas
             if (fd->group[k] < 0)
                 return fail(err, errlen, "parameter group %s has no learning rate (set lr.%s)", name + 7, name + 7);
             fd->in[k].data = &fd->scalar[k];
+            continue;
+        }
+        if (!ds) {
+            fd->kind[k] = FEED_GRAD;
             continue;
         }
         const em3_column *col = em3_dataset_find(ds, s, name);
@@ -123,11 +146,31 @@ static void feeder_fill(feeder *fd, const int64_t *rows, int64_t n, int64_t step
         case FEED_COLUMN: em3_column_gather(fd->col[k], rows, n, fd->buf[k]); break;
         case FEED_STEP: fd->scalar[k] = (float)step; break;
         case FEED_LR: fd->scalar[k] = (float)lr[fd->group[k]]; break;
+        case FEED_GRAD: break;
         }
     }
 }
 
 /* ---- evaluation ------------------------------------------------------------------------------ */
+
+/* This rank's share of an evaluation in `batches` batches: [*lo, *hi), whole batches, the ones
+ * one process would run, so every result has the same bits however many ranks there are. */
+static void eval_share(const em3_train_config *c, int64_t batches, int64_t *lo, int64_t *hi) {
+    *lo = rank_of(c) * batches / ranks(c);
+    *hi = (rank_of(c) + 1) * batches / ranks(c);
+}
+
+/* Every rank's elements [lo, hi) of buf (`elem` bytes each; each rank has computed its own),
+ * gathered in rank order: then every rank holds all of buf[0, n). */
+static void eval_gather(const em3_train_config *c, void *buf, int64_t lo, int64_t hi, int64_t n, size_t elem) {
+    if (!c->comm) return;
+    void *all = NULL;
+    int64_t cap = 0, *counts = em3_xmalloc(sizeof(int64_t) * (size_t)ranks(c));
+    em3_comm_allgather(c->comm, (char *)buf + lo * (int64_t)elem, (hi - lo) * (int64_t)elem, &all, &cap, counts);
+    memcpy(buf, all, elem * (size_t)n);
+    free(all);
+    free(counts);
+}
 
 /* The row-weighted mean of @forward's loss over split s: what a label-free objective (the
  * contrastive pretraining of a content encoder) is evaluated by. */
@@ -138,19 +181,24 @@ static bool evaluate_loss(em3_exec *x, const em3_dataset *ds, em3_split s, const
     int64_t rows = out->rows, chunk = c->eval_batch_size;
     feeder fd;
     if (!feeder_init(&fd, ff, ds, s, c, chunk, err, errlen)) return false;
-    int64_t *idx = em3_xmalloc(sizeof(int64_t) * (size_t)chunk);
-    double sum = 0;
+    int64_t *idx = em3_xmalloc(sizeof(int64_t) * (size_t)chunk), batches = (rows + chunk - 1) / chunk, lo, hi;
+    double *part = em3_xcalloc((size_t)batches, sizeof(double)), sum = 0; /* per batch: loss × rows */
+    eval_share(c, batches, &lo, &hi);
     bool ok = true;
-    for (int64_t at = 0; at < rows && ok; at += chunk) {
-        int64_t n = rows - at < chunk ? rows - at : chunk;
+    for (int64_t b = lo; b < hi && ok; b++) {
+        int64_t at = b * chunk, n = rows - at < chunk ? rows - at : chunk;
         for (int64_t i = 0; i < n; i++) idx[i] = at + i;
         feeder_fill(&fd, idx, n, 0, NULL);
         ok = em3_exec_run(x, "forward", n, fd.in, fd.n, err, errlen);
         const float *lp = ok ? em3_exec_output(x, "forward", "loss", NULL) : NULL;
         if (ok && !lp) ok = fail(err, errlen, "@forward has no output 'loss'");
-        if (ok) sum += (double)*lp * (double)n;
+        if (ok) part[b] = (double)*lp * (double)n;
     }
+    ok = all_ok(c, ok, err, errlen);
+    if (ok) eval_gather(c, part, lo, hi, batches, sizeof(double));
+    for (int64_t b = 0; b < batches; b++) sum += part[b];
     out->loss = sum / (double)rows;
+    free(part);
     free(idx);
     feeder_free(&fd);
     return ok;
@@ -175,9 +223,13 @@ bool em3_evaluate(em3_exec *x, const em3_dataset *ds, em3_split s, const em3_tra
     if (!feeder_init(&fd, pf, ds, s, c, chunk, err, errlen)) return false;
     float *score = em3_xmalloc(sizeof(float) * (size_t)rows), *y = em3_xmalloc(sizeof(float) * (size_t)rows);
     int64_t *idx = em3_xmalloc(sizeof(int64_t) * (size_t)chunk);
+    int64_t lo, hi;
+    eval_share(c, (rows + chunk - 1) / chunk, &lo, &hi);
+    lo *= chunk;
+    hi = hi * chunk < rows ? hi * chunk : rows;
     bool ok = true;
-    for (int64_t at = 0; at < rows && ok; at += chunk) {
-        int64_t n = rows - at < chunk ? rows - at : chunk;
+    for (int64_t at = lo; at < hi && ok; at += chunk) {
+        int64_t n = hi - at < chunk ? hi - at : chunk;
         for (int64_t i = 0; i < n; i++) idx[i] = at + i;
         feeder_fill(&fd, idx, n, 0, NULL);
         ok = em3_exec_run(x, "predict", n, fd.in, fd.n, err, errlen);
@@ -187,6 +239,8 @@ bool em3_evaluate(em3_exec *x, const em3_dataset *ds, em3_split s, const em3_tra
             ok = fail(err, errlen, "@predict has no output '%s' with one score per row (set score=NAME)", c->score);
         if (ok) memcpy(score + at, sc, sizeof(float) * (size_t)n);
     }
+    ok = all_ok(c, ok, err, errlen);
+    if (ok) eval_gather(c, score, lo, hi, rows, sizeof(float));
     if (ok) {
         memcpy(y, lab->data, sizeof(float) * (size_t)rows);
         out->auc = em3_auc(y, score, NULL, rows);
@@ -306,13 +360,67 @@ typedef struct {
     em3_train_state st;
     double t_start, t_last;
     int64_t steps_per_epoch;
+    em3_grad_sync *gs; /* data-parallel: the gradients of the step's shards (else NULL) */
+    feeder up;         /* ... and @update's inputs */
 } loop;
 
+/* Written by rank 0 alone. */
 static bool save(loop *L, const char *file, char *err, size_t errlen) {
-    char *p = run_path(L->c, file);
-    bool ok = em3_checkpoint_save(L->x, p, &L->st, err, errlen);
-    free(p);
-    return ok;
+    bool ok = true;
+    if (rank_of(L->c) == 0) {
+        char *p = run_path(L->c, file);
+        ok = em3_checkpoint_save(L->x, p, &L->st, err, errlen);
+        free(p);
+    }
+    return all_ok(L->c, ok, err, errlen);
+}
+
+/* Rank 0 reads a checkpoint (weights and, with `st`, the loop's state) and gives it to every
+ * rank. */
+static bool load(loop *L, const char *file, em3_train_state *st, char *err, size_t errlen) {
+    bool ok = true;
+    em3_train_state scratch;
+    if (rank_of(L->c) == 0) {
+        char *p = run_path(L->c, file);
+        ok = em3_checkpoint_load(L->x, p, st ? st : &scratch, err, errlen);
+        free(p);
+    }
+    if (!all_ok(L->c, ok, err, errlen)) return false;
+    if (L->c->comm) {
+        if (st) em3_comm_broadcast(L->c->comm, st, sizeof *st);
+        em3_checkpoint_broadcast(L->x, L->c->comm);
+    }
+    return true;
+}
+
+/* One step on the global batch rows[0, n): through @train alone, or data-parallel — @train on
+ * each of this rank's shards (shard s holds rows [s·n/S, (s+1)·n/S)), the gradients combined
+ * over every shard of every rank, then @update, unless the loss is not finite. */
+static bool step(loop *L, feeder *fd, const int64_t *rows, int64_t n, float *loss, char *err, size_t errlen) {
+    if (!L->gs) {
+        feeder_fill(fd, rows, n, L->st.step + 1, L->st.lr);
+        if (!em3_exec_run(L->x, "train", n, fd->in, fd->n, err, errlen)) return false;
+        *loss = *(const float *)em3_exec_output(L->x, "train", "loss", NULL);
+        return true;
+    }
+    int64_t S = L->c->shards, per_rank = S / ranks(L->c);
+    bool ok = true;
+    em3_grad_sync_begin(L->gs);
+    for (int64_t s = rank_of(L->c) * per_rank; ok && s < (rank_of(L->c) + 1) * per_rank; s++) {
+        int64_t lo = s * n / S, hi = (s + 1) * n / S;
+        if (hi == lo) continue;
+        feeder_fill(fd, rows + lo, hi - lo, L->st.step + 1, L->st.lr);
+        ok = em3_exec_run(L->x, "train", hi - lo, fd->in, fd->n, err, errlen);
+        if (ok) em3_grad_sync_add(L->gs, hi - lo, (float)((double)(hi - lo) / (double)n));
+    }
+    if (!all_ok(L->c, ok, err, errlen)) return false;
+    int64_t batch;
+    *loss = em3_grad_sync_combine(L->gs, &batch);
+    if (!isfinite(*loss)) return true;
+    feeder_fill(&L->up, NULL, 0, L->st.step + 1, L->st.lr);
+    for (int k = 0; k < L->up.n; k++)
+        if (L->up.kind[k] == FEED_GRAD) L->up.in[k].data = em3_grad_sync_input(L->gs, L->up.in[k].name);
+    return em3_exec_run(L->x, "update", batch, L->up.in, L->up.n, err, errlen);
 }
 
 /* Evaluates valid, logs, updates best / patience / plateau; *stop when patience runs out. */
@@ -370,6 +478,23 @@ static bool evaluate_and_schedule(loop *L, bool *stop, char *err, size_t errlen)
     return true;
 }
 
+/* What combining the gradients cost per step: what rank 0 received (comm.h) and the time. */
+static void log_sync_cost(loop *L) {
+    em3_comm_stats dense, sparse;
+    int64_t n;
+    em3_grad_sync_stats(L->gs, &dense, &sparse, &n);
+    if (n == 0) return;
+    fprintf(L->log, "data-parallel: %d ranks, %lld shards; per step %.1f kB of dense gradients in %.3f ms, "
+                    "%.1f kB of embedding rows in %.3f ms\n", ranks(L->c), (long long)L->c->shards,
+            (double)dense.bytes / (double)n / 1e3, dense.seconds / (double)n * 1e3,
+            (double)sparse.bytes / (double)n / 1e3, sparse.seconds / (double)n * 1e3);
+}
+
+/* A progress line that rewrites itself, on rank 0's terminal. */
+static bool live_progress(const em3_train_config *c) {
+    return c->progress && isatty(fileno(stderr)) && rank_of(c) == 0;
+}
+
 static void progress(loop *L, double loss, bool force) {
     double t = now();
     if (!force && t - L->t_last < 0.5) return;
@@ -379,7 +504,7 @@ static void progress(loop *L, double loss, bool force) {
     if (c->max_steps && c->max_steps < total) total = c->max_steps;
     double rate = (double)done * (double)c->batch_size / fmax(t - L->t_start, 1e-9);
     double eta = rate > 0 ? (double)(total - done) * (double)c->batch_size / rate : 0;
-    if (c->progress && isatty(fileno(stderr)))
+    if (live_progress(c))
         fprintf(stderr, "\r  epoch %lld/%lld  step %lld/%lld  %8.0f samples/s  loss %.4f  ETA %lld:%02lld   ",
                 (long long)L->st.epoch + 1, (long long)c->epochs, (long long)done, (long long)total, rate, loss,
                 (long long)eta / 60, (long long)eta % 60);
@@ -389,9 +514,18 @@ bool em3_train(em3_exec *x, const em3_dataset *ds, const em3_train_config *c, bo
                FILE *log, char *err, size_t errlen) {
     const em3_compiled_func *tf = em3_exec_func(x, "train");
     EM3_ASSERT(tf, "no compiled @train");
+    bool leader = rank_of(c) == 0, parallel = em3_exec_func(x, "update") != NULL;
+    EM3_ASSERT(!parallel || (c->shards > 0 && c->shards % ranks(c) == 0), "%lld shards on %d ranks",
+               (long long)c->shards, ranks(c));
+    /* ranks on one machine share its cores; OpenBLAS would otherwise start a thread per core in each */
     if (c->deterministic) openblas_set_num_threads(1);
-    if (!em3_mkdir_p(c->out_dir))
-        return fail(err, errlen, "cannot create run folder %s: %s", c->out_dir, strerror(errno));
+    else if (c->comm && em3_comm_local_size(c->comm) > 1) {
+        int threads = (int)sysconf(_SC_NPROCESSORS_ONLN) / em3_comm_local_size(c->comm);
+        openblas_set_num_threads(threads > 1 ? threads : 1);
+    }
+    bool made = !leader || em3_mkdir_p(c->out_dir) ||
+                fail(err, errlen, "cannot create run folder %s: %s", c->out_dir, strerror(errno));
+    if (!all_ok(c, made, err, errlen)) return false;
     int64_t rows = em3_dataset_rows(ds, EM3_SPLIT_TRAIN);
     if (rows == 0) return fail(err, errlen, "the training split is empty");
     loop L = {.x = x, .ds = ds, .c = c, .log = log};
@@ -399,17 +533,16 @@ bool em3_train(em3_exec *x, const em3_dataset *ds, const em3_train_config *c, bo
     L.st.n_lr = c->n_groups;
     for (int g = 0; g < c->n_groups; g++) L.st.lr[g] = c->groups[g].lr;
     if (resume) {
-        char *p = run_path(c, "last.ckpt");
-        bool ok = em3_checkpoint_load(x, p, &L.st, err, errlen);
-        free(p);
-        if (!ok) return false;
+        if (!load(&L, "last.ckpt", &L.st, err, errlen)) return false;
         fprintf(log, "resuming at epoch %lld, batch %lld (step %lld)\n", (long long)L.st.epoch + 1,
                 (long long)L.st.batch, (long long)L.st.step);
+    } else if (c->comm) {
+        em3_checkpoint_broadcast(x, c->comm); /* every rank starts from rank 0's weights */
     }
     if (!em3_exec_precompute(x, err, errlen)) return false;
     char *pj = run_path(c, "log.jsonl"), *pc = run_path(c, "metrics.csv");
-    L.jsonl = fopen(pj, resume ? "a" : "w");
-    L.csv = fopen(pc, resume ? "a" : "w");
+    L.jsonl = fopen(leader ? pj : "/dev/null", resume ? "a" : "w");
+    L.csv = fopen(leader ? pc : "/dev/null", resume ? "a" : "w");
     free(pj);
     free(pc);
     if (!L.jsonl || !L.csv) {
@@ -422,6 +555,11 @@ bool em3_train(em3_exec *x, const em3_dataset *ds, const em3_train_config *c, bo
     feeder fd;
     int64_t bs = c->batch_size;
     bool ok = feeder_init(&fd, tf, ds, EM3_SPLIT_TRAIN, c, bs, err, errlen);
+    if (ok && parallel) {
+        ok = feeder_init(&L.up, em3_exec_func(x, "update"), NULL, EM3_SPLIT_TRAIN, c, 0, err, errlen);
+        EM3_ASSERT(c->comm, "data-parallel training without a communicator");
+        L.gs = em3_grad_sync_create(x, c->comm, c->deterministic);
+    }
     int64_t *perm = em3_xmalloc(sizeof(int64_t) * (size_t)rows);
     L.steps_per_epoch = (rows + bs - 1) / bs;
     L.t_start = L.t_last = now();
@@ -436,18 +574,17 @@ bool em3_train(em3_exec *x, const em3_dataset *ds, const em3_train_config *c, bo
             perm_epoch = L.st.epoch;
         }
         int64_t at = L.st.batch * bs, n = rows - at < bs ? rows - at : bs;
-        feeder_fill(&fd, perm + at, n, L.st.step + 1, L.st.lr);
-        if (!(ok = em3_exec_run(x, "train", n, fd.in, fd.n, err, errlen))) break;
-        const float *lp = em3_exec_output(x, "train", "loss", NULL);
-        if (!isfinite(*lp)) {
+        float loss;
+        if (!(ok = step(&L, &fd, perm + at, n, &loss, err, errlen))) break;
+        if (!isfinite(loss)) {
             ok = fail(err, errlen, "the loss is %g at step %lld (epoch %lld, batch %lld): training "
                                    "stopped; the last good checkpoint is %s/last.ckpt",
-                      (double)*lp, (long long)L.st.step + 1, (long long)L.st.epoch + 1,
+                      (double)loss, (long long)L.st.step + 1, (long long)L.st.epoch + 1,
                       (long long)L.st.batch + 1, c->out_dir);
             break;
         }
         L.st.step++;
-        loss_sum += *lp;
+        loss_sum += loss;
         loss_n++;
         bool epoch_end = ++L.st.batch == L.steps_per_epoch;
         if (epoch_end) {
@@ -459,21 +596,21 @@ bool em3_train(em3_exec *x, const em3_dataset *ds, const em3_train_config *c, bo
             fprintf(L.jsonl, "{\"event\":\"train\",\"epoch\":%.4f,\"step\":%lld,\"seconds\":%.3f,\"loss\":%.6f}\n",
                     (double)L.st.step / (double)L.steps_per_epoch, (long long)L.st.step, now() - L.t_start,
                     loss_sum / (double)loss_n);
-            if (!isatty(fileno(stderr)) || !c->progress)
+            if (!live_progress(c))
                 fprintf(log, "  step %lld  loss %.4f\n", (long long)L.st.step, loss_sum / (double)loss_n);
             loss_sum = 0;
             loss_n = 0;
         }
         bool limit = c->max_steps && L.st.step >= c->max_steps;
         if (c->eval_every ? L.st.step % c->eval_every == 0 : epoch_end) {
-            if (c->progress && isatty(fileno(stderr))) fputc('\n', stderr);
+            if (live_progress(c)) fputc('\n', stderr);
             ok = evaluate_and_schedule(&L, &stop, err, errlen);
         }
         if (ok && (epoch_end || limit || stop || (c->checkpoint_every && L.st.step % c->checkpoint_every == 0)))
             ok = save(&L, "last.ckpt", err, errlen);
         stop |= limit;
     }
-    if (c->progress && isatty(fileno(stderr))) fputc('\n', stderr);
+    if (live_progress(c)) fputc('\n', stderr);
     free(perm);
     feeder_free(&fd);
     if (ok) {
@@ -483,15 +620,11 @@ bool em3_train(em3_exec *x, const em3_dataset *ds, const em3_train_config *c, bo
         fprintf(log, "trained %lld steps in %.1f s; peak memory %.0f MB", (long long)L.st.step, secs, peak_mb);
         if (L.st.evals) fprintf(log, "; best monitor %.4f at step %lld", L.st.best, (long long)L.st.best_step);
         fputc('\n', log);
+        if (L.gs && ranks(c) > 1) log_sync_cost(&L);
         /* this session's figures (a resumed run's are its own part) */
         fprintf(L.jsonl, "{\"event\":\"done\",\"step\":%lld,\"seconds\":%.3f,\"peak_rss_mb\":%.1f}\n",
                 (long long)L.st.step, secs, peak_mb);
-        if (L.st.evals) {
-            char *pb = run_path(c, "best.ckpt");
-            em3_train_state best;
-            ok = em3_checkpoint_load(x, pb, &best, err, errlen) && em3_exec_precompute(x, err, errlen);
-            free(pb);
-        }
+        if (L.st.evals) ok = load(&L, "best.ckpt", NULL, err, errlen) && em3_exec_precompute(x, err, errlen);
     }
     if (ok) {
         em3_eval_result r;
@@ -509,6 +642,10 @@ bool em3_train(em3_exec *x, const em3_dataset *ds, const em3_train_config *c, bo
                         isnan(r.auc_warm) ? -1 : r.auc_warm);
             }
         }
+    }
+    if (L.gs) {
+        feeder_free(&L.up);
+        em3_grad_sync_free(L.gs);
     }
     fclose(L.jsonl);
     fclose(L.csv);

@@ -8,6 +8,7 @@
 
 #include <stdio.h>
 
+#include "comm.h"
 #include "dataset.h"
 #include "exec.h"
 
@@ -39,6 +40,11 @@ typedef struct {
     const char *score;       /* the @predict output scored by the metrics */
     const char *out_dir;     /* the run folder */
     bool progress;           /* a live progress line (when stderr is a terminal) */
+    /* Data-parallel training (the model compiled with @update, docs/training.md): the global
+     * batch is cut into `shards` (0: one per rank), each rank runs @train on its share and the
+     * gradients are combined before @update. Only rank 0 writes the run folder. */
+    int64_t shards;
+    em3_comm *comm;          /* the job's ranks (NULL: one process) */
 } em3_train_config;
 
 em3_train_config em3_train_defaults(void);
@@ -51,7 +57,9 @@ typedef struct {
 } em3_eval_result;
 
 /* Scores every row of split s (the last partial batch included) and computes the metrics; on a
- * dataset without a label, the mean loss of @forward instead. */
+ * dataset without a label, the mean loss of @forward instead. With several ranks each scores
+ * its share of the batches and the results are gathered, so every rank computes the metrics of
+ * the whole split, as one process would. */
 bool em3_evaluate(em3_exec *x, const em3_dataset *ds, em3_split s, const em3_train_config *c,
                   em3_eval_result *out, char *err, size_t errlen);
 

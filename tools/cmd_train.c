@@ -2,7 +2,8 @@
  * (frontend, autodiff, optimizer and the -O2 passes, LLVM JIT), then run the training loop or
  * score a split with a run folder's best weights. The run folder keeps the resolved
  * configuration and the compiled IR (model.ir), so a run can be evaluated, resumed or served
- * without its sources. */
+ * without its sources. Started by mpirun, `em3 train` is one rank of a data-parallel job
+ * (runtime/comm.h): rank 0 names and writes the run folder, every rank trains. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include "driver.h"
 #include "run_config.h"
 #include "runtime/checkpoint.h"
+#include "runtime/comm.h"
 #include "runtime/npy.h"
 
 enum { OPT_DATA = 256, OPT_OUT, OPT_CONFIG, OPT_RESUME, OPT_NOPROG, OPT_SPLIT, OPT_CKPT, OPT_QUIET };
@@ -150,6 +152,23 @@ static void default_out_dir(em3_run_config *rc, char *buf, size_t n) {
     for (int k = 2; holds_run(buf) && k < 1000; k++) snprintf(buf + len, n - len, "-%d", k);
 }
 
+/* Rank 0 names the run folder (the default name holds the time, which ranks may read a second
+ * apart) and checks that no run is in it; every rank learns both. */
+static bool choose_out_dir(em3_run_config *rc, em3_comm *comm, bool resume, char *buf, size_t n) {
+    int taken = 0;
+    if (em3_comm_rank(comm) == 0) {
+        if (!rc->train.out_dir) default_out_dir(rc, buf, n);
+        else snprintf(buf, n, "%s", rc->train.out_dir);
+        taken = !resume && holds_run(buf);
+    }
+    em3_comm_broadcast(comm, buf, (int64_t)n);
+    em3_comm_broadcast(comm, &taken, sizeof taken);
+    rc->train.out_dir = buf;
+    if (taken)
+        user_error("%s already holds a run: continue it with --resume %s, or choose another --out", buf, buf);
+    return !taken;
+}
+
 /* `em3 train`, and `em3 pretrain` (cmd "pretrain"): the same loop over the dataset's item
  * tables alone, monitored by the validation loss. */
 static int train_command(int argc, char **argv, const char *cmd) {
@@ -216,17 +235,24 @@ static int train_command(int argc, char **argv, const char *cmd) {
         em3_run_config_free(&rc);
         return 2;
     }
-    if (!rc.train.out_dir) {
-        default_out_dir(&rc, outbuf, sizeof outbuf);
-        rc.train.out_dir = outbuf;
-    }
-    if (!resume && holds_run(rc.train.out_dir)) {
-        user_error("%s already holds a run: continue it with --resume %s, or choose another --out",
-                   rc.train.out_dir, rc.train.out_dir);
+    em3_comm *comm = em3_comm_create(err, sizeof err);
+    int64_t shards = comm && rc.train.shards ? rc.train.shards : comm ? em3_comm_size(comm) : 1;
+    int code = 0;
+    if (!comm) code = user_error("%s", err);
+    else if (shards % em3_comm_size(comm))
+        code = em3_usage_error(cmd, "shards=%lld cannot be split evenly over %d ranks", (long long)shards,
+                               em3_comm_size(comm));
+    else if (!choose_out_dir(&rc, comm, resume != NULL, outbuf, sizeof outbuf)) code = 1;
+    if (code) {
+        em3_comm_free(comm);
         em3_source_opts_free(&so);
         em3_run_config_free(&rc);
-        return 1;
+        return code;
     }
+    bool leader = em3_comm_rank(comm) == 0;
+    char who[32] = ""; /* which rank a message comes from, when there are several */
+    if (em3_comm_size(comm) > 1) snprintf(who, sizeof who, "rank %d: ", em3_comm_rank(comm));
+    rc.optim.separate_update = shards > 1; /* gradients leave @train to be combined, then @update */
     int status = 1;
     em3_diag *d = em3_diag_create(stderr);
     em3_data_options dopt = {0};
@@ -235,34 +261,39 @@ static int train_command(int argc, char **argv, const char *cmd) {
     em3_module *m = ds ? compile_model(&rc, &so, ds, true, d) : NULL;
     if (m && em3_dataset_label(ds)) /* evaluation scores @predict; @forward's loss is for label-free runs */
         em3_module_remove_func(m, em3_module_find_func(m, "forward"));
-    em3_jit *j = m ? jit(m, &rc, d, stderr) : NULL;
+    em3_jit *j = m ? jit(m, &rc, d, leader ? stderr : NULL) : NULL;
     em3_exec *x = j ? executor(m, j, rc.train.seed) : NULL;
     int loaded, total;
     if (!ds) {
-        user_error("%s", err);
+        user_error("%s%s", who, err);
     } else if (x && !em3_exec_bind_dataset(x, ds, err, sizeof err)) {
-        user_error("%s", err);
+        user_error("%s%s", who, err);
     } else if (x && !resume && *rc.init &&
                !em3_checkpoint_init(x, rc.init, rc.init_map, &loaded, &total, err, sizeof err)) {
-        user_error("%s", err);
+        user_error("%s%s", who, err);
     } else if (x) {
-        if (!resume && *rc.init)
+        if (!resume && *rc.init && leader)
             fprintf(stderr, "init: %d of %d parameters from %s\n", loaded, total, rc.init);
-        if (!em3_mkdir_p(rc.train.out_dir)) {
-            user_error("cannot create %s: %s", rc.train.out_dir, strerror(errno));
+        bool written = true; /* rank 0 writes the run folder; the others wait to hear that it did */
+        char *pc = join(rc.train.out_dir, "config.yaml"), *pm = join(rc.train.out_dir, "model.ir");
+        if (leader && !em3_mkdir_p(rc.train.out_dir))
+            written = !user_error("cannot create %s: %s", rc.train.out_dir, strerror(errno));
+        else if (leader && !resume && (!write_file(pc, fill_config, &rc) || !write_file(pm, fill_ir, m)))
+            written = !user_error("cannot write the run folder %s: %s", rc.train.out_dir, strerror(errno));
+        free(pc);
+        free(pm);
+        rc.train.comm = comm;
+        rc.train.shards = shards; /* resolved after config.yaml keeps the setting: a resumed run may have other ranks */
+        FILE *log = leader ? stdout : fopen("/dev/null", "w");
+        if (!em3_comm_agree(comm, written, NULL)) {
+            if (written) user_error("%sstopped: rank 0 could not write the run folder", who);
+        } else if (!em3_train(x, ds, &rc.train, resume != NULL, log ? log : stdout, err, sizeof err)) {
+            user_error("%s%s", who, err);
         } else {
-            char *pc = join(rc.train.out_dir, "config.yaml"), *pm = join(rc.train.out_dir, "model.ir");
-            if (!resume && (!write_file(pc, fill_config, &rc) || !write_file(pm, fill_ir, m)))
-                user_error("cannot write the run folder %s: %s", rc.train.out_dir, strerror(errno));
-            else if (!em3_train(x, ds, &rc.train, resume != NULL, stdout, err, sizeof err))
-                user_error("%s", err);
-            else {
-                printf("\nrun folder: %s\n", rc.train.out_dir);
-                status = 0;
-            }
-            free(pc);
-            free(pm);
+            if (leader) printf("\nrun folder: %s\n", rc.train.out_dir);
+            status = 0;
         }
+        if (log && log != stdout) fclose(log);
     }
     em3_exec_free(x);
     em3_jit_free(j);
@@ -270,6 +301,7 @@ static int train_command(int argc, char **argv, const char *cmd) {
     if (ds != source) em3_dataset_free(ds);
     em3_dataset_free(source);
     em3_diag_free(d);
+    em3_comm_free(comm);
     em3_source_opts_free(&so);
     em3_run_config_free(&rc);
     return status;

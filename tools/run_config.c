@@ -28,6 +28,7 @@ static const option options[] = {
     {"max_steps", K_INT, T(max_steps), "stop after this many steps in all (0: no limit)"},
     {"seed", K_INT, T(seed), "seed of the initial weights and of every permutation"},
     {"deterministic", K_BOOL, T(deterministic), "one thread, fixed reduction order: bit-identical reruns"},
+    {"shards", K_INT, T(shards), "data-parallel: each batch as this many shards, gradients combined (0: one per rank)"},
     {"optimizer", K_OPTIM, O(kind), "sgd, momentum, adam, adamw or adagrad"},
     {"lr", K_FLOAT, O(lr), "learning rate of the default parameter group"},
     {"beta1", K_FLOAT, O(beta1), "Adam's first-moment decay"},
@@ -176,6 +177,10 @@ bool em3_run_config_finish(em3_run_config *rc, char *err, size_t errlen) {
     rc->optim.groups = rc->groups;
     if (t->batch_size < 1 || t->eval_batch_size < 1 || t->epochs < 0) {
         snprintf(err, errlen, "batch sizes must be positive and epochs not negative");
+        return false;
+    }
+    if (t->shards < 0 || t->shards > t->batch_size) {
+        snprintf(err, errlen, "shards must be between 0 (one per rank) and batch_size (%lld)", (long long)t->batch_size);
         return false;
     }
     if (rc->max_batch == 0) rc->max_batch = t->batch_size > t->eval_batch_size ? t->batch_size : t->eval_batch_size;

@@ -1,7 +1,8 @@
 /* tests/unit/test_train.c — training sanity through the whole pipeline (autodiff, optimizer, dce)
  * in the reference interpreter: a small MLP learns linearly separable data with Adam, SGD and
  * Adagrad; lazy (sparse) SGD on an embedding table equals dense SGD; gradient clipping reports
- * the global norm and scales the step. */
+ * the global norm and scales the step; the step split into @train (gradients) and @update
+ * (as data-parallel training runs it) equals the fused step, also with padded sparse pairs. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -283,11 +284,82 @@ static void test_clipping(void **state) {
     em3_module_free(step);
 }
 
+/* ---- the step split in two: @train returns gradients, @update applies them ------------------- */
+
+/* The step data-parallel training runs (passes/optimizer.c's separate_update): @train's
+ * gradients fed to @update give the fused step's parameters and optimizer state, bit for bit
+ * in F64 (the same arithmetic), with Adam, clipping and a sparse table. @update is also run at
+ * twice the batch with the sparse pairs padded by (the first id, a zero row), as the runtime
+ * pads merged pairs: merging adds zeros, so nothing changes. */
+static void test_separate_update(void **state) {
+    (void)state;
+    em3_optim_config cfg = em3_optim_defaults();
+    cfg.clip_norm = 0.05;
+    em3_module *fused = compile(table_source, "autodiff,optimizer,dce", &cfg);
+    cfg.separate_update = true;
+    em3_module *split = compile(table_source, "autodiff,optimizer,dce", &cfg);
+    assert_false(has_op(split, "train", EM3_OP_SPARSE_ADAM_UPDATE));
+    assert_true(has_op(split, "update", EM3_OP_SPARSE_ADAM_UPDATE));
+    assert_true(has_op(split, "update", EM3_OP_ADAM_UPDATE));
+    assert_true(has_op(split, "update", EM3_OP_SPARSE_SQNORM)); /* clipping after the combine */
+    const em3_func *tr = em3_module_find_func(split, "train"), *up = em3_module_find_func(split, "update");
+    int n_in = 0, sparse_out = 0;
+    for (int i = 0; i < up->n_node; i++) n_in += up->node[i].op == EM3_OP_INPUT;
+    for (int i = 0; i < tr->n_out; i++) sparse_out += !strncmp(tr->out[i].name, "grad_ids.", 9);
+    assert_int_equal(sparse_out, 1); /* the table's gradient leaves @train as (ids, rows) */
+    for (int pad = 1; pad <= 2; pad++) {
+        em3_interp *a = em3_interp_create(fused, EM3_PREC_F64), *b = em3_interp_create(split, EM3_PREC_F64);
+        em3_interp_init_globals(a, 3);
+        em3_interp_init_globals(b, 3);
+        for (int s = 0; s < 3; s++) {
+            double item[T_BATCH], hist[T_BATCH * 3], y[T_BATCH];
+            table_batch(s, item, hist, y);
+            em3_interp_input in[] = {{"item", item}, {"hist", hist}, {"y", y}};
+            run(a, "train", T_BATCH, in, 3, 0.01, s + 1);
+            run(b, "train", T_BATCH, in, 3, 0.01, s + 1);
+            /* @update's inputs are @train's outputs of the same names (copied: the next run
+             * replaces outputs), sparse pairs padded to pad × the batch */
+            em3_interp_input g[16];
+            double *buf[16];
+            int ng = 0;
+            for (int i = 0; i < up->n_node; i++) {
+                const em3_node *n = &up->node[i];
+                if (n->op != EM3_OP_INPUT || !strncmp(em3_node_s(n, "name"), "opt.", 4)) continue;
+                em3_type t;
+                const double *v = em3_interp_output(b, em3_node_s(n, "name"), &t);
+                assert_non_null(v);
+                int64_t have = em3_type_numel(&t, T_BATCH), want = em3_type_numel(&n->type, pad * T_BATCH);
+                buf[ng] = calloc((size_t)want, sizeof(double));
+                memcpy(buf[ng], v, sizeof(double) * (size_t)have);
+                if (!strncmp(em3_node_s(n, "name"), "grad_ids.", 9))
+                    for (int64_t k = have; k < want; k++) buf[ng][k] = v[0];
+                g[ng] = (em3_interp_input){em3_node_s(n, "name"), buf[ng]};
+                ng++;
+            }
+            assert_int_equal(ng + 2, n_in);
+            run(b, "update", pad * T_BATCH, g, ng, 0.01, s + 1);
+            for (int i = 0; i < ng; i++) free(buf[i]);
+        }
+        for (int gi = 0; gi < split->n_global; gi++) {
+            const em3_global *gl = &split->global[gi];
+            const double *va = em3_interp_global(a, gl->name), *vb = em3_interp_global(b, gl->name);
+            for (int64_t k = 0, n = em3_type_numel(&gl->type, 1); k < n; k++)
+                if (va[k] != vb[k])
+                    fail_msg("pad %d: %s[%lld]: fused %.17g, split %.17g", pad, gl->name, (long long)k, va[k], vb[k]);
+        }
+        em3_interp_free(a);
+        em3_interp_free(b);
+    }
+    em3_module_free(fused);
+    em3_module_free(split);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mlp_learns),
         cmocka_unit_test(test_lazy_sgd_equals_dense),
         cmocka_unit_test(test_clipping),
+        cmocka_unit_test(test_separate_update),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
