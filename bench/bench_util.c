@@ -113,6 +113,7 @@ em3_bench_step *em3_bench_step_prepare(const char *model, const em3_const_overri
     if (!(r->j = em3_jit_compile(r->m, &o, d))) exit(1);
     em3_diag_free(d);
     r->compile_s = em3_bench_seconds_since(&t0);
+    r->compiled_hwm_mib = em3_bench_own_peak_rss();
     em3_compiled_func *fs = calloc((size_t)r->m->n_func, sizeof *fs);
     for (int i = 0; i < r->m->n_func; i++) fs[i] = *em3_jit_func(r->j, r->m->func[i]->name);
     r->x = em3_exec_create(r->m, fs, r->m->n_func, seed);
@@ -125,6 +126,7 @@ em3_bench_step *em3_bench_step_prepare(const char *model, const em3_const_overri
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (!em3_exec_precompute(r->x, err, sizeof err)) die("precompute", err);
     r->precompute_s = em3_bench_seconds_since(&t0);
+    r->precomputed_hwm_mib = em3_bench_own_peak_rss();
     r->planned_bytes = em3_exec_func(r->x, "train")->arena_bytes;
     for (int g = 0; g < r->m->n_global; g++)
         if (r->m->global[g].kind != EM3_GLOBAL_DATA) r->planned_bytes += 4 * em3_type_numel(&r->m->global[g].type, 1);

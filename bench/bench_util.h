@@ -36,6 +36,7 @@ typedef struct {
     int n_in;
     double compile_s;     /* frontend, -O2 passes (autodiff, Adam) and LLVM JIT, wall time */
     double precompute_s;  /* filling the cache tables of cache-frozen once */
+    double compiled_hwm_mib, precomputed_hwm_mib; /* VmHWM after compiling, after precompute */
     int64_t planned_bytes; /* @train's arena plus every parameter, state and cache table */
 } em3_bench_step;
 

@@ -52,9 +52,10 @@ int main(int argc, char **argv) {
     double median = steps % 2 ? t[steps / 2] : 0.5 * (t[steps / 2 - 1] + t[steps / 2]);
     printf("{\"impl\": \"em3\", \"batch\": %lld, \"threads\": %d, \"compile_s\": %.3f, \"precompute_s\": %.3f, "
            "\"step_ms\": %.3f, \"min_ms\": %.3f, \"max_ms\": %.3f, \"samples_per_s\": %.1f, "
-           "\"planned_mib\": %.1f, \"peak_rss_mib\": %.1f}\n",
+           "\"planned_mib\": %.1f, \"hwm_compiled_mib\": %.1f, \"hwm_precomputed_mib\": %.1f, \"peak_rss_mib\": %.1f}\n",
            (long long)batch, threads, r->compile_s, r->precompute_s, 1e3 * median, 1e3 * t[0], 1e3 * t[steps - 1],
-           (double)batch / median, (double)r->planned_bytes / (1 << 20), em3_bench_own_peak_rss());
+           (double)batch / median, (double)r->planned_bytes / (1 << 20), r->compiled_hwm_mib, r->precomputed_hwm_mib,
+           em3_bench_own_peak_rss());
     free(t);
     em3_bench_step_free(r);
     return 0;
