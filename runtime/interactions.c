@@ -1,0 +1,68 @@
+/* runtime/interactions.c — see interactions.h. A counting sort by user, then each user's items
+ * sorted and deduplicated: O(rows log(items per user)). */
+#include "interactions.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+static int by_id(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+static const em3_column *id_column(const em3_dataset *ds, em3_split s, const char *name) {
+    const em3_column *c = name ? em3_dataset_find(ds, s, name) : NULL;
+    return c && c->dtype == EM3_DTYPE_I32 && c->rank == 0 && c->vocab > 0 ? c : NULL;
+}
+
+bool em3_interactions_build(const em3_dataset *ds, em3_split s, em3_interactions *out, char *err,
+                            size_t errlen) {
+    const em3_column *u = id_column(ds, s, em3_dataset_group(ds)), *it = id_column(ds, s, em3_dataset_item(ds));
+    if (!u || !it) {
+        snprintf(err, errlen,
+                 "dataset %s has no user and item id columns (group_id and item_id): the top-K "
+                 "setting needs user–item interactions, as an MMRec folder gives",
+                 em3_dataset_name(ds));
+        return false;
+    }
+    int64_t n = em3_dataset_rows(ds, s), users = u->vocab;
+    const int32_t *uid = u->data, *iid = it->data;
+    em3_interactions x = {.users = users, .items = it->vocab, .rows = n};
+    x.start = em3_xcalloc((size_t)users + 1, sizeof *x.start);
+    x.item = em3_xmalloc(sizeof *x.item * (size_t)(n ? n : 1));
+    for (int64_t r = 0; r < n; r++) x.start[uid[r] + 1]++; /* ids are < vocab: the import checked */
+    for (int64_t v = 0; v < users; v++) x.start[v + 1] += x.start[v];
+    int64_t *fill = em3_xmalloc(sizeof *fill * (size_t)(users ? users : 1));
+    for (int64_t v = 0; v < users; v++) fill[v] = x.start[v];
+    for (int64_t r = 0; r < n; r++) x.item[fill[uid[r]]++] = iid[r];
+    free(fill);
+    int64_t kept = 0;
+    for (int64_t v = 0; v < users; v++) { /* sort and merge each user's list, packing in place */
+        int64_t a = x.start[v], b = x.start[v + 1];
+        qsort(x.item + a, (size_t)(b - a), sizeof *x.item, by_id);
+        x.start[v] = kept;
+        for (int64_t k = a; k < b; k++)
+            if (k == a || x.item[k] != x.item[k - 1]) x.item[kept++] = x.item[k];
+    }
+    x.start[users] = kept;
+    *out = x;
+    return true;
+}
+
+void em3_interactions_free(em3_interactions *x) {
+    free(x->start);
+    free(x->item);
+    *x = (em3_interactions){0};
+}
+
+bool em3_interactions_has(const em3_interactions *x, int64_t u, int32_t i) {
+    if (u < 0 || u >= x->users) return false;
+    int64_t lo = x->start[u], hi = x->start[u + 1];
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (x->item[mid] == i) return true;
+        if (x->item[mid] < i) lo = mid + 1;
+        else hi = mid;
+    }
+    return false;
+}

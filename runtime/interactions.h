@@ -1,0 +1,28 @@
+/* runtime/interactions.h — who interacted with what: for one split, each user's distinct items
+ * in ascending order (a compressed-row index of the split's (user, item) rows). The top-K
+ * setting builds on it: the user–item graph and negative sampling from the training split, the
+ * mask and the held-out truth of full-ranking evaluation. */
+#ifndef EM3_INTERACTIONS_H
+#define EM3_INTERACTIONS_H
+
+#include "dataset.h"
+
+typedef struct {
+    int64_t users, items; /* the id ranges: the vocabularies of the user and item columns */
+    int64_t *start;       /* users + 1: user u's items are item[start[u] .. start[u+1]) */
+    int32_t *item;
+    int64_t rows;         /* the split's rows (pairs before duplicates were merged) */
+} em3_interactions;
+
+/* Indexes split s by the dataset's user (group) and item columns; false, with a message, when
+ * the dataset has no such i32 columns (top-K data is MMRec's user–item pairs). */
+bool em3_interactions_build(const em3_dataset *ds, em3_split s, em3_interactions *out, char *err,
+                            size_t errlen);
+void em3_interactions_free(em3_interactions *x);
+/* Whether user u interacted with item i (binary search; false for ids out of range). */
+bool em3_interactions_has(const em3_interactions *x, int64_t u, int32_t i);
+static inline int64_t em3_interactions_count(const em3_interactions *x, int64_t u) {
+    return x->start[u + 1] - x->start[u];
+}
+
+#endif
