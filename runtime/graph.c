@@ -202,10 +202,10 @@ static em3_graph *build_user_item(const em3_global *gl, const em3_dataset *ds, d
     if (!em3_interactions_build(ds, EM3_SPLIT_TRAIN, &x, err, errlen)) return NULL;
     int64_t rows = gl->type.dim[0], cols = gl->type.dim[1];
     if (x.users > rows || x.items > cols) {
-        snprintf(err, errlen, "graph %s is [%lld, %lld] but dataset %s has %lld user and %lld item ids "
-                              "(set the model's size constants, e.g. users=%lld items=%lld)",
-                 gl->name, (long long)rows, (long long)cols, em3_dataset_name(ds), (long long)x.users,
-                 (long long)x.items, (long long)x.users, (long long)x.items);
+        snprintf(err, errlen, "it is [%lld, %lld], but dataset %s has %lld user and %lld item ids "
+                              "(set the model's size constants: users=%lld items=%lld)",
+                 (long long)rows, (long long)cols, em3_dataset_name(ds), (long long)x.users, (long long)x.items,
+                 (long long)x.users, (long long)x.items);
         em3_interactions_free(&x);
         return NULL;
     }
@@ -308,27 +308,29 @@ static em3_graph *fail(const em3_global *gl, char *err, size_t errlen, const cha
     return NULL;
 }
 
-/* The value of `key=` among the spec's space-separated words (NULL when absent), as a copy in
- * buf; also rejects words that are no known key. */
-static bool spec_words(const char *spec, const char *const *keys, const char **bad, char vals[][256]) {
+/* Splits the spec's options (space-separated key=value words after the builder's name) into
+ * vals[i] for keys[i] ("" when absent); false with *bad, *bad_len at a word that is no known
+ * key=value. */
+static bool spec_words(const char *spec, const char *const *keys, const char **bad, int *bad_len,
+                       char vals[][256]) {
     const char *p = spec + strcspn(spec, " ");
     for (int i = 0; keys[i]; i++) vals[i][0] = 0;
-    while (*p) {
+    for (;;) {
         p += strspn(p, " ");
         size_t len = strcspn(p, " ");
-        if (!len) break;
+        if (!len) return true;
         const char *eq = memchr(p, '=', len);
         int hit = -1;
         for (int i = 0; keys[i] && eq; i++)
             if ((size_t)(eq - p) == strlen(keys[i]) && !strncmp(p, keys[i], (size_t)(eq - p))) hit = i;
         if (hit < 0 || len - (size_t)(eq - p) - 1 >= 256) {
             *bad = p;
+            *bad_len = (int)len;
             return false;
         }
         snprintf(vals[hit], 256, "%.*s", (int)(len - (size_t)(eq - p) - 1), eq + 1);
         p += len;
     }
-    return true;
 }
 
 static bool number(const char *s, double *out) {
@@ -337,37 +339,52 @@ static bool number(const char *s, double *out) {
     return *s && !*end && isfinite(*out);
 }
 
+/* The i-th comma-separated element of list into buf (false past the end). */
+static bool list_item(const char *list, int i, char *buf, size_t n) {
+    for (; i > 0; i--) {
+        list = strchr(list, ',');
+        if (!list) return false;
+        list++;
+    }
+    if (!*list) return false;
+    size_t len = strcspn(list, ",");
+    snprintf(buf, n, "%.*s", (int)len, list);
+    return true;
+}
+
 static em3_graph *build_item_knn(const em3_global *gl, const em3_dataset *ds, const char *k_text,
-                                 const char *tables, char *err, size_t errlen) {
+                                 const char *tables, const char *weights, char *err, size_t errlen) {
     double k;
     if (!number(k_text, &k) || k < 1 || k != floor(k) || k > 1e6)
         return fail(gl, err, errlen, "k must be a positive integer, not '%s'", k_text);
-    if (gl->type.dim[0] != gl->type.dim[1]) return fail(gl, err, errlen, "an item–item graph is square");
-    triplets t = {0};
+    if (gl->type.dim[0] != gl->type.dim[1]) return fail(gl, err, errlen, "an item-item graph is square");
     int n_tables = 0;
-    for (const char *p = tables; *p; n_tables++) {
-        size_t len = strcspn(p, ",");
-        char name[256];
-        snprintf(name, sizeof name, "%.*s", (int)(len < 255 ? len : 255), p);
-        p += len + (p[len] == ',');
-        char *colon = strchr(name, ':');
-        double w;
-        if (!colon || !number(colon + 1, &w)) {
+    char name[256], w_text[256];
+    while (list_item(tables, n_tables, name, sizeof name)) n_tables++;
+    if (!n_tables) return fail(gl, err, errlen, "tables names no item table (tables=NAME,...)");
+    int n_weights = 0;
+    while (list_item(weights, n_weights, w_text, sizeof w_text)) n_weights++;
+    if (*weights && n_weights != n_tables)
+        return fail(gl, err, errlen, "%d weights for %d tables", n_weights, n_tables);
+    triplets t = {0};
+    for (int i = 0; i < n_tables; i++) {
+        list_item(tables, i, name, sizeof name);
+        double w = 1.0 / n_tables;
+        if (*weights && (!list_item(weights, i, w_text, sizeof w_text) || !number(w_text, &w) || w < 0)) {
             triplets_free(&t);
-            return fail(gl, err, errlen, "'%s' is not TABLE:WEIGHT", name);
+            return fail(gl, err, errlen, "weight '%s' is not a number >= 0", w_text);
         }
-        *colon = 0;
         const em3_column *c = em3_dataset_find_table(ds, name);
-        const char *why = !c ? "the dataset has no such item table"
+        const char *why = !c                          ? "the dataset has no such item table"
                           : c->dtype != EM3_DTYPE_F32 ? "its values are ids, not features"
-                          : c->rows != gl->type.dim[0] ? "its rows are not the graph's items" : NULL;
+                          : c->rows != gl->type.dim[0] ? "its rows are not the graph's items"
+                                                       : NULL;
         if (why) {
             triplets_free(&t);
             return fail(gl, err, errlen, "table %s: %s", name, why);
         }
         knn_of_table(c, (int64_t)k, w, &t);
     }
-    if (!n_tables) return fail(gl, err, errlen, "tables=NAME:WEIGHT,... names no table");
     em3_graph *g = graph_new(gl->type.dim[0], gl->type.dim[1], t.n, t.r, t.c, t.v);
     triplets_free(&t);
     return g;
@@ -376,22 +393,25 @@ static em3_graph *build_item_knn(const em3_global *gl, const em3_dataset *ds, co
 em3_graph *em3_graph_build(const em3_global *gl, const em3_dataset *ds, char *err, size_t errlen) {
     EM3_ASSERT(gl->kind == EM3_GLOBAL_GRAPH && gl->spec, "%s is not a graph", gl->name);
     const char *spec = gl->spec, *bad = NULL;
+    int bad_len = 0;
     size_t len = strcspn(spec, " ");
     char vals[3][256];
     if (len == 9 && !strncmp(spec, "user_item", 9)) {
         static const char *const keys[] = {"dropout", NULL};
         double p = 0;
-        if (!spec_words(spec, keys, &bad, vals)) return fail(gl, err, errlen, "unknown option '%s' (dropout=P)", bad);
+        if (!spec_words(spec, keys, &bad, &bad_len, vals))
+            return fail(gl, err, errlen, "unknown option '%.*s' (dropout)", bad_len, bad);
         if (*vals[0] && (!number(vals[0], &p) || p < 0 || p >= 1))
             return fail(gl, err, errlen, "dropout must be in [0, 1), not '%s'", vals[0]);
-        em3_graph *g = build_user_item(gl, ds, p, err, errlen);
-        return g ? g : fail(gl, err, errlen, "%s", err);
+        char why[512];
+        em3_graph *g = build_user_item(gl, ds, p, why, sizeof why);
+        return g ? g : fail(gl, err, errlen, "%s", why);
     }
     if (len == 8 && !strncmp(spec, "item_knn", 8)) {
-        static const char *const keys[] = {"k", "tables", NULL};
-        if (!spec_words(spec, keys, &bad, vals))
-            return fail(gl, err, errlen, "unknown option '%s' (k=K tables=NAME:WEIGHT,...)", bad);
-        return build_item_knn(gl, ds, *vals[0] ? vals[0] : "10", vals[1], err, errlen);
+        static const char *const keys[] = {"k", "tables", "weights", NULL};
+        if (!spec_words(spec, keys, &bad, &bad_len, vals))
+            return fail(gl, err, errlen, "unknown option '%.*s' (k, tables, weights)", bad_len, bad);
+        return build_item_knn(gl, ds, *vals[0] ? vals[0] : "10", vals[1], vals[2], err, errlen);
     }
     return fail(gl, err, errlen, "unknown graph builder '%.*s' (user_item, item_knn)", (int)len, spec);
 }

@@ -8,11 +8,13 @@
  *                                replacement with probability ∝ 1/√(d_u d_i), normalised again
  *                                by its own degrees (FREEDOM's degree-sensitive edge pruning);
  *                                evaluation always uses every edge.
- *   item_knn k=K tables=A:w,...  the frozen item–item graph: for each named item table, every
+ *   item_knn k=K tables=A,B,... weights=a,b,...
+ *                                the frozen item–item graph: for each named item table, every
  *                                item's K most cosine-similar items (itself included), with
  *                                values 1/√(d_i d_j) (d: out-degree), the tables' matrices summed
- *                                with weights w (FREEDOM's multimodal graph). Rows of zeros (the
- *                                padding id 0, items without features) have no edges.
+ *                                with the weights (default: equal, summing to 1) — FREEDOM's
+ *                                multimodal graph. Rows of zeros (the padding id 0, items
+ *                                without features) have no edges.
  *
  * Compiled code and the interpreter read a graph through its em3_rt_graph view (abi.h), whose
  * address never changes while the matrices behind it do. */

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "codegen/codegen.h"
+#include "runtime/graph.h"
 #include "runtime/interp.h"
 
 /* Every test compiles for this batch and runs at 1, 3 and this. */
@@ -22,7 +23,8 @@ typedef struct {
     em3_module *m;
     em3_jit *jit;
     em3_interp *it;            /* F32: every float result rounded to float, as the JIT stores it */
-    void **glob;               /* the JIT's storage of each global (f32 or i32: 4 bytes each) */
+    void **glob;               /* the JIT's storage of each global (f32 or i32: 4 bytes each; a
+                                  graph's: its view, once bound with jh_bind_graph) */
     void *in[JH_MAX_IO];       /* the JIT's copies of the last run's inputs */
     int n_in;
     void *arena;
@@ -49,7 +51,8 @@ static inline jh_pair *jh_create_for(em3_module *m, int64_t max_batch) {
     p->it = em3_interp_create(m, EM3_PREC_F32);
     p->glob = calloc((size_t)m->n_global + 1, sizeof(void *));
     for (int g = 0; g < m->n_global; g++)
-        p->glob[g] = calloc((size_t)em3_type_numel(&m->global[g].type, 1) + 1, 4);
+        if (m->global[g].kind != EM3_GLOBAL_GRAPH)
+            p->glob[g] = calloc((size_t)em3_type_numel(&m->global[g].type, 1) + 1, 4);
     return p;
 }
 
@@ -62,7 +65,8 @@ static inline void jh_free_inputs(jh_pair *p) {
 
 static inline void jh_free(jh_pair *p) {
     jh_free_inputs(p);
-    for (int g = 0; g < p->m->n_global; g++) free(p->glob[g]);
+    for (int g = 0; g < p->m->n_global; g++)
+        if (p->m->global[g].kind != EM3_GLOBAL_GRAPH) free(p->glob[g]);
     free(p->glob);
     free(p->arena);
     em3_interp_free(p->it);
@@ -98,12 +102,21 @@ static inline void jh_set_global(jh_pair *p, int g, const double *v) {
 }
 
 /* The JIT's globals become the interpreter's (after em3_interp_init_globals, which rounds to
- * float in F32 mode, and after the caller filled data tables there). */
+ * float in F32 mode, and after the caller filled data tables there). Graphs are bound apart. */
 static inline void jh_globals_from_interp(jh_pair *p) {
     for (int g = 0; g < p->m->n_global; g++) {
+        if (p->m->global[g].kind == EM3_GLOBAL_GRAPH) continue;
         double *v = em3_interp_global(p->it, p->m->global[g].name);
         jh_set_global(p, g, v);
     }
+}
+
+/* Graph global `name` is `graph` on both sides (the caller keeps and frees it). */
+static inline void jh_bind_graph(jh_pair *p, const char *name, const em3_graph *graph) {
+    int g = em3_module_find_global(p->m, name);
+    assert_true(g >= 0 && p->m->global[g].kind == EM3_GLOBAL_GRAPH);
+    p->glob[g] = (void *)em3_graph_view(graph);
+    em3_interp_bind_graph(p->it, name, graph);
 }
 
 /* Runs `func` compiled; returns its status (0, or 1 after a data error recorded in p->frame).
@@ -200,7 +213,7 @@ static inline double jh_compare_globals(jh_pair *p, const char *prefix, double t
     double worst = 0;
     for (int g = 0; g < p->m->n_global; g++) {
         const em3_global *gl = &p->m->global[g];
-        if (strncmp(gl->name, prefix, strlen(prefix))) continue;
+        if (gl->kind == EM3_GLOBAL_GRAPH || strncmp(gl->name, prefix, strlen(prefix))) continue;
         char what[160];
         snprintf(what, sizeof what, "@%s at batch %lld: global %s", p->cf->name, (long long)p->batch,
                  gl->name);

@@ -18,6 +18,7 @@
 #include "op_text.h"
 #include "passes/autodiff.h"
 #include "passes/passes.h"
+#include "runtime/graph.h"
 #include "runtime/init.h"
 #include "runtime/interp.h"
 
@@ -45,6 +46,7 @@ typedef struct {
     int64_t batch;
     named_data in[MAX_DATA], glob[MAX_DATA];
     int n_in, n_glob;
+    em3_graph *graph; /* the matrix of graph global "g" (PRE_GRAPH rows), or NULL */
 } gc_case;
 
 static gc_case case_new(em3_module *m, int64_t batch, uint64_t seed) {
@@ -59,6 +61,7 @@ static gc_case case_new(em3_module *m, int64_t batch, uint64_t seed) {
 static void case_free_data(gc_case *c) {
     for (int i = 0; i < c->n_in; i++) free(c->in[i].v);
     for (int i = 0; i < c->n_glob; i++) free(c->glob[i].v);
+    em3_graph_free(c->graph);
 }
 
 /* A new named array of n values (names are copied into the module's arena). */
@@ -264,6 +267,7 @@ typedef enum {
     PRE_MASK_WHERE,    /* operand 0 becomes where(mask, x, −1e9) */
     PRE_FROZEN_WEIGHT, /* operand 1 is a frozen global of signed values (lora_matmul's w), not 0/1 */
     PRE_EMPTY_ROW,     /* the mask, the last operand, has a last row of zeros: a query without keys */
+    PRE_GRAPH,         /* a graph global g, f32[4, 6], of 12 random entries (some repeated) */
 } pre_kind;
 
 /* Operand types and attributes in the notation of op_text.h. Float operands that can carry a
@@ -395,11 +399,30 @@ static const op_case cases[] = {
     {EM3_OP_LORA_MATMUL, "f32[B,5] f32[5,3] f32[5,2] f32[2,3]", "scale=0.5", VAL_SIGNED, PRE_FROZEN_WEIGHT},
     {EM3_OP_LORA_MATMUL, "f32[B,4,5] f32[5,3] f32[5,1] f32[1,3]", "scale=4", VAL_SIGNED, PRE_FROZEN_WEIGHT},
     {EM3_OP_LORA_MATMUL, "f32[2,5] f32[5,3] f32[5,2] f32[2,3]", "", VAL_SIGNED, PRE_FROZEN_WEIGHT},
+    /* spmm by a fixed sparse matrix, either way round, with B among the carried dimensions */
+    {EM3_OP_SPMM, "f32[6,3]", "graph=@g", VAL_SIGNED, PRE_GRAPH},
+    {EM3_OP_SPMM, "f32[4,B,2]", "graph=@g transpose=1", VAL_SIGNED, PRE_GRAPH},
 };
+
+/* Graph global g of PRE_GRAPH rows: 12 entries at random positions, so that some rows and
+ * columns are empty and some positions repeat (their values sum). */
+static void add_graph(gc_case *c) {
+    int32_t r[12], col[12];
+    float v[12];
+    for (int i = 0; i < 12; i++) {
+        r[i] = (int32_t)em3_rng_below(&c->rng, 4);
+        col[i] = (int32_t)em3_rng_below(&c->rng, 6);
+        v[i] = (float)(em3_rng_uniform(&c->rng) * 2 - 1);
+    }
+    c->graph = em3_graph_from_coo(4, 6, 12, r, col, v);
+    assert_true(em3_module_add_graph(c->m, "g", em3_type_make(EM3_DTYPE_F32, 2, (int64_t[]){4, 6}), "user_item",
+                                     (em3_loc){0}) >= 0);
+}
 
 /* Builds row `c`'s module: @forward computes loss = Σ op(operands) · w. */
 static gc_case build_op_case(const op_case *oc, uint64_t seed) {
     gc_case c = case_new(em3_module_create("gradcheck"), BATCH, seed);
+    if (oc->pre == PRE_GRAPH) add_graph(&c);
     em3_node n = em3_node_proto(oc->op, (em3_loc){0});
     op_text_store st;
     op_text_attrs(&n, oc->attrs, &st);
@@ -455,6 +478,7 @@ static em3_interp *interp_for(const gc_case *c) {
     for (int i = 0; i < c->n_glob; i++)
         memcpy(em3_interp_global(it, c->glob[i].name), c->glob[i].v,
                sizeof(double) * (size_t)c->glob[i].n);
+    if (c->graph) em3_interp_bind_graph(it, "g", c->graph);
     return it;
 }
 
@@ -471,6 +495,7 @@ static void test_every_op_row(void **state) {
                  cases[i].pre == PRE_MASK_ADD     ? " masked (add)"
                  : cases[i].pre == PRE_MASK_WHERE ? " masked (where)"
                  : cases[i].pre == PRE_EMPTY_ROW  ? " with a query without keys"
+                 : cases[i].pre == PRE_GRAPH      ? " by a 4x6 graph"
                                                   : "");
         bad += gradcheck(&c, it, 0, label);
         em3_interp_free(it);
