@@ -293,6 +293,13 @@ void em3_module_remove_func(em3_module *m, em3_func *f) {
     EM3_UNREACHABLE("function not in module");
 }
 
+const char *const *em3_graph_builder_options(const char *builder) {
+    static const char *const user_item[] = {"dropout", NULL}, *const item_knn[] = {"k", "tables", "weights", NULL};
+    if (!strcmp(builder, "user_item")) return user_item;
+    if (!strcmp(builder, "item_knn")) return item_knn;
+    return NULL;
+}
+
 const char *em3_global_kind_name(em3_global_kind k) {
     static const char *const names[] = {"param", "frozen", "data", "state", "graph"};
     EM3_ASSERT(k >= 0 && k <= EM3_GLOBAL_GRAPH, "bad global kind %d", (int)k);

@@ -201,6 +201,11 @@ em3_func *em3_module_find_func(const em3_module *m, const char *name);
 void em3_module_remove_func(em3_module *m, em3_func *f);
 
 const char *em3_global_kind_name(em3_global_kind k);
+/* The options of graph builder `builder` (a graph global's spec is "BUILDER key=value ..."),
+ * NULL-terminated, or NULL when no such builder exists. The list is the contract between the
+ * frontend, which checks graph declarations against it, and the runtime, which builds the
+ * graphs (runtime/graph.h says what each option means). */
+const char *const *em3_graph_builder_options(const char *builder);
 const char *em3_init_kind_name(em3_init_kind k);
 bool em3_init_kind_parse(const char *s, em3_init_kind *out);
 

@@ -390,8 +390,8 @@ bool shape_spmm(const em3_func *f, const em3_node *n, const em3_type *in, em3_ty
     bool tr = n->attr[1].i;
     int64_t need = gt->dim[tr ? 0 : 1], rows = gt->dim[tr ? 1 : 0];
     if (!is_float(&in[0]) || in[0].rank < 1 || in[0].dim[0] != need)
-        return fail(err, el, "%s%s is %s: it multiplies f32 matrices of %lld rows, not %s",
-                    tr ? "the transpose of " : "", name, TS(gt, b0), (long long)need, TS(&in[0], b1));
+        return fail(err, el, "%s is %s: spmm by it%s takes f32 matrices of %lld rows, not %s", name, TS(gt, b0),
+                    tr ? ", transposed," : "", (long long)need, TS(&in[0], b1));
     *out = in[0];
     out->dim[0] = rows;
     return true;

@@ -390,28 +390,32 @@ static em3_graph *build_item_knn(const em3_global *gl, const em3_dataset *ds, co
     return g;
 }
 
+/* A builder's options as "a, b, c", for messages. */
+static const char *option_list(const char *const *keys, char *buf, size_t n) {
+    size_t at = 0;
+    buf[0] = 0;
+    for (int i = 0; keys[i] && at < n; i++) at += (size_t)snprintf(buf + at, n - at, "%s%s", i ? ", " : "", keys[i]);
+    return buf;
+}
+
 em3_graph *em3_graph_build(const em3_global *gl, const em3_dataset *ds, char *err, size_t errlen) {
     EM3_ASSERT(gl->kind == EM3_GLOBAL_GRAPH && gl->spec, "%s is not a graph", gl->name);
     const char *spec = gl->spec, *bad = NULL;
     int bad_len = 0;
-    size_t len = strcspn(spec, " ");
-    char vals[3][256];
-    if (len == 9 && !strncmp(spec, "user_item", 9)) {
-        static const char *const keys[] = {"dropout", NULL};
+    char builder[64], vals[3][256], names[128];
+    snprintf(builder, sizeof builder, "%.*s", (int)strcspn(spec, " "), spec);
+    const char *const *keys = em3_graph_builder_options(builder);
+    if (!keys) return fail(gl, err, errlen, "unknown graph builder '%s' (user_item, item_knn)", builder);
+    if (!spec_words(spec, keys, &bad, &bad_len, vals))
+        return fail(gl, err, errlen, "unknown option '%.*s' (%s)", bad_len, bad, option_list(keys, names, sizeof names));
+    if (!strcmp(builder, "user_item")) { /* options: dropout */
         double p = 0;
-        if (!spec_words(spec, keys, &bad, &bad_len, vals))
-            return fail(gl, err, errlen, "unknown option '%.*s' (dropout)", bad_len, bad);
         if (*vals[0] && (!number(vals[0], &p) || p < 0 || p >= 1))
             return fail(gl, err, errlen, "dropout must be in [0, 1), not '%s'", vals[0]);
         char why[512];
         em3_graph *g = build_user_item(gl, ds, p, why, sizeof why);
         return g ? g : fail(gl, err, errlen, "%s", why);
     }
-    if (len == 8 && !strncmp(spec, "item_knn", 8)) {
-        static const char *const keys[] = {"k", "tables", "weights", NULL};
-        if (!spec_words(spec, keys, &bad, &bad_len, vals))
-            return fail(gl, err, errlen, "unknown option '%.*s' (k, tables, weights)", bad_len, bad);
-        return build_item_knn(gl, ds, *vals[0] ? vals[0] : "10", vals[1], vals[2], err, errlen);
-    }
-    return fail(gl, err, errlen, "unknown graph builder '%.*s' (user_item, item_knn)", (int)len, spec);
+    /* item_knn; options: k, tables, weights */
+    return build_item_knn(gl, ds, *vals[0] ? vals[0] : "10", vals[1], vals[2], err, errlen);
 }

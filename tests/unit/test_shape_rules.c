@@ -173,7 +173,7 @@ static const shape_case cases[] = {
     /* spmm by the graph global g, f32[6, 10]: rows of x are its columns (its rows, transposed) */
     {EM3_OP_SPMM, "f32[10,4]", "graph=@g", "f32[6,4]"},
     {EM3_OP_SPMM, "f32[6,2,B]", "graph=@g transpose=1", "f32[10,2,B]"},
-    {EM3_OP_SPMM, "f32[6,4]", "graph=@g", ERR("multiplies f32 matrices of 10 rows, not f32[6, 4]")},
+    {EM3_OP_SPMM, "f32[6,4]", "graph=@g", ERR("g is f32[6, 10]: spmm by it takes f32 matrices of 10 rows, not f32[6, 4]")},
     {EM3_OP_SPMM, "i32[10]", "graph=@g", ERR("f32 matrices")},
     {EM3_OP_SPMM, "f32[B,4]", "graph=@g", ERR("of 10 rows")},
     {EM3_OP_SPMM, "f32[4,8]", "graph=@w", ERR("@w is not a graph")},
