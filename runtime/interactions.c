@@ -1,9 +1,11 @@
 /* runtime/interactions.c — see interactions.h. A counting sort by user, then each user's items
- * sorted and deduplicated: O(rows log(items per user)). */
+ * sorted and deduplicated: O(rows log(items per user)); the negative sampler on top. */
 #include "interactions.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+
+#include "init.h"
 
 static int by_id(const void *a, const void *b) {
     int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
@@ -65,4 +67,54 @@ bool em3_interactions_has(const em3_interactions *x, int64_t u, int32_t i) {
         else hi = mid;
     }
     return false;
+}
+
+struct em3_negative_sampler {
+    em3_interactions train;
+    const int32_t *user; /* the training split's user column */
+    int32_t *pool;       /* the distinct items of the training split, ascending */
+    int64_t n_pool;
+};
+
+em3_negative_sampler *em3_negative_sampler_create(const em3_dataset *ds, char *err, size_t errlen) {
+    em3_negative_sampler *s = em3_xcalloc(1, sizeof *s);
+    if (!em3_interactions_build(ds, EM3_SPLIT_TRAIN, &s->train, err, errlen)) {
+        free(s);
+        return NULL;
+    }
+    s->user = em3_dataset_find(ds, EM3_SPLIT_TRAIN, em3_dataset_group(ds))->data;
+    bool *seen = em3_xcalloc((size_t)s->train.items + 1, sizeof *seen);
+    for (int64_t e = 0; e < s->train.start[s->train.users]; e++) seen[s->train.item[e]] = true;
+    s->pool = em3_xmalloc(sizeof *s->pool * (size_t)(s->train.items + 1));
+    for (int64_t i = 0; i < s->train.items; i++)
+        if (seen[i]) s->pool[s->n_pool++] = (int32_t)i;
+    free(seen);
+    if (!s->n_pool) {
+        snprintf(err, errlen, "the training split of %s has no interactions to sample negatives from",
+                 em3_dataset_name(ds));
+        em3_negative_sampler_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void em3_negative_sampler_free(em3_negative_sampler *s) {
+    if (!s) return;
+    em3_interactions_free(&s->train);
+    free(s->pool);
+    free(s);
+}
+
+void em3_negative_sample(const em3_negative_sampler *s, const int64_t *rows, int64_t n, uint64_t seed,
+                         int64_t step, int32_t *out) {
+    em3_rng r;
+    em3_rng_seed(&r, (seed ^ 0x6e65676174697665ull) * 0x9E3779B97F4A7C15ull + (uint64_t)step);
+    for (int64_t i = 0; i < n; i++) {
+        int64_t u = s->user[rows[i]];
+        bool all = em3_interactions_count(&s->train, u) >= s->n_pool;
+        int32_t item;
+        do item = s->pool[em3_rng_below(&r, (uint64_t)s->n_pool)];
+        while (!all && em3_interactions_has(&s->train, u, item));
+        out[i] = item;
+    }
 }

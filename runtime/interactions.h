@@ -25,4 +25,17 @@ static inline int64_t em3_interactions_count(const em3_interactions *x, int64_t 
     return x->start[u + 1] - x->start[u];
 }
 
+/* Negative sampling for BPR as MMRec does it: for a training row of user u, an item drawn
+ * uniformly from the items of the training split (each distinct item once) until one is not
+ * among u's training items. A user who has interacted with every such item gets a uniform
+ * draw (MMRec would loop forever). */
+typedef struct em3_negative_sampler em3_negative_sampler;
+
+em3_negative_sampler *em3_negative_sampler_create(const em3_dataset *ds, char *err, size_t errlen);
+void em3_negative_sampler_free(em3_negative_sampler *s);
+/* out[i]: a negative for training row rows[i]. The draws are a function of (seed, step) only,
+ * so that a resumed run samples what the uninterrupted one did. */
+void em3_negative_sample(const em3_negative_sampler *s, const int64_t *rows, int64_t n, uint64_t seed,
+                         int64_t step, int32_t *out);
+
 #endif

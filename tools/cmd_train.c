@@ -89,7 +89,7 @@ static em3_module *compile_model(em3_run_config *rc, const em3_source_opts *so, 
     em3_pipeline *pl = em3_pipeline_create();
     if (train) em3_pipeline_add_default(pl, (int)rc->opt_level);
     else em3_pipeline_add(pl, EM3_PASS_DCE);
-    em3_pass_options po = {.optim = &rc->optim, .quiet = true};
+    em3_pass_options po = {.optim = &rc->optim, .quiet = true, .loss_only = true};
     bool ok = em3_pipeline_run(pl, m, &po, d);
     em3_pipeline_free(pl);
     if (!ok) {
@@ -378,7 +378,7 @@ int em3_cmd_eval(int argc, char **argv) {
         !em3_evaluate(s.x, s.ds, split, &s.rc.train, &r, err, sizeof err)) {
         user_error("%s", err);
     } else {
-        em3_eval_print_header(stdout, s.ds);
+        em3_eval_print_header(stdout, &r);
         em3_eval_print_row(stdout, em3_split_name(split), &r);
         status = 0;
     }
