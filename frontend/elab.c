@@ -357,10 +357,12 @@ static void input_negative(elab *e, const ast *o, const value *v, em3_node *p) {
         elab_error(e, o->a->loc, "negative names the input of positive items, not %s", v_describe(e, v));
         return;
     }
-    if (p->type.dtype != EM3_DTYPE_I32 || p->type.rank != 1 || p->type.dim[0] != EM3_DIM_BATCH ||
-        em3_node_i(p, "vocab") != em3_node_i(pos, "vocab") || em3_node_i(p, "vocab") <= 0)
-        elab_error(e, o->loc, "a negative input is i32[B] with the vocab of %s, declared before 'negative'",
-                   em3_node_s(pos, "name"));
+    const em3_type *t = &p->type;
+    if (t->dtype != EM3_DTYPE_I32 || t->rank < 1 || t->rank > 2 || t->dim[0] != EM3_DIM_BATCH ||
+        (t->rank == 2 && em3_dim_has_batch(t->dim[1])) || em3_node_i(p, "vocab") != em3_node_i(pos, "vocab") ||
+        em3_node_i(p, "vocab") <= 0)
+        elab_error(e, o->loc, "a negative input is i32[B] or i32[B, k] with the vocab of %s, declared before "
+                              "'negative'", em3_node_s(pos, "name"));
     else
         em3_node_set_i(p, "negative", 1);
 }

@@ -54,7 +54,7 @@ typedef struct {
     feed_kind kind[64];
     const em3_column *col[64];
     void *buf[64];
-    int group[64];
+    int group[64]; /* FEED_LR: the parameter group; FEED_NEGATIVE: negatives per row */
     float scalar[64];
     em3_negative_sampler *neg; /* for inputs declared `negative` (docs/topk.md) */
     uint64_t seed;
@@ -96,7 +96,8 @@ static bool feeder_init(feeder *fd, const em3_compiled_func *cf, const em3_datas
             if (!fd->neg && !(fd->neg = em3_negative_sampler_create(ds, err, errlen))) return false;
             fd->kind[k] = FEED_NEGATIVE;
             fd->seed = c->seed;
-            fd->buf[k] = em3_xmalloc((size_t)rows * sizeof(int32_t));
+            fd->group[k] = (int)em3_type_numel(&in->type, 1); /* negatives per row */
+            fd->buf[k] = em3_xmalloc((size_t)(rows * fd->group[k]) * sizeof(int32_t));
             fd->in[k].data = fd->buf[k];
             continue;
         }
@@ -135,7 +136,10 @@ static void feeder_fill(feeder *fd, const int64_t *rows, int64_t n, int64_t step
         case FEED_COLUMN: em3_column_gather(fd->col[k], rows, n, fd->buf[k]); break;
         case FEED_STEP: fd->scalar[k] = (float)step; break;
         case FEED_LR: fd->scalar[k] = (float)lr[fd->group[k]]; break;
-        case FEED_NEGATIVE: em3_negative_sample(fd->neg, rows, n, fd->seed, step, fd->buf[k]); break;
+        case FEED_NEGATIVE: /* each negative input its own stream */
+            em3_negative_sample(fd->neg, rows, n, fd->group[k], fd->seed + 0x9E3779B97F4A7C15ull * (uint64_t)k, step,
+                                fd->buf[k]);
+            break;
         }
     }
 }

@@ -32,6 +32,7 @@ typedef struct {
     const void *out[JH_MAX_IO]; /* where the last JIT run left its outputs */
     em3_frame frame;           /* of the last JIT run: err_node, err_index, err_value */
     const em3_compiled_func *cf;
+    em3_graph **graph;         /* per global: the bound graph of a graph global (owned) */
     int64_t batch;
     double worst;              /* the largest difference compared so far, and where */
     char worst_at[160];
@@ -50,6 +51,7 @@ static inline jh_pair *jh_create_for(em3_module *m, int64_t max_batch) {
     if (!p->jit) fail_msg("JIT compilation of @%s failed", m->name);
     p->it = em3_interp_create(m, EM3_PREC_F32);
     p->glob = calloc((size_t)m->n_global + 1, sizeof(void *));
+    p->graph = calloc((size_t)m->n_global + 1, sizeof(em3_graph *));
     for (int g = 0; g < m->n_global; g++)
         if (m->global[g].kind != EM3_GLOBAL_GRAPH)
             p->glob[g] = calloc((size_t)em3_type_numel(&m->global[g].type, 1) + 1, 4);
@@ -65,9 +67,12 @@ static inline void jh_free_inputs(jh_pair *p) {
 
 static inline void jh_free(jh_pair *p) {
     jh_free_inputs(p);
-    for (int g = 0; g < p->m->n_global; g++)
+    for (int g = 0; g < p->m->n_global; g++) {
         if (p->m->global[g].kind != EM3_GLOBAL_GRAPH) free(p->glob[g]);
+        em3_graph_free(p->graph[g]);
+    }
     free(p->glob);
+    free(p->graph);
     free(p->arena);
     em3_interp_free(p->it);
     em3_jit_free(p->jit);
@@ -111,10 +116,11 @@ static inline void jh_globals_from_interp(jh_pair *p) {
     }
 }
 
-/* Graph global `name` is `graph` on both sides (the caller keeps and frees it). */
-static inline void jh_bind_graph(jh_pair *p, const char *name, const em3_graph *graph) {
+/* Graph global `name` is `graph` on both sides (the pair takes it). */
+static inline void jh_bind_graph(jh_pair *p, const char *name, em3_graph *graph) {
     int g = em3_module_find_global(p->m, name);
-    assert_true(g >= 0 && p->m->global[g].kind == EM3_GLOBAL_GRAPH);
+    assert_true(g >= 0 && p->m->global[g].kind == EM3_GLOBAL_GRAPH && !p->graph[g]);
+    p->graph[g] = graph;
     p->glob[g] = (void *)em3_graph_view(graph);
     em3_interp_bind_graph(p->it, name, graph);
 }

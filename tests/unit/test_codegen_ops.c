@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "ir/builder.h"
+#include "graph_fixture.h"
 #include "jit_harness.h"
 #include "op_text.h"
 #include "runtime/init.h"
@@ -553,24 +554,10 @@ static double run_row(jh_pair *p, const row *r, int i, int64_t batch) {
     return e;
 }
 
-/* Graph global g of the spmm rows: f32[40, 30], bound to random_graph(). */
+/* Graph global g of the spmm rows: f32[40, 30], bound to a random graph. */
 static void add_graph_global(em3_module *m) {
     assert_true(em3_module_add_graph(m, "g", em3_type_make(EM3_DTYPE_F32, 2, (int64_t[]){40, 30}), "user_item",
                                      (em3_loc){0}) >= 0);
-}
-
-/* 200 entries at random positions in [-3, 3): empty rows, long rows, repeats. */
-static em3_graph *random_graph(void) {
-    em3_rng r;
-    em3_rng_seed(&r, 77);
-    int32_t rows[200], cols[200];
-    float val[200];
-    for (int i = 0; i < 200; i++) {
-        rows[i] = (int32_t)em3_rng_below(&r, 20) * 2; /* odd rows stay empty */
-        cols[i] = (int32_t)em3_rng_below(&r, 30);
-        val[i] = (float)(6 * em3_rng_uniform(&r) - 3);
-    }
-    return em3_graph_from_coo(40, 30, 200, rows, cols, val);
 }
 
 /* Builds one module of every row of op kind `kind`, compiles it once, runs each row at every
@@ -582,8 +569,7 @@ static void run_group(em3_op_kind kind) {
     add_graph_global(m);
     for (int i = 0; i < n; i++) build_row(m, &rows[i], i);
     jh_pair *p = jh_create(m);
-    em3_graph *graph = random_graph();
-    jh_bind_graph(p, "g", graph);
+    jh_bind_graph(p, "g", random_graph(77, 40, 30, 5, -0.5));
     double worst[EM3_OP_COUNT];
     for (int o = 0; o < EM3_OP_COUNT; o++) worst[o] = -1;
     for (size_t b = 0; b < sizeof batches / sizeof *batches; b++)
@@ -593,7 +579,6 @@ static void run_group(em3_op_kind kind) {
     for (int o = 0; o < EM3_OP_COUNT; o++)
         if (worst[o] >= 0) print_message("    %-22s %.2e\n", em3_op_name((em3_op)o), worst[o]);
     jh_free(p);
-    em3_graph_free(graph);
 }
 
 static void test_elementwise(void **state) {

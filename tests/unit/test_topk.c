@@ -154,16 +154,19 @@ static void test_negative_sampler(void **state) {
     int32_t a[4], b[4];
     int counts[5] = {0}, differ = 0;
     for (int64_t step = 1; step <= 200; step++) {
-        em3_negative_sample(s, rows, 4, 9, step, a);
-        em3_negative_sample(s, rows, 4, 9, step, b);
+        em3_negative_sample(s, rows, 4, 1, 9, step, a);
+        em3_negative_sample(s, rows, 4, 1, 9, step, b);
         assert_memory_equal(a, b, sizeof a);
         for (int i = 0; i < 4; i++) {
             assert_true(a[i] >= 1 && a[i] <= 4);
             assert_false(em3_interactions_has(&train, user[rows[i]], a[i]));
             counts[a[i]]++;
         }
-        em3_negative_sample(s, rows, 4, 9, step + 1000, b);
+        em3_negative_sample(s, rows, 4, 1, 9, step + 1000, b);
         differ += memcmp(a, b, sizeof a) != 0;
+        int32_t many[4 * 3]; /* three per row, each valid for its row's user */
+        em3_negative_sample(s, rows, 4, 3, 9, step, many);
+        for (int i = 0; i < 12; i++) assert_false(em3_interactions_has(&train, user[rows[i / 3]], many[i]));
     }
     assert_true(differ > 100);
     for (int i = 1; i <= 4; i++) assert_true(counts[i] > 0); /* every item is drawn for someone */
