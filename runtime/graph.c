@@ -103,19 +103,14 @@ static csr_buf csr_from_coo(int64_t rows, int64_t cols, int64_t n, const int32_t
     return m;
 }
 
-static em3_graph *graph_new(int64_t rows, int64_t cols, int64_t n, const int32_t *r, const int32_t *c,
-                            const float *v) {
+em3_graph *em3_graph_from_coo(int64_t rows, int64_t cols, int64_t n, const int32_t *row,
+                              const int32_t *col, const float *val) {
     em3_graph *g = em3_xcalloc(1, sizeof *g);
-    g->full = csr_from_coo(rows, cols, n, r, c, v, false);
-    g->full_t = csr_from_coo(rows, cols, n, r, c, v, true);
+    g->full = csr_from_coo(rows, cols, n, row, col, val, false);
+    g->full_t = csr_from_coo(rows, cols, n, row, col, val, true);
     g->train_epoch = -1;
     em3_graph_eval(g);
     return g;
-}
-
-em3_graph *em3_graph_from_coo(int64_t rows, int64_t cols, int64_t n, const int32_t *row,
-                              const int32_t *col, const float *val) {
-    return graph_new(rows, cols, n, row, col, val);
 }
 
 void em3_graph_free(em3_graph *g) {
@@ -163,9 +158,9 @@ static int by_key_desc(const void *a, const void *b) {
     return (x->edge > y->edge) - (x->edge < y->edge);
 }
 
-/* Edges kept in an epoch: (1 − dropout)·E of them without replacement, edge e with probability
- * ∝ its full-graph value w_e (torch.multinomial, as FREEDOM samples): the E largest keys
- * log(u_e)/w_e (Efraimidis and Spirakis, 2006). */
+/* Edges kept in an epoch: ⌊(1 − dropout)·E⌋ of the E edges, drawn without replacement with
+ * probability ∝ their full-graph values w_e (torch.multinomial, as FREEDOM samples): the edges
+ * with the largest keys log(u_e)/w_e, u_e uniform (Efraimidis and Spirakis, 2006). */
 void em3_graph_train(em3_graph *g, uint64_t seed, int64_t epoch) {
     if (g->dropout <= 0) return; /* the full graph serves training too */
     if (g->train_epoch != epoch || g->train_seed != seed) {
@@ -215,7 +210,7 @@ static em3_graph *build_user_item(const em3_global *gl, const em3_dataset *ds, d
     for (int64_t u = 0; u < x.users; u++)
         for (int64_t e = x.start[u]; e < x.start[u + 1]; e++) r[e] = (int32_t)u;
     normalise_bipartite(rows, cols, n, r, x.item, v);
-    em3_graph *g = graph_new(rows, cols, n, r, x.item, v);
+    em3_graph *g = em3_graph_from_coo(rows, cols, n, r, x.item, v);
     g->dropout = dropout;
     g->n_edges = n;
     g->edge_row = r;
@@ -385,7 +380,7 @@ static em3_graph *build_item_knn(const em3_global *gl, const em3_dataset *ds, co
         }
         knn_of_table(c, (int64_t)k, w, &t);
     }
-    em3_graph *g = graph_new(gl->type.dim[0], gl->type.dim[1], t.n, t.r, t.c, t.v);
+    em3_graph *g = em3_graph_from_coo(gl->type.dim[0], gl->type.dim[1], t.n, t.r, t.c, t.v);
     triplets_free(&t);
     return g;
 }
