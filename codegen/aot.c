@@ -655,6 +655,11 @@ bool em3_aot_build(const em3_module *m, const em3_codegen_options *o, const char
         if (strcmp(m->func[i]->name, "predict") && strcmp(m->func[i]->name, "train"))
             ok = em3_diag_error(d, (em3_loc){0}, "function @%s has no C entry point (a library exports @predict and "
                                                  "@train)", m->func[i]->name);
+    for (int g = 0; ok && g < m->n_global; g++)
+        if (m->global[g].kind == EM3_GLOBAL_GRAPH) /* the model host has no dataset to build it from */
+            ok = em3_diag_error(d, m->global[g].loc, "graph %s is built from a dataset at run time: models with "
+                                                      "graphs run under `em3 train` and `em3 eval`, not as libraries",
+                                m->global[g].name);
     if (ok && !strcmp(so_path, header_path))
         ok = em3_diag_error(d, (em3_loc){0}, "the library and the header would both be %s", so_path);
     char path[4200];

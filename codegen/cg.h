@@ -48,6 +48,9 @@ typedef void em3_emit_fn(em3_cg *cg, int id);
  * node's own result first). */
 void cg_kernel_begin(em3_cg *cg, int id, const char *name, int n);
 LLVMValueRef cg_kparam(em3_cg *cg, int i);
+/* The storage of module global `name` (frame->global[index]) inside the kernel: for ops that
+ * name a global by attribute rather than reading it as an operand (spmm's graph). */
+LLVMValueRef cg_kglobal(em3_cg *cg, const char *name);
 /* The node's workspace (memory plan) inside its kernel, after its n buffers. */
 LLVMValueRef cg_kscratch(em3_cg *cg, int n);
 /* C = alpha op(A) op(B) + beta C through cblas_sgemm (row-major), sizes as i64 values. */

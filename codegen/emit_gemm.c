@@ -1,7 +1,8 @@
 /* codegen/emit_gemm.c — matmul as calls to OpenBLAS's cblas_sgemm. A batched matmul loops
  * over the result's leading dimensions with each operand's own (broadcast) matrix stride;
  * a 2-D right operand against a batched untransposed left one is a single GEMM over all rows
- * ([B, 50, k] @ [k, n] is one [B*50, k] @ [k, n]). */
+ * ([B, 50, k] @ [k, n] is one [B*50, k] @ [k, n]). The sparse product spmm is a call to the
+ * runtime's em3_rt_spmm with the graph the frame holds. */
 #include "cg.h"
 
 enum { CBLAS_ROW_MAJOR = 101, CBLAS_NO_TRANS = 111, CBLAS_TRANS = 112 };
@@ -70,4 +71,19 @@ void cg_emit_matmul(em3_cg *cg, int id) {
     }
     int vals[3] = {id, n->in[0], n->in[1]};
     cg_kernel_end(cg, vals, 3);
+}
+
+/* Kernel buffers: y, x. The graph comes from the frame's globals: the runtime may switch the
+ * matrix behind it (edge dropout) between calls, never during one. */
+void cg_emit_spmm(em3_cg *cg, int id) {
+    const em3_node *n = &cg->f->node[id];
+    cg_kernel_begin(cg, id, "spmm", 2);
+    LLVMValueRef width = LLVMBuildSDiv(cg->b, cg_numel(cg, &n->type), cg_i64(cg, n->type.dim[0]), "");
+    LLVMTypeRef p[5] = {cg->ptr_t, cg->i32, cg->ptr_t, cg->i64, cg->ptr_t};
+    LLVMValueRef a[5] = {cg_kglobal(cg, em3_node_s(n, "graph")),
+                         LLVMConstInt(cg->i32, (unsigned long long)em3_node_i(n, "transpose"), 0), cg_kparam(cg, 1),
+                         width, cg_kparam(cg, 0)};
+    cg_call(cg, "em3_rt_spmm", cg->void_t, p, 5, a);
+    int vals[2] = {id, n->in[0]};
+    cg_kernel_end(cg, vals, 2);
 }

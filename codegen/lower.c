@@ -140,6 +140,15 @@ void cg_kernel_begin(em3_cg *cg, int id, const char *name, int n) {
 LLVMValueRef cg_kparam(em3_cg *cg, int i) { return LLVMGetParam(cg->kfn, (unsigned)i); }
 LLVMValueRef cg_kscratch(em3_cg *cg, int n) { return LLVMGetParam(cg->kfn, (unsigned)n); }
 
+LLVMValueRef cg_kglobal(em3_cg *cg, const char *name) {
+    int g = em3_module_find_global(cg->f->mod, name);
+    EM3_ASSERT(g >= 0, "no global %s", name);
+    LLVMValueRef frame = LLVMGetParam(cg->kfn, LLVMCountParams(cg->kfn) - 1);
+    LLVMValueRef table = LLVMBuildLoad2(cg->b, cg->ptr_t, frame_field(cg, frame, 2), "globals");
+    LLVMValueRef idx = cg_i64(cg, g);
+    return LLVMBuildLoad2(cg->b, cg->ptr_t, LLVMBuildInBoundsGEP2(cg->b, cg->ptr_t, table, &idx, 1, ""), name);
+}
+
 void cg_kernel_fail(em3_cg *cg, LLVMValueRef index, LLVMValueRef value) {
     unsigned n = LLVMCountParams(cg->kfn);
     LLVMValueRef frame = LLVMGetParam(cg->kfn, n - 1);

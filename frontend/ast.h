@@ -30,9 +30,10 @@ typedef enum {
     AST_IMPORT,  /* str: path */
     AST_CONST,   /* list: AST_KWARG name = value, one per constant */
     AST_PARAM,   /* str: name, a: type, b: initialiser, ival: 0, 1 frozen, 2 trainable */
-    AST_INPUT,   /* str: name, a: type, list: options (AST_KWARG: vocab, pad) */
+    AST_INPUT,   /* str: name, a: type, list: options (AST_KWARG: vocab, pad, negative) */
     AST_LABEL,   /* str: name, a: type */
     AST_DATA,    /* str: name, a: type */
+    AST_GRAPH,   /* str: name, a: type, b: the builder call, as user_item(dropout = 0.8) */
     AST_MODULE,  /* str: name, list: parameters (AST_FORMAL), list2: body */
     AST_MODEL,   /* str: name, list2: body */
     AST_FN,      /* str: name, list: parameters (AST_FORMAL), a: result type or NULL, list2: body */

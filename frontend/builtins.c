@@ -453,6 +453,22 @@ static value b_bce(elab *e, int self, const value *a, em3_loc loc) {
                                 false, loc));
 }
 
+/* spmm(g, x, transpose = false): g x (gᵀ x) for a graph g, as torch.sparse.mm */
+static value b_spmm(elab *e, int self, const value *a, em3_loc loc) {
+    (void)self;
+    if (a[0].kind != V_GRAPH) {
+        if (a[0].kind != V_ERROR) elab_error(e, loc, "spmm multiplies by a graph, not %s", v_describe(e, &a[0]));
+        return v_error();
+    }
+    int x = as_tensor(e, &a[1], -1, loc);
+    bool tr = false;
+    if (x < 0 || (given(&a[2]) && !as_bool(e, &a[2], loc, "transpose", &tr))) return v_error();
+    em3_node p = em3_node_proto(EM3_OP_SPMM, loc);
+    em3_node_set_s(&p, "graph", e->mod->global[a[0].i].name);
+    em3_node_set_i(&p, "transpose", tr);
+    return v_tensor(emit(e, &p, &x, 1, loc));
+}
+
 /* zeros(shape) / ones(shape) / full(shape, value): constants; bare zeros / ones / xavier are
  * also parameter initialisers (see declare_param). */
 static value b_fill(elab *e, int self, const value *a, em3_loc loc) {
@@ -536,6 +552,7 @@ static const builtin table[] = {
     {"slice", "x axis start end", 4, b_slice, EM3_OP_SLICE},
     {"matmul", "a b ta tb", 2, b_matmul, EM3_OP_MATMUL},
     {"gather", "table ids", 2, b_gather, EM3_OP_GATHER},
+    {"spmm", "graph x transpose", 2, b_spmm, EM3_OP_SPMM},
     {"bce_with_logits", "logit label reduction", 2, b_bce, EM3_OP_BCE_LOGITS},
     {"zeros", "shape", 1, b_fill, EM3_OP_CONST},
     {"ones", "shape", 1, b_fill, EM3_OP_CONST},

@@ -23,7 +23,7 @@ const char *v_kind_name(const value *v) {
                                         "a float", "a string", "the batch dimension B",
                                         "a dtype", "a list", "a tensor", "a tensor",
                                         "a module", "a module instance", "a function",
-                                        "a built-in function", "an initialiser"};
+                                        "a built-in function", "an initialiser", "a graph"};
     return names[v->kind];
 }
 
@@ -35,6 +35,9 @@ const char *v_describe(elab *e, const value *v) {
                                 em3_type_str(&em3_func_node(e->fn, (int)v->i)->type, b, sizeof b));
     case V_GLOBAL:
         return em3_arena_printf(e->arena, "a tensor %s",
+                                em3_type_str(&e->mod->global[v->i].type, b, sizeof b));
+    case V_GRAPH:
+        return em3_arena_printf(e->arena, "graph %s %s", e->mod->global[v->i].name,
                                 em3_type_str(&e->mod->global[v->i].type, b, sizeof b));
     case V_INT: return em3_arena_printf(e->arena, "the int %lld", (long long)v->i);
     case V_BATCH: {
@@ -345,6 +348,25 @@ static value declare_param(elab *e, scope *s, instance *in, const ast *st) {
     return add_global(e, name, t, frozen ? EM3_GLOBAL_FROZEN : EM3_GLOBAL_PARAM, ini, st->loc);
 }
 
+/* The option `negative ITEM` of input p: the runtime samples it (docs/topk.md); ITEM must be an
+ * earlier i32 id input, and both need the same vocabulary, given before. */
+static void input_negative(elab *e, const ast *o, const value *v, em3_node *p) {
+    const em3_node *pos = v->kind == V_TENSOR ? em3_func_node(e->fn, (int)v->i) : NULL;
+    if (v->kind == V_ERROR) return;
+    if (!pos || pos->op != EM3_OP_INPUT || pos->type.dtype != EM3_DTYPE_I32 || em3_node_i(pos, "label")) {
+        elab_error(e, o->a->loc, "negative names the input of positive items, not %s", v_describe(e, v));
+        return;
+    }
+    const em3_type *t = &p->type;
+    if (t->dtype != EM3_DTYPE_I32 || t->rank < 1 || t->rank > 2 || t->dim[0] != EM3_DIM_BATCH ||
+        (t->rank == 2 && em3_dim_has_batch(t->dim[1])) || em3_node_i(p, "vocab") != em3_node_i(pos, "vocab") ||
+        em3_node_i(p, "vocab") <= 0)
+        elab_error(e, o->loc, "a negative input is i32[B] or i32[B, k] with the vocab of %s, declared before "
+                              "'negative'", em3_node_s(pos, "name"));
+    else
+        em3_node_set_i(p, "negative", 1);
+}
+
 /* input / label declarations: INPUT nodes of @forward, in declaration order. */
 static value declare_input(elab *e, scope *s, const ast *st) {
     em3_type t;
@@ -352,11 +374,16 @@ static value declare_input(elab *e, scope *s, const ast *st) {
     em3_node p = em3_node_proto(EM3_OP_INPUT, st->loc);
     em3_node_set_s(&p, "name", st->str);
     if (st->kind == AST_LABEL) em3_node_set_i(&p, "label", 1);
+    p.type = t;
     for (const ast *o = st->list; o; o = o->next) {
         value v = eval(e, s, o->a);
         int64_t x;
+        if (!strcmp(o->str, "negative")) {
+            input_negative(e, o, &v, &p);
+            continue;
+        }
         if (strcmp(o->str, "vocab") && strcmp(o->str, "pad")) {
-            elab_error(e, o->loc, "unknown input option '%s' (vocab N, pad N)", o->str);
+            elab_error(e, o->loc, "unknown input option '%s' (vocab N, pad N, negative ITEM)", o->str);
             continue;
         }
         if (!as_int(e, &v, o->a->loc, o->str, &x)) continue;
@@ -370,7 +397,6 @@ static value declare_input(elab *e, scope *s, const ast *st) {
         }
         em3_node_set_i(&p, o->str, x);
     }
-    p.type = t;
     for (int i = 0; i < e->fn->n_node; i++)
         if (e->fn->node[i].op == EM3_OP_INPUT && !strcmp(e->fn->node[i].attr[0].s, st->str)) {
             elab_error(e, st->loc, "input %s is declared twice", st->str);
@@ -387,6 +413,87 @@ static value declare_data(elab *e, scope *s, const ast *st) {
         return v_error();
     }
     return add_global(e, st->str, t, EM3_GLOBAL_DATA, (em3_init){EM3_INIT_NONE, 0}, st->loc);
+}
+
+/* One option value of a graph builder as spec text: a number, a bool, a name-like string, or a
+ * list of them joined by commas. False after reporting what cannot be written in a spec. */
+static bool spec_value(elab *e, const value *v, em3_loc loc, em3_strbuf *out) {
+    char num[32];
+    switch (v->kind) {
+    case V_INT: em3_sb_printf(out, "%lld", (long long)v->i); return true;
+    case V_FLOAT: em3_format_double(num, sizeof num, v->f); em3_sb_printf(out, "%s", num); return true;
+    case V_BOOL: em3_sb_printf(out, "%s", v->i ? "true" : "false"); return true;
+    case V_STRING:
+        if (!*v->s || v->s[strcspn(v->s, " ,=\"\\")])
+            return elab_error(e, loc, "\"%s\" cannot be a graph option: names only, without spaces, commas, "
+                                      "'=' or quotes", v->s);
+        em3_sb_printf(out, "%s", v->s);
+        return true;
+    case V_LIST:
+        if (!v->list.n) return elab_error(e, loc, "a graph option cannot be an empty list");
+        for (int i = 0; i < v->list.n; i++) {
+            if (v->list.items[i].kind == V_LIST) return elab_error(e, loc, "a graph option cannot nest lists");
+            if (i) em3_sb_putc(out, ',');
+            if (!spec_value(e, &v->list.items[i], loc, out)) return false;
+        }
+        return true;
+    case V_ERROR: return false;
+    default: return elab_error(e, loc, "a graph option is a number, a string or a list, not %s", v_describe(e, v));
+    }
+}
+
+/* graph NAME : f32[rows, cols] = BUILDER(key = value, ...): a graph global whose spec the
+ * runtime builds it from (runtime/graph.h). The builder and its options are checked against
+ * ir.h's list; what the values mean is the runtime's to check, at the declaration's location. */
+static value declare_graph(elab *e, scope *s, const ast *st) {
+    em3_type t;
+    if (!eval_type(e, s, st->a, &t)) return v_error();
+    if (t.dtype != EM3_DTYPE_F32 || t.rank != 2 || em3_type_has_batch(&t)) {
+        char b[EM3_TYPE_STR_MAX];
+        elab_error(e, st->a->loc, "a graph is an f32 matrix of fixed shape, not %s", em3_type_str(&t, b, sizeof b));
+        return v_error();
+    }
+    const ast *call = st->b;
+    if (call->kind != AST_CALL || call->a->kind != AST_NAME) {
+        elab_error(e, call->loc, "a graph is built by a call: user_item(...) or item_knn(...)");
+        return v_error();
+    }
+    const char *const *keys = em3_graph_builder_options(call->a->str);
+    if (!keys) {
+        elab_error(e, call->a->loc, "unknown graph builder '%s' (user_item, item_knn)", call->a->str);
+        return v_error();
+    }
+    em3_strbuf spec = {0};
+    em3_sb_printf(&spec, "%s", call->a->str);
+    bool ok = true;
+    for (const ast *arg = call->list; arg; arg = arg->next) {
+        if (arg->kind != AST_KWARG) {
+            ok = elab_error(e, arg->loc, "graph options are named: %s(key = value, ...)", call->a->str);
+            continue;
+        }
+        bool known = false;
+        for (int i = 0; keys[i]; i++) known |= !strcmp(keys[i], arg->str);
+        if (!known) {
+            em3_strbuf list = {0};
+            for (int i = 0; keys[i]; i++) em3_sb_printf(&list, "%s%s", i ? ", " : "", keys[i]);
+            ok = elab_error(e, arg->loc, "%s has no option '%s' (it takes: %s)", call->a->str, arg->str, list.data);
+            em3_sb_free(&list);
+            continue;
+        }
+        em3_sb_printf(&spec, " %s=", arg->str);
+        value v = eval(e, s, arg->a);
+        ok = spec_value(e, &v, arg->a->loc, &spec) && ok;
+    }
+    value r = v_error();
+    if (ok) {
+        r = add_global(e, st->str, t, EM3_GLOBAL_GRAPH, (em3_init){EM3_INIT_NONE, 0}, st->loc);
+        if (r.kind == V_GLOBAL) {
+            e->mod->global[r.i].spec = em3_arena_strdup(e->mod->arena, spec.data);
+            r.kind = V_GRAPH;
+        }
+    }
+    em3_sb_free(&spec);
+    return r;
 }
 
 /* A model-level constant may be overridden from the command line (--set NAME=VALUE). */
@@ -620,6 +727,10 @@ static flow exec_stmt(elab *e, scope *s, instance *in, const ast *st, ctx_kind c
     case AST_DATA:
         if (allowed(e, st, ctx, ctx == CTX_MODEL, "a data table declaration"))
             scope_bind(e, s, st->str, declare_data(e, s, st), st->loc);
+        break;
+    case AST_GRAPH:
+        if (allowed(e, st, ctx, ctx == CTX_MODEL, "a graph declaration"))
+            scope_bind(e, s, st->str, declare_graph(e, s, st), st->loc);
         break;
     case AST_FN:
         if (allowed(e, st, ctx, body || ctx == CTX_FILE, "a function declaration"))

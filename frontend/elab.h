@@ -27,6 +27,7 @@ typedef enum {
     V_FN,       /* decl: AST_FN; env: where it was defined (a module's functions see its names) */
     V_BUILTIN,  /* i: index into the builtin table */
     V_INIT,     /* init: a parameter initialiser */
+    V_GRAPH,    /* i: global index of a graph (a sparse matrix only spmm reads) */
 } vkind;
 
 typedef struct value value;

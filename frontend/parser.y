@@ -71,7 +71,7 @@ static void yyerror(YYLTYPE *loc, yyscan_t scanner, em3_parse_ctx *ctx, const ch
 %token <str> STRING "string"
 %token SEP "end of statement"
 %token IMPORT "import" CONST "const" MODULE "module" MODEL "model" PARAM "param"
-%token INPUT "input" LABEL "label" DATA "data" FN "fn" OUTPUT "output" LOSS "loss"
+%token INPUT "input" LABEL "label" DATA "data" GRAPH "graph" FN "fn" OUTPUT "output" LOSS "loss"
 %token RETURN "return" FOR "for" IN "in" IF "if" ELSE "else" ASSERT "assert"
 %token REPEAT "repeat" SHARES "shares" FROZEN "frozen" TRAINABLE "trainable"
 %token TRUE "true" FALSE "false" NONE "none"
@@ -122,6 +122,7 @@ stmt
                                       $$->list = $5.head; }
     | LABEL IDENT ':' type          { $$ = NODE(AST_LABEL, @2); $$->str = $2; $$->a = $4; }
     | DATA IDENT ':' type           { $$ = NODE(AST_DATA, @2); $$->str = $2; $$->a = $4; }
+    | GRAPH IDENT ':' type '=' expr { $$ = NODE(AST_GRAPH, @2); $$->str = $2; $$->a = $4; $$->b = $6; }
     | MODULE IDENT '(' formals ')' block {
                                       $$ = NODE(AST_MODULE, @2); $$->str = $2;
                                       $$->list = $4.head; $$->list2 = $6.head; }

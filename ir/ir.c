@@ -255,8 +255,15 @@ int em3_module_add_global(em3_module *m, const char *name, em3_type type, em3_gl
                           em3_init init, em3_loc loc) {
     if (em3_module_find_global(m, name) >= 0) return -1;
     EM3_GROW(m->global, m->cap_global, m->n_global + 1);
-    m->global[m->n_global] = (em3_global){em3_arena_strdup(m->arena, name), type, kind, init, loc};
+    m->global[m->n_global] = (em3_global){em3_arena_strdup(m->arena, name), type, kind, init, loc, NULL};
     return m->n_global++;
+}
+
+int em3_module_add_graph(em3_module *m, const char *name, em3_type type, const char *spec,
+                         em3_loc loc) {
+    int g = em3_module_add_global(m, name, type, EM3_GLOBAL_GRAPH, (em3_init){EM3_INIT_NONE, 0}, loc);
+    if (g >= 0) m->global[g].spec = em3_arena_strdup(m->arena, spec);
+    return g;
 }
 
 em3_func *em3_module_add_func(em3_module *m, const char *name) {
@@ -286,9 +293,16 @@ void em3_module_remove_func(em3_module *m, em3_func *f) {
     EM3_UNREACHABLE("function not in module");
 }
 
+const char *const *em3_graph_builder_options(const char *builder) {
+    static const char *const user_item[] = {"dropout", NULL}, *const item_knn[] = {"k", "tables", "weights", NULL};
+    if (!strcmp(builder, "user_item")) return user_item;
+    if (!strcmp(builder, "item_knn")) return item_knn;
+    return NULL;
+}
+
 const char *em3_global_kind_name(em3_global_kind k) {
-    static const char *const names[] = {"param", "frozen", "data", "state"};
-    EM3_ASSERT(k >= 0 && k <= EM3_GLOBAL_STATE, "bad global kind %d", (int)k);
+    static const char *const names[] = {"param", "frozen", "data", "state", "graph"};
+    EM3_ASSERT(k >= 0 && k <= EM3_GLOBAL_GRAPH, "bad global kind %d", (int)k);
     return names[k];
 }
 

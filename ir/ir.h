@@ -147,6 +147,8 @@ typedef enum {
     EM3_GLOBAL_FROZEN, /* parameter that is never trained */
     EM3_GLOBAL_DATA,   /* a table supplied by the dataset (item side table) */
     EM3_GLOBAL_STATE,  /* optimizer or runtime state */
+    EM3_GLOBAL_GRAPH,  /* a sparse matrix the runtime builds from the dataset (spec: how);
+                          read only by spmm, never stored densely */
 } em3_global_kind;
 
 typedef enum {
@@ -170,6 +172,8 @@ typedef struct {
     em3_global_kind kind;
     em3_init init;
     em3_loc loc;
+    const char *spec; /* GRAPH: the builder and its options, e.g. "user_item dropout=0.8"
+                         (runtime/graph.h reads it); NULL otherwise */
 } em3_global;
 
 struct em3_module {
@@ -187,6 +191,9 @@ void em3_module_free(em3_module *m);
 /* Adds a global; returns its index, or -1 if the name is taken. */
 int em3_module_add_global(em3_module *m, const char *name, em3_type type, em3_global_kind kind,
                           em3_init init, em3_loc loc);
+/* Adds a GRAPH global built by the runtime as `spec` says; -1 if the name is taken. */
+int em3_module_add_graph(em3_module *m, const char *name, em3_type type, const char *spec,
+                         em3_loc loc);
 int em3_module_find_global(const em3_module *m, const char *name);
 em3_func *em3_module_add_func(em3_module *m, const char *name);
 em3_func *em3_module_find_func(const em3_module *m, const char *name);
@@ -194,6 +201,11 @@ em3_func *em3_module_find_func(const em3_module *m, const char *name);
 void em3_module_remove_func(em3_module *m, em3_func *f);
 
 const char *em3_global_kind_name(em3_global_kind k);
+/* The options of graph builder `builder` (a graph global's spec is "BUILDER key=value ..."),
+ * NULL-terminated, or NULL when no such builder exists. The list is the contract between the
+ * frontend, which checks graph declarations against it, and the runtime, which builds the
+ * graphs (runtime/graph.h says what each option means). */
+const char *const *em3_graph_builder_options(const char *builder);
 const char *em3_init_kind_name(em3_init_kind k);
 bool em3_init_kind_parse(const char *s, em3_init_kind *out);
 

@@ -431,13 +431,13 @@ static bool parse_type(parser *p, em3_type *t, const char *what) {
 /* ---- globals --------------------------------------------------------------------------------- */
 
 static bool parse_global_kind(parser *p, em3_global_kind *out) {
-    for (int k = EM3_GLOBAL_PARAM; k <= EM3_GLOBAL_STATE; k++)
+    for (int k = EM3_GLOBAL_PARAM; k <= EM3_GLOBAL_GRAPH; k++)
         if (is_word(p, em3_global_kind_name((em3_global_kind)k))) {
             *out = (em3_global_kind)k;
             next(p);
             return true;
         }
-    return expected(p, "param, frozen, data or state");
+    return expected(p, "param, frozen, data, state or graph");
 }
 
 static bool init_takes_arg(em3_init_kind k) {
@@ -464,7 +464,8 @@ static bool parse_init(parser *p, em3_init *init) {
     return true;
 }
 
-/* global @name : type kind [init = kind[(a)]] — recovers to the next line by itself. */
+/* global @name : type kind [init = kind[(a)]], or global @name : type graph "spec" —
+ * recovers to the next line by itself. */
 static void parse_global(parser *p) {
     next(p); /* 'global' */
     token nt = p->tok, tt;
@@ -474,18 +475,23 @@ static void parse_global(parser *p) {
     em3_init init;
     bool ok = name && expect_punct(p, ':', "after the global name");
     tt = p->tok;
-    ok = ok && parse_type(p, &t, "the type of the global, as f32[10, 64]") &&
-         parse_global_kind(p, &kind) && parse_init(p, &init) && expect_eol(p, "after the global");
+    char *spec = NULL;
+    ok = ok && parse_type(p, &t, "the type of the global, as f32[10, 64]") && parse_global_kind(p, &kind);
+    if (ok && kind == EM3_GLOBAL_GRAPH)
+        ok = (spec = parse_string(p, "the graph's spec, a quoted string")) != NULL;
+    ok = ok && parse_init(p, &init) && expect_eol(p, "after the global");
     if (!ok) {
         skip_line(p);
     } else if (em3_type_has_batch(&t)) {
         char tb[EM3_TYPE_STR_MAX];
         err_at(p, &tt, "global @%s has type %s: a global's shape cannot hold B", SHOW(b, name),
                em3_type_str(&t, tb, sizeof tb));
-    } else if (em3_module_add_global(p->m, name, t, kind, init, loc_at(p, nt.line, nt.col)) < 0) {
+    } else if ((spec ? em3_module_add_graph(p->m, name, t, spec, loc_at(p, nt.line, nt.col))
+                     : em3_module_add_global(p->m, name, t, kind, init, loc_at(p, nt.line, nt.col))) < 0) {
         err_at(p, &nt, "global @%s is declared twice", SHOW(b, name));
     }
     free(name);
+    free(spec);
 }
 
 /* ---- nodes ----------------------------------------------------------------------------------- */

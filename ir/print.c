@@ -139,6 +139,10 @@ static void print_global(em3_strbuf *sb, const em3_global *g) {
     em3_sb_printf(sb, " : ");
     print_type(sb, &g->type);
     em3_sb_printf(sb, " %s", em3_global_kind_name(g->kind));
+    if (g->kind == EM3_GLOBAL_GRAPH) {
+        em3_sb_putc(sb, ' ');
+        print_string(sb, g->spec ? g->spec : "");
+    }
     if (g->init.kind != EM3_INIT_NONE) {
         em3_sb_printf(sb, " init = %s", em3_init_kind_name(g->init.kind));
         if (g->init.kind == EM3_INIT_CONST || g->init.kind == EM3_INIT_NORMAL ||

@@ -43,6 +43,8 @@ bool shape_global(const em3_func *f, const em3_node *n, const em3_type *in, em3_
     const char *name = n->attr[0].s;
     int g = name ? em3_module_find_global(f->mod, name) : -1;
     if (g < 0) return fail(err, el, "no global named @%s", name ? name : "");
+    if (f->mod->global[g].kind == EM3_GLOBAL_GRAPH)
+        return fail(err, el, "@%s is a graph: it is never read densely, only multiplied (spmm)", name);
     *out = f->mod->global[g].type;
     return true;
 }
@@ -372,6 +374,26 @@ bool shape_gather(const em3_func *f, const em3_node *n, const em3_type *in, em3_
     o.dtype = t->dtype;
     for (int i = 1; i < t->rank; i++) o.dim[o.rank++] = t->dim[i];
     *out = o;
+    return true;
+}
+
+/* spmm @g(x): g an f32[r, c] graph global; x [c, ...] ([r, ...] with transpose) → [r, ...] */
+bool shape_spmm(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out,
+                char *err, size_t el) {
+    char b0[EM3_TYPE_STR_MAX], b1[EM3_TYPE_STR_MAX];
+    const char *name = n->attr[0].s;
+    int g = name ? em3_module_find_global(f->mod, name) : -1;
+    if (g < 0 || f->mod->global[g].kind != EM3_GLOBAL_GRAPH)
+        return fail(err, el, "spmm needs a graph global, and @%s is %s", name ? name : "",
+                    g < 0 ? "not declared" : "not a graph");
+    const em3_type *gt = &f->mod->global[g].type;
+    bool tr = n->attr[1].i;
+    int64_t need = gt->dim[tr ? 0 : 1], rows = gt->dim[tr ? 1 : 0];
+    if (!is_float(&in[0]) || in[0].rank < 1 || in[0].dim[0] != need)
+        return fail(err, el, "%s is %s: spmm by it%s takes f32 matrices of %lld rows, not %s", name, TS(gt, b0),
+                    tr ? ", transposed," : "", (long long)need, TS(&in[0], b1));
+    *out = in[0];
+    out->dim[0] = rows;
     return true;
 }
 

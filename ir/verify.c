@@ -87,6 +87,10 @@ bool em3_module_verify(const em3_module *m, char *err, size_t el) {
         for (int d = 0; d < g->type.rank; d++)
             if (g->type.dim[d] <= 0)
                 return bad(err, el, "global @%s must have a fixed, positive shape", g->name);
+        if ((g->kind == EM3_GLOBAL_GRAPH) != (g->spec != NULL))
+            return bad(err, el, "global @%s: a graph global, and only one, has a spec", g->name);
+        if (g->kind == EM3_GLOBAL_GRAPH && (g->type.rank != 2 || g->type.dtype != EM3_DTYPE_F32))
+            return bad(err, el, "graph @%s must be an f32 matrix", g->name);
     }
     for (int i = 0; i < m->n_func; i++) {
         for (int j = 0; j < i; j++)

@@ -130,7 +130,9 @@ int em3_pass_autodiff(em3_module *m, const em3_pass_ctx *ctx) {
         }
     }
 
-    for (int i = 0; i < fwd->n_out; i++) em3_func_add_output(tr, fwd->out[i].name, fwd->out[i].value);
+    for (int i = 0; i < fwd->n_out; i++)
+        if (!ctx->opt->loss_only || !strcmp(fwd->out[i].name, "loss"))
+            em3_func_add_output(tr, fwd->out[i].name, fwd->out[i].value);
     /* one gradient per trainable global, in declaration order (summing duplicate reads) */
     for (int g = 0; g < m->n_global && !failed; g++) {
         if (m->global[g].kind != EM3_GLOBAL_PARAM) continue;

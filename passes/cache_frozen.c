@@ -116,6 +116,10 @@ static void classify(analysis *a) {
             a->k[v] = K_CONST;
             continue;
         }
+        if (n->op == EM3_OP_SPMM) { /* a graph may change between epochs (edge dropout) */
+            a->k[v] = K_OTHER;
+            continue;
+        }
         klass k = K_CONST;
         int src = -1;
         for (int i = 0; i < n->n_in && k != K_OTHER; i++) {

@@ -60,6 +60,9 @@ typedef struct {
     FILE *out;               /* where printing goes (stdout when NULL) */
     bool quiet;              /* no warnings */
     const em3_optim_config *optim; /* for the optimizer pass; NULL: em3_optim_defaults() */
+    bool loss_only;          /* autodiff: @train returns the loss and the gradients, not the
+                                model's outputs (a training loop reads nothing else, and a
+                                top-K model's scores over all items cost more than its step) */
 } em3_pass_options;
 
 typedef struct {

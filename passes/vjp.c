@@ -260,6 +260,14 @@ void vjp_gather(em3_vjp *v) {
     v->dx[0] = em3_b_node(B, &p, (int[]){zero, X(1), v->dy}, 3);
 }
 
+/* y = G x  →  dx = Gᵀ dy: the same graph, the other orientation */
+void vjp_spmm(em3_vjp *v) {
+    em3_node p = em3_node_proto(EM3_OP_SPMM, B->loc);
+    em3_node_set_s(&p, "graph", em3_node_s(v->n, "graph"));
+    em3_node_set_i(&p, "transpose", !em3_node_i(v->n, "transpose"));
+    v->dx[0] = em3_b_node(B, &p, (int[]){v->dy}, 1);
+}
+
 void vjp_scatter_add(em3_vjp *v) {
     if (v->need[0]) v->dx[0] = v->dy;
     if (v->need[2]) v->dx[2] = em3_b_gather(B, v->dy, X(1));

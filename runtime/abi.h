@@ -66,6 +66,25 @@ void em3_rt_attention_bwd(const float *q, const float *k, const float *v, const 
                           int64_t tk, int64_t dh, int64_t dv, float scale, float *dq, float *dk,
                           float *dvv);
 
+/* A sparse matrix in compressed rows: row r holds col[ptr[r] .. ptr[r+1]) (ascending) with
+ * values val[...]. */
+typedef struct {
+    int64_t rows, cols, nnz;
+    const int64_t *ptr;
+    const int32_t *col;
+    const float *val;
+} em3_csr;
+
+/* What a graph global's storage is to compiled code: the matrix in use (the runtime switches
+ * it, e.g. to a drop-edge sample while training) and its transpose, both in compressed rows
+ * so that either product is a loop over output rows. */
+typedef struct {
+    em3_csr m, mt;
+} em3_rt_graph;
+
+/* y = G x (transpose: Gᵀ x) for x with `width` floats per row; y is overwritten. */
+void em3_rt_spmm(const em3_rt_graph *g, int32_t transpose, const float *x, int64_t width, float *y);
+
 typedef struct {
     const char *name;
     void *addr;

@@ -12,7 +12,8 @@
 #include "data_internal.h" /* em3_xxh64: the checksum the data cache uses too */
 #include "safetensors.h"
 
-static bool saved(const em3_global *g) { return g->kind != EM3_GLOBAL_DATA; }
+/* Data tables and graphs come from the dataset: a checkpoint holds what training changes. */
+static bool saved(const em3_global *g) { return g->kind != EM3_GLOBAL_DATA && g->kind != EM3_GLOBAL_GRAPH; }
 
 static uint64_t checksum(em3_exec *x) {
     const em3_module *m = em3_exec_module(x);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "graph.h"
 #include "init.h"
 
 typedef struct {
@@ -19,6 +20,7 @@ struct em3_exec {
     const em3_module *m;
     void **global;
     bool *owned; /* storage allocated here (not a bound table) */
+    em3_graph **graph; /* per graph global: its matrices, built by em3_exec_bind_dataset */
     exec_func *fn;
     int n_fn;
 };
@@ -38,7 +40,9 @@ em3_exec *em3_exec_create(const em3_module *m, const em3_compiled_func *funcs, i
     x->m = m;
     x->global = em3_xcalloc((size_t)(m->n_global ? m->n_global : 1), sizeof(void *));
     x->owned = em3_xcalloc((size_t)(m->n_global ? m->n_global : 1), sizeof(bool));
+    x->graph = em3_xcalloc((size_t)(m->n_global ? m->n_global : 1), sizeof(em3_graph *));
     for (int g = 0; g < m->n_global; g++) {
+        if (m->global[g].kind == EM3_GLOBAL_GRAPH) continue; /* storage: the graph's view, at binding */
         size_t bytes = (size_t)em3_type_numel(&m->global[g].type, 1) * 4;
         x->global[g] = aligned(bytes);
         x->owned[g] = true;
@@ -59,8 +63,10 @@ em3_exec *em3_exec_create(const em3_module *m, const em3_compiled_func *funcs, i
 
 void em3_exec_free(em3_exec *x) {
     if (!x) return;
-    for (int g = 0; g < x->m->n_global; g++)
+    for (int g = 0; g < x->m->n_global; g++) {
         if (x->owned[g]) free(x->global[g]);
+        em3_graph_free(x->graph[g]);
+    }
     for (int i = 0; i < x->n_fn; i++) {
         free(x->fn[i].arena);
         free(x->fn[i].output);
@@ -69,6 +75,7 @@ void em3_exec_free(em3_exec *x) {
     free(x->fn);
     free(x->global);
     free(x->owned);
+    free(x->graph);
     free(x);
 }
 
@@ -99,8 +106,33 @@ bool em3_exec_bind_table(em3_exec *x, const char *name, const em3_column *t, cha
     return true;
 }
 
+void em3_exec_bind_graph(em3_exec *x, const char *name, em3_graph *graph) {
+    int g = em3_module_find_global(x->m, name);
+    EM3_ASSERT(g >= 0 && x->m->global[g].kind == EM3_GLOBAL_GRAPH, "%s is not a graph global", name);
+    const em3_rt_graph *v = em3_graph_view(graph);
+    EM3_ASSERT(v->m.rows == x->m->global[g].type.dim[0] && v->m.cols == x->m->global[g].type.dim[1],
+               "graph %s bound to a matrix of another shape", name);
+    em3_graph_free(x->graph[g]);
+    x->graph[g] = graph;
+    x->global[g] = (void *)v; /* compiled code reads the view; the runtime switches what it shows */
+}
+
+void em3_exec_graph_phase(em3_exec *x, bool training, uint64_t seed, int64_t epoch) {
+    for (int g = 0; g < x->m->n_global; g++) {
+        if (!x->graph[g]) continue;
+        if (training) em3_graph_train(x->graph[g], seed, epoch);
+        else em3_graph_eval(x->graph[g]);
+    }
+}
+
 bool em3_exec_bind_dataset(em3_exec *x, const em3_dataset *ds, char *err, size_t errlen) {
     for (int g = 0; g < x->m->n_global; g++) {
+        if (x->m->global[g].kind == EM3_GLOBAL_GRAPH) {
+            em3_graph *graph = em3_graph_build(&x->m->global[g], ds, err, errlen);
+            if (!graph) return false;
+            em3_exec_bind_graph(x, x->m->global[g].name, graph);
+            continue;
+        }
         if (x->m->global[g].kind != EM3_GLOBAL_DATA) continue;
         const em3_column *t = em3_dataset_find_table(ds, x->m->global[g].name);
         if (!t) {
@@ -146,6 +178,12 @@ bool em3_exec_run(em3_exec *x, const char *func, int64_t batch, const em3_exec_i
                   char *err, size_t errlen) {
     exec_func *f = find_func(x, func);
     EM3_ASSERT(f, "no compiled function %s", func);
+    for (int g = 0; g < x->m->n_global; g++)
+        if (x->m->global[g].kind == EM3_GLOBAL_GRAPH && !x->graph[g]) {
+            snprintf(err, errlen, "graph %s has no matrix: it is built from the dataset (bind one first)",
+                     x->m->global[g].name);
+            return false;
+        }
     for (int k = 0; k < f->cf->n_inputs; k++) {
         const char *name = em3_node_s(f->cf->inputs[k], "name");
         f->input[k] = NULL;

@@ -22,8 +22,15 @@ void *em3_exec_global(em3_exec *x, const char *name);
  * --set that fixes it) when shapes or types differ. */
 bool em3_exec_bind_table(em3_exec *x, const char *name, const em3_column *table, char *err,
                          size_t errlen);
-/* Binds every data global of the model to the dataset's table of the same name. */
+/* Binds every data global of the model to the dataset's table of the same name, and builds
+ * every graph global from the dataset (runtime/graph.h). */
 bool em3_exec_bind_dataset(em3_exec *x, const em3_dataset *ds, char *err, size_t errlen);
+/* Gives graph global `name` its matrices (taking ownership of `graph`). */
+struct em3_graph;
+void em3_exec_bind_graph(em3_exec *x, const char *name, struct em3_graph *graph);
+/* Which matrices graphs show: training in `epoch` of a run seeded `seed` (a graph with edge
+ * dropout shows that epoch's sample), or evaluation (every graph whole; the initial state). */
+void em3_exec_graph_phase(em3_exec *x, bool training, uint64_t seed, int64_t epoch);
 
 const em3_compiled_func *em3_exec_func(const em3_exec *x, const char *name);
 

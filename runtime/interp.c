@@ -10,13 +10,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "graph.h"
 #include "init.h"
 #include "ir/program.h"
 
 struct em3_interp {
     const em3_module *mod;
     em3_precision prec;
-    double **global; /* per module global: numel doubles, row-major */
+    double **global; /* per module global: numel doubles, row-major (graphs: none) */
+    const em3_graph **graph; /* per module global: the bound graph of a graph global */
     /* the last successful run; func is NULL when there is none */
     const em3_func *func;
     int64_t batch;
@@ -641,6 +643,27 @@ static bool ref_gather(em3_run *r, int id) {
     return true;
 }
 
+/* y = G x (or Gᵀ x) with the graph's current matrix, rows of x of any width */
+static bool ref_spmm(em3_run *r, int id) {
+    const em3_node *n = node_of(r, id);
+    int g = em3_module_find_global(r->it->mod, n->attr[0].s);
+    EM3_ASSERT(g >= 0, "spmm of an unknown graph @%s", n->attr[0].s);
+    if (!r->it->graph[g]) return user_error(r, "graph @%s is not bound (it is built from a dataset)", n->attr[0].s);
+    const em3_rt_graph *v = em3_graph_view(r->it->graph[g]);
+    const em3_csr *a = n->attr[1].i ? &v->mt : &v->m;
+    const double *x = arg(r, id, 0);
+    double *y = out_of(r, id);
+    dims d = dims_of(r, id);
+    int64_t width = numel(&d) / d.dim[0];
+    for (int64_t i = 0; i < a->rows; i++)
+        for (int64_t k = 0; k < width; k++) {
+            double s = 0;
+            for (int64_t e = a->ptr[i]; e < a->ptr[i + 1]; e++) s += a->val[e] * x[a->col[e] * width + k];
+            y[i * width + k] = s;
+        }
+    return true;
+}
+
 static void round_to_float(double *v, int64_t n) {
     for (int64_t i = 0; i < n; i++) v[i] = (double)(float)v[i];
 }
@@ -848,10 +871,12 @@ em3_interp *em3_interp_create(const em3_module *m, em3_precision p) {
     it->mod = m;
     it->prec = p;
     it->global = em3_xcalloc((size_t)(m->n_global ? m->n_global : 1), sizeof(double *));
+    it->graph = em3_xcalloc((size_t)(m->n_global ? m->n_global : 1), sizeof(em3_graph *));
     for (int i = 0; i < m->n_global; i++) {
         const em3_global *g = &m->global[i];
         EM3_ASSERT(!em3_type_has_batch(&g->type), "global @%s has the batch dimension", g->name);
-        it->global[i] = em3_xcalloc((size_t)em3_type_numel(&g->type, 1), sizeof(double));
+        if (g->kind != EM3_GLOBAL_GRAPH)
+            it->global[i] = em3_xcalloc((size_t)em3_type_numel(&g->type, 1), sizeof(double));
     }
     return it;
 }
@@ -869,13 +894,14 @@ void em3_interp_free(em3_interp *it) {
     release_run(it);
     for (int i = 0; i < it->mod->n_global; i++) free(it->global[i]);
     free(it->global);
+    free(it->graph);
     free(it);
 }
 
 void em3_interp_init_globals(em3_interp *it, uint64_t seed) {
     for (int i = 0; i < it->mod->n_global; i++) {
         const em3_global *g = &it->mod->global[i];
-        if (g->kind == EM3_GLOBAL_DATA) continue;
+        if (g->kind == EM3_GLOBAL_DATA || g->kind == EM3_GLOBAL_GRAPH) continue;
         em3_init_global(g, seed, it->global[i], sizeof(double));
         if (it->prec == EM3_PREC_F32) round_to_float(it->global[i], em3_type_numel(&g->type, 1));
     }
@@ -884,6 +910,15 @@ void em3_interp_init_globals(em3_interp *it, uint64_t seed) {
 double *em3_interp_global(em3_interp *it, const char *name) {
     int g = em3_module_find_global(it->mod, name);
     return g < 0 ? NULL : it->global[g];
+}
+
+void em3_interp_bind_graph(em3_interp *it, const char *name, const em3_graph *g) {
+    int i = em3_module_find_global(it->mod, name);
+    EM3_ASSERT(i >= 0 && it->mod->global[i].kind == EM3_GLOBAL_GRAPH, "@%s is not a graph global", name);
+    const em3_rt_graph *v = em3_graph_view(g);
+    EM3_ASSERT(v->m.rows == it->mod->global[i].type.dim[0] && v->m.cols == it->mod->global[i].type.dim[1],
+               "graph @%s bound to a matrix of another shape", name);
+    it->graph[i] = g;
 }
 
 /* Inputs that the function does not declare are ignored, so that one batch can feed both the

@@ -18,11 +18,17 @@ em3_interp *em3_interp_create(const em3_module *m, em3_precision p);
 void em3_interp_free(em3_interp *it);
 
 /* Initialise every PARAM, FROZEN and STATE global from its init spec (runtime/init.h). DATA
- * globals start at zero; the caller fills them through em3_interp_global. */
+ * globals start at zero; the caller fills them through em3_interp_global. GRAPH globals have
+ * no storage: em3_interp_bind_graph gives them a matrix. */
 void em3_interp_init_globals(em3_interp *it, uint64_t seed);
 
 /* The storage of global `name` (numel doubles, row-major), or NULL when there is none. */
 double *em3_interp_global(em3_interp *it, const char *name);
+
+/* Binds graph global `name` to g (runtime/graph.h), which must outlive the interpreter's runs;
+ * spmm reads the graph's current matrix. */
+struct em3_graph;
+void em3_interp_bind_graph(em3_interp *it, const char *name, const struct em3_graph *g);
 
 typedef struct {
     const char *name;   /* the INPUT's symbol */

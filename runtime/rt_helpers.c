@@ -119,6 +119,7 @@ const em3_rt_symbol em3_rt_symbols[] = {
     {"em3_rt_sparse_sqnorm", (void *)em3_rt_sparse_sqnorm},
     {"em3_rt_attention_fwd", (void *)em3_rt_attention_fwd},
     {"em3_rt_attention_bwd", (void *)em3_rt_attention_bwd},
+    {"em3_rt_spmm", (void *)em3_rt_spmm},
     {"memcpy", (void *)memcpy},
     {"memset", (void *)memset},
     {"memmove", (void *)memmove},

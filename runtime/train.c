@@ -20,11 +20,12 @@
 #include "checkpoint.h"
 #include "grad_sync.h"
 #include "init.h"
+#include "interactions.h"
 #include "metrics.h"
 
 em3_train_config em3_train_defaults(void) {
     em3_train_config c = {.epochs = 3, .batch_size = 256, .eval_batch_size = 1024, .seed = 1,
-                          .n_groups = 1, .monitor = "auc", .patience = 2, .lr_factor = 0.5,
+                          .n_groups = 1, .monitor = "default", .patience = 2, .lr_factor = 0.5,
                           .lr_patience = 0, .min_lr = 1e-6, .log_every = 100, .eval_test = true,
                           .score = "score", .progress = true};
     c.groups[0] = (em3_lr_group){"default", 1e-3};
@@ -62,8 +63,9 @@ static bool all_ok(const em3_train_config *c, bool ok, char *err, size_t errlen)
 
 /* ---- inputs of a compiled function, fed from a split ------------------------------------ */
 
-/* FEED_GRAD: a combined gradient of data-parallel training, set by the loop before each run */
-typedef enum { FEED_COLUMN, FEED_STEP, FEED_LR, FEED_GRAD } feed_kind;
+/* FEED_GRAD: a combined gradient of data-parallel training, set by the loop before each run;
+ * FEED_NEGATIVE: item ids sampled for an input declared `negative` */
+typedef enum { FEED_COLUMN, FEED_STEP, FEED_LR, FEED_GRAD, FEED_NEGATIVE } feed_kind;
 
 typedef struct {
     int n;
@@ -71,8 +73,10 @@ typedef struct {
     feed_kind kind[64];
     const em3_column *col[64];
     void *buf[64];
-    int group[64];
+    int group[64]; /* FEED_LR: the parameter group; FEED_NEGATIVE: negatives per row */
     float scalar[64];
+    em3_negative_sampler *neg; /* for inputs declared `negative` (docs/topk.md) */
+    uint64_t seed;
 } feeder;
 
 static int64_t row_values(const em3_column *c) {
@@ -112,6 +116,15 @@ static bool feeder_init(feeder *fd, const em3_compiled_func *cf, const em3_datas
             fd->kind[k] = FEED_GRAD;
             continue;
         }
+        if (em3_node_i(in, "negative")) {
+            if (!fd->neg && !(fd->neg = em3_negative_sampler_create(ds, err, errlen))) return false;
+            fd->kind[k] = FEED_NEGATIVE;
+            fd->seed = c->seed;
+            fd->group[k] = (int)em3_type_numel(&in->type, 1); /* negatives per row */
+            fd->buf[k] = em3_xmalloc((size_t)(rows * fd->group[k]) * sizeof(int32_t));
+            fd->in[k].data = fd->buf[k];
+            continue;
+        }
         const em3_column *col = em3_dataset_find(ds, s, name);
         if (!col)
             return fail(err, errlen, "the model's input %s has no column in the %s split of dataset %s",
@@ -138,6 +151,7 @@ static bool feeder_init(feeder *fd, const em3_compiled_func *cf, const em3_datas
 
 static void feeder_free(feeder *fd) {
     for (int k = 0; k < fd->n; k++) free(fd->buf[k]);
+    em3_negative_sampler_free(fd->neg);
 }
 
 static void feeder_fill(feeder *fd, const int64_t *rows, int64_t n, int64_t step, const double *lr) {
@@ -147,6 +161,10 @@ static void feeder_fill(feeder *fd, const int64_t *rows, int64_t n, int64_t step
         case FEED_STEP: fd->scalar[k] = (float)step; break;
         case FEED_LR: fd->scalar[k] = (float)lr[fd->group[k]]; break;
         case FEED_GRAD: break;
+        case FEED_NEGATIVE: /* each negative input its own stream */
+            em3_negative_sample(fd->neg, rows, n, fd->group[k], fd->seed + 0x9E3779B97F4A7C15ull * (uint64_t)k, step,
+                                fd->buf[k]);
+            break;
         }
     }
 }
@@ -213,6 +231,9 @@ bool em3_evaluate(em3_exec *x, const em3_dataset *ds, em3_split s, const em3_tra
     out->rows = rows;
     out->loss = out->auc = out->gauc = out->avg_auc = out->logloss = NAN;
     out->auc_cold = out->auc_warm = out->logloss_cold = out->logloss_warm = NAN;
+    em3_exec_graph_phase(x, false, 0, 0);
+    if ((out->topk = em3_topk_model(x, ds, c->score)))
+        return em3_topk_evaluate(x, ds, s, c->score, chunk, &out->ranking, err, errlen);
     if (rows == 0) return fail(err, errlen, "the %s split is empty", em3_split_name(s));
     const char *label = em3_dataset_label(ds);
     if (!label) return evaluate_loss(x, ds, s, c, out, err, errlen);
@@ -277,14 +298,16 @@ bool em3_evaluate(em3_exec *x, const em3_dataset *ds, em3_split s, const em3_tra
     return ok;
 }
 
-void em3_eval_print_header(FILE *out, const em3_dataset *ds) {
-    if (!em3_dataset_label(ds)) fprintf(out, "%-8s %9s %8s\n", "split", "rows", "loss");
+void em3_eval_print_header(FILE *out, const em3_eval_result *r) {
+    if (r->topk) em3_topk_print_header(out);
+    else if (!isnan(r->loss)) fprintf(out, "%-8s %9s %8s\n", "split", "rows", "loss");
     else fprintf(out, "%-8s %9s %8s %8s %8s %9s %9s %9s\n", "split", "rows", "AUC", "gAUC", "logloss",
                  "AUC cold", "AUC warm", "cold rows");
 }
 
 void em3_eval_print_row(FILE *out, const char *name, const em3_eval_result *r) {
-    if (!isnan(r->loss)) fprintf(out, "%-8s %9lld %8.4f\n", name, (long long)r->rows, r->loss);
+    if (r->topk) em3_topk_print_row(out, name, &r->ranking);
+    else if (!isnan(r->loss)) fprintf(out, "%-8s %9lld %8.4f\n", name, (long long)r->rows, r->loss);
     else fprintf(out, "%-8s %9lld %8.4f %8.4f %8.4f %9.4f %9.4f %9lld\n", name, (long long)r->rows, r->auc,
                  r->gauc, r->logloss, r->auc_cold, r->auc_warm, (long long)r->rows_cold);
 }
@@ -292,6 +315,7 @@ void em3_eval_print_row(FILE *out, const char *name, const em3_eval_result *r) {
 /* ---- the monitor: a weighted sum of metrics, larger is better -------------------------------- */
 
 static bool monitor_value(const char *spec, const em3_eval_result *r, double *out, char *err, size_t errlen) {
+    if (!strcmp(spec, "default")) spec = r->topk ? "recall@20" : !isnan(r->loss) ? "-loss" : "auc";
     double total = 0;
     const char *p = spec;
     while (*p) {
@@ -310,7 +334,11 @@ static bool monitor_value(const char *spec, const em3_eval_result *r, double *ou
         }
         size_t len = strcspn(p, "+- ");
         double m;
-        if (len == 3 && !strncmp(p, "auc", 3)) m = r->auc;
+        if (r->topk) {
+            if (!em3_topk_metric(&r->ranking, p, len, &m))
+                return fail(err, errlen, "monitor '%s': unknown metric '%.*s' for a top-K model (recall@K, "
+                                         "ndcg@K, precision@K; K = 10, 20, 50)", spec, (int)len, p);
+        } else if (len == 3 && !strncmp(p, "auc", 3)) m = r->auc;
         else if (len == 4 && !strncmp(p, "gauc", 4)) m = r->gauc;
         else if (len == 7 && !strncmp(p, "logloss", 7)) m = r->logloss;
         else if (len == 8 && !strncmp(p, "auc_cold", 8)) m = r->auc_cold;
@@ -359,6 +387,7 @@ typedef struct {
     FILE *log, *jsonl, *csv;
     em3_train_state st;
     double t_start, t_last;
+    double t_train; /* seconds in training steps (batches and @train), evaluations excluded */
     int64_t steps_per_epoch;
     em3_grad_sync *gs; /* data-parallel: the gradients of the step's shards (else NULL) */
     feeder up;         /* ... and @update's inputs */
@@ -447,27 +476,29 @@ static bool evaluate_and_schedule(loop *L, bool *stop, char *err, size_t errlen)
     }
     double secs = now() - L->t_start;
     double epoch = (double)L->st.step / (double)L->steps_per_epoch;
-    const char *mark = better ? " (best)" : "", *cut = reduced ? ", learning rate reduced" : "";
-    if (!isnan(r.loss)) {
-        fprintf(L->log, "[eval %lld] epoch %.2f step %lld: valid loss %.4f monitor %.4f%s%s\n",
-                (long long)L->st.evals, epoch, (long long)L->st.step, r.loss, v, mark, cut);
-        fprintf(L->jsonl, "{\"event\":\"eval\",\"epoch\":%.4f,\"step\":%lld,\"seconds\":%.3f,\"loss\":%.6f,"
-                          "\"monitor\":%.6f,\"best\":%s,\"lr\":%g}\n",
-                epoch, (long long)L->st.step, secs, r.loss, v, better ? "true" : "false", L->st.lr[0]);
+    fprintf(L->log, "[eval %lld] epoch %.2f step %lld: valid ", (long long)L->st.evals, epoch, (long long)L->st.step);
+    fprintf(L->jsonl, "{\"event\":\"eval\",\"epoch\":%.4f,\"step\":%lld,\"seconds\":%.3f,\"train_seconds\":%.3f,",
+            epoch, (long long)L->st.step, secs, L->t_train);
+    fprintf(L->csv, "%.4f,%lld,%.3f,", epoch, (long long)L->st.step, secs);
+    if (r.topk) {
+        em3_topk_print_brief(L->log, &r.ranking);
+        em3_topk_print_json(L->jsonl, &r.ranking);
+        em3_topk_print_csv(L->csv, &r.ranking);
+    } else if (!isnan(r.loss)) {
+        fprintf(L->log, "loss %.4f", r.loss);
+        fprintf(L->jsonl, "\"loss\":%.6f", r.loss);
     } else {
-        fprintf(L->log, "[eval %lld] epoch %.2f step %lld: valid AUC %.4f gAUC %.4f logloss %.4f "
-                        "(cold AUC %.4f, warm AUC %.4f) monitor %.4f%s%s\n",
-                (long long)L->st.evals, epoch, (long long)L->st.step, r.auc, r.gauc, r.logloss,
-                r.auc_cold, r.auc_warm, v, mark, cut);
-        fprintf(L->jsonl, "{\"event\":\"eval\",\"epoch\":%.4f,\"step\":%lld,\"seconds\":%.3f,\"auc\":%.6f,"
-                          "\"gauc\":%.6f,\"logloss\":%.6f,\"auc_cold\":%.6f,\"auc_warm\":%.6f,\"monitor\":%.6f,"
-                          "\"best\":%s,\"lr\":%g}\n",
-                epoch, (long long)L->st.step, secs, r.auc, isnan(r.gauc) ? -1 : r.gauc,
-                r.logloss, isnan(r.auc_cold) ? -1 : r.auc_cold, isnan(r.auc_warm) ? -1 : r.auc_warm, v,
-                better ? "true" : "false", L->st.lr[0]);
+        fprintf(L->log, "AUC %.4f gAUC %.4f logloss %.4f (cold AUC %.4f, warm AUC %.4f)", r.auc, r.gauc, r.logloss,
+                r.auc_cold, r.auc_warm);
+        fprintf(L->jsonl, "\"auc\":%.6f,\"gauc\":%.6f,\"logloss\":%.6f,\"auc_cold\":%.6f,\"auc_warm\":%.6f", r.auc,
+                isnan(r.gauc) ? -1 : r.gauc, r.logloss, isnan(r.auc_cold) ? -1 : r.auc_cold,
+                isnan(r.auc_warm) ? -1 : r.auc_warm);
     }
-    fprintf(L->csv, "%.4f,%lld,%.3f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%g\n", epoch, (long long)L->st.step, secs,
-            r.loss, r.auc, r.gauc, r.logloss, r.auc_cold, r.auc_warm, L->st.lr[0]);
+    if (!r.topk)
+        fprintf(L->csv, "%.6f,%.6f,%.6f,%.6f,%.6f,%.6f", r.loss, r.auc, r.gauc, r.logloss, r.auc_cold, r.auc_warm);
+    fprintf(L->log, " monitor %.4f%s%s\n", v, better ? " (best)" : "", reduced ? ", learning rate reduced" : "");
+    fprintf(L->jsonl, ",\"monitor\":%.6f,\"best\":%s,\"lr\":%g}\n", v, better ? "true" : "false", L->st.lr[0]);
+    fprintf(L->csv, ",%g\n", L->st.lr[0]);
     fflush(L->jsonl);
     fflush(L->csv);
     if (better && !save(L, "best.ckpt", err, errlen)) return false;
@@ -550,7 +581,13 @@ bool em3_train(em3_exec *x, const em3_dataset *ds, const em3_train_config *c, bo
         if (L.csv) fclose(L.csv);
         return fail(err, errlen, "cannot write the logs in %s: %s", c->out_dir, strerror(errno));
     }
-    if (!resume) fprintf(L.csv, "epoch,step,seconds,loss,auc,gauc,logloss,auc_cold,auc_warm,lr\n");
+    if (!resume && em3_topk_model(x, ds, c->score)) {
+        fprintf(L.csv, "epoch,step,seconds,");
+        em3_topk_print_csv_header(L.csv);
+        fprintf(L.csv, ",lr\n");
+    } else if (!resume) {
+        fprintf(L.csv, "epoch,step,seconds,loss,auc,gauc,logloss,auc_cold,auc_warm,lr\n");
+    }
 
     feeder fd;
     int64_t bs = c->batch_size;
@@ -574,8 +611,11 @@ bool em3_train(em3_exec *x, const em3_dataset *ds, const em3_train_config *c, bo
             perm_epoch = L.st.epoch;
         }
         int64_t at = L.st.batch * bs, n = rows - at < bs ? rows - at : bs;
+        double t0 = now();
+        em3_exec_graph_phase(x, true, c->seed, L.st.epoch); /* an epoch's drop-edge sample */
         float loss;
         if (!(ok = step(&L, &fd, perm + at, n, &loss, err, errlen))) break;
+        L.t_train += now() - t0;
         if (!isfinite(loss)) {
             ok = fail(err, errlen, "the loss is %g at step %lld (epoch %lld, batch %lld): training "
                                    "stopped; the last good checkpoint is %s/last.ckpt",
@@ -629,17 +669,23 @@ bool em3_train(em3_exec *x, const em3_dataset *ds, const em3_train_config *c, bo
     if (ok) {
         em3_eval_result r;
         fputc('\n', log);
-        em3_eval_print_header(log, ds);
         ok = em3_evaluate(x, ds, EM3_SPLIT_VALID, c, &r, err, errlen);
-        if (ok) em3_eval_print_row(log, "valid", &r);
+        if (ok) {
+            em3_eval_print_header(log, &r);
+            em3_eval_print_row(log, "valid", &r);
+        }
         if (ok && c->eval_test && em3_dataset_rows(ds, EM3_SPLIT_TEST) > 0) {
             ok = em3_evaluate(x, ds, EM3_SPLIT_TEST, c, &r, err, errlen);
             if (ok) {
                 em3_eval_print_row(log, "test", &r);
-                fprintf(L.jsonl, "{\"event\":\"test\",\"auc\":%.6f,\"gauc\":%.6f,\"logloss\":%.6f,\"auc_cold\":%.6f,"
-                                 "\"auc_warm\":%.6f}\n",
-                        r.auc, isnan(r.gauc) ? -1 : r.gauc, r.logloss, isnan(r.auc_cold) ? -1 : r.auc_cold,
-                        isnan(r.auc_warm) ? -1 : r.auc_warm);
+                fprintf(L.jsonl, "{\"event\":\"test\",");
+                if (r.topk)
+                    em3_topk_print_json(L.jsonl, &r.ranking);
+                else
+                    fprintf(L.jsonl, "\"auc\":%.6f,\"gauc\":%.6f,\"logloss\":%.6f,\"auc_cold\":%.6f,\"auc_warm\":%.6f",
+                            r.auc, isnan(r.gauc) ? -1 : r.gauc, r.logloss, isnan(r.auc_cold) ? -1 : r.auc_cold,
+                            isnan(r.auc_warm) ? -1 : r.auc_warm);
+                fprintf(L.jsonl, "}\n");
             }
         }
     }

@@ -11,6 +11,7 @@
 #include "comm.h"
 #include "dataset.h"
 #include "exec.h"
+#include "topk.h"
 
 #define EM3_MAX_GROUPS 16
 
@@ -28,7 +29,9 @@ typedef struct {
     bool deterministic;      /* one thread, fixed reduction order: bit-identical reruns */
     em3_lr_group groups[EM3_MAX_GROUPS];
     int n_groups;            /* groups[0] is "default" */
-    const char *monitor;     /* "auc", "gauc", "-logloss" or a weighted sum "gauc+0.5*auc" */
+    const char *monitor;     /* "auc", "gauc", "-logloss", "-loss", "recall@20", ... or a weighted
+                                sum "gauc+0.5*auc"; "default": auc, -loss on a dataset without
+                                labels, recall@20 for top-K models */
     int64_t patience;        /* evaluations without improvement before stopping (0: never) */
     double lr_factor;        /* reduce-on-plateau: multiply the rates by this ... */
     int64_t lr_patience;     /* ... after this many evaluations without improvement (0: off) */
@@ -54,12 +57,15 @@ typedef struct {
     double auc, gauc, avg_auc, logloss, excluded;
     double auc_cold, logloss_cold, auc_warm, logloss_warm;
     int64_t rows, rows_cold;
+    bool topk;                /* a top-K model: `ranking` holds its metrics, the rest is unset */
+    em3_topk_metrics ranking;
 } em3_eval_result;
 
 /* Scores every row of split s (the last partial batch included) and computes the metrics; on a
- * dataset without a label, the mean loss of @forward instead. With several ranks each scores
- * its share of the batches and the results are gathered, so every rank computes the metrics of
- * the whole split, as one process would. */
+ * dataset without a label, the mean loss of @forward instead; for a top-K model (topk.h),
+ * ranks every item for the split's users instead. With several ranks each scores its share
+ * of the batches and the results are gathered, so every rank computes the metrics of the
+ * whole split, as one process would. */
 bool em3_evaluate(em3_exec *x, const em3_dataset *ds, em3_split s, const em3_train_config *c,
                   em3_eval_result *out, char *err, size_t errlen);
 
@@ -69,8 +75,9 @@ bool em3_evaluate(em3_exec *x, const em3_dataset *ds, em3_split s, const em3_tra
 bool em3_train(em3_exec *x, const em3_dataset *ds, const em3_train_config *c, bool resume,
                FILE *log, char *err, size_t errlen);
 
-/* Prints "split | AUC | gAUC | logloss | ... " rows. */
-void em3_eval_print_header(FILE *out, const em3_dataset *ds);
+/* Prints "split | AUC | gAUC | logloss | ... " rows (a label-free dataset: "split | rows | loss";
+ * a top-K model: "split | users | Recall@10 | ..."), the header for results of r's kind. */
+void em3_eval_print_header(FILE *out, const em3_eval_result *r);
 void em3_eval_print_row(FILE *out, const char *name, const em3_eval_result *r);
 
 #endif

@@ -40,22 +40,35 @@ static char *join(const char *dir, const char *file) {
     return p;
 }
 
-/* What a dataset tells a model: its model_constants, and the vocabulary of every id column
- * and side table as vocab_NAME — all optional (a model that declares one gets the dataset's
- * value). The run's own --set constants come first and win. */
+/* What a dataset tells a model: its model_constants, the vocabulary of every id column and
+ * side table as vocab_NAME, and the row width of every feature table as dim_NAME (a model
+ * that declares `const dim_audio = 0` can use the table only when the data has it) — all
+ * optional (a model that declares one gets the dataset's value). The run's own --set
+ * constants come first and win. */
 static em3_const_override *model_constants(const em3_run_config *rc, const em3_dataset *ds, int *n,
                                            char ***owned) {
     int nc = em3_dataset_column_count(ds), nt = em3_dataset_table_count(ds), nk = em3_dataset_constant_count(ds), k = 0;
-    em3_const_override *o = em3_xcalloc((size_t)(rc->n_consts + nk + nc + nt + 1), sizeof(*o));
-    *owned = em3_xcalloc((size_t)(2 * (nk + nc + nt) + 1), sizeof(char *));
+    em3_const_override *o = em3_xcalloc((size_t)(rc->n_consts + nk + nc + 2 * nt + 1), sizeof(*o));
+    *owned = em3_xcalloc((size_t)(2 * (nk + nc + 2 * nt) + 1), sizeof(char *));
     int no = 0;
     for (int i = 0; i < rc->n_consts; i++) o[k++] = rc->consts[i];
-    for (int i = 0; i < nk + nc + nt; i++) {
+    for (int i = 0; i < nk + nc + 2 * nt; i++) {
         char *name, *value = em3_xmalloc(32);
         if (i < nk) {
             int64_t v;
             name = em3_xstrdup(em3_dataset_constant(ds, i, &v));
             snprintf(value, 32, "%lld", (long long)v);
+        } else if (i >= nk + nc + nt) {
+            const em3_column *c = em3_dataset_table(ds, i - nk - nc - nt);
+            if (c->dtype != EM3_DTYPE_F32) {
+                free(value);
+                continue;
+            }
+            int64_t w = 1;
+            for (int r = 0; r < c->rank; r++) w *= c->dim[r];
+            name = em3_xmalloc(strlen(c->name) + 8);
+            sprintf(name, "dim_%s", c->name);
+            snprintf(value, 32, "%lld", (long long)w);
         } else {
             const em3_column *c = i - nk < nc ? em3_dataset_column(ds, EM3_SPLIT_TRAIN, i - nk)
                                               : em3_dataset_table(ds, i - nk - nc);
@@ -91,7 +104,7 @@ static em3_module *compile_model(em3_run_config *rc, const em3_source_opts *so, 
     em3_pipeline *pl = em3_pipeline_create();
     if (train) em3_pipeline_add_default(pl, (int)rc->opt_level);
     else em3_pipeline_add(pl, EM3_PASS_DCE);
-    em3_pass_options po = {.optim = &rc->optim, .quiet = true};
+    em3_pass_options po = {.optim = &rc->optim, .quiet = true, .loss_only = true};
     bool ok = em3_pipeline_run(pl, m, &po, d);
     em3_pipeline_free(pl);
     if (!ok) {
@@ -410,7 +423,7 @@ int em3_cmd_eval(int argc, char **argv) {
         !em3_evaluate(s.x, s.ds, split, &s.rc.train, &r, err, sizeof err)) {
         user_error("%s", err);
     } else {
-        em3_eval_print_header(stdout, s.ds);
+        em3_eval_print_header(stdout, &r);
         em3_eval_print_row(stdout, em3_split_name(split), &r);
         status = 0;
     }

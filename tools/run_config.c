@@ -39,7 +39,7 @@ static const option options[] = {
     {"clip_norm", K_FLOAT, O(clip_norm), "clip the global gradient norm to this (0: off)"},
     {"lazy", K_BOOL, O(lazy), "update only the touched rows of embedding tables"},
     {"adagrad_init", K_FLOAT, O(adagrad_init), "Adagrad's initial accumulator value"},
-    {"monitor", K_STR, T(monitor), "early-stopping monitor: auc, gauc, -logloss, -loss, or a sum like gauc+0.5*auc"},
+    {"monitor", K_STR, T(monitor), "early-stopping monitor: default (auc; -loss without labels; recall@20 for\n                         top-K models), auc, gauc, -logloss, -loss, recall@K, ndcg@K, precision@K,\n                         or a sum like gauc+0.5*auc"},
     {"patience", K_INT, T(patience), "evaluations without improvement before stopping (0: never)"},
     {"lr_factor", K_FLOAT, T(lr_factor), "reduce-on-plateau factor"},
     {"lr_patience", K_INT, T(lr_patience), "evaluations without improvement before reducing rates (0: off)"},

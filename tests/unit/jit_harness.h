@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "codegen/codegen.h"
+#include "runtime/graph.h"
 #include "runtime/interp.h"
 
 /* Every test compiles for this batch and runs at 1, 3 and this. */
@@ -22,7 +23,8 @@ typedef struct {
     em3_module *m;
     em3_jit *jit;
     em3_interp *it;            /* F32: every float result rounded to float, as the JIT stores it */
-    void **glob;               /* the JIT's storage of each global (f32 or i32: 4 bytes each) */
+    void **glob;               /* the JIT's storage of each global (f32 or i32: 4 bytes each; a
+                                  graph's: its view, once bound with jh_bind_graph) */
     void *in[JH_MAX_IO];       /* the JIT's copies of the last run's inputs */
     int n_in;
     void *arena;
@@ -30,6 +32,7 @@ typedef struct {
     const void *out[JH_MAX_IO]; /* where the last JIT run left its outputs */
     em3_frame frame;           /* of the last JIT run: err_node, err_index, err_value */
     const em3_compiled_func *cf;
+    em3_graph **graph;         /* per global: the bound graph of a graph global (owned) */
     int64_t batch;
     double worst;              /* the largest difference compared so far, and where */
     char worst_at[160];
@@ -48,8 +51,10 @@ static inline jh_pair *jh_create_for(em3_module *m, int64_t max_batch) {
     if (!p->jit) fail_msg("JIT compilation of @%s failed", m->name);
     p->it = em3_interp_create(m, EM3_PREC_F32);
     p->glob = calloc((size_t)m->n_global + 1, sizeof(void *));
+    p->graph = calloc((size_t)m->n_global + 1, sizeof(em3_graph *));
     for (int g = 0; g < m->n_global; g++)
-        p->glob[g] = calloc((size_t)em3_type_numel(&m->global[g].type, 1) + 1, 4);
+        if (m->global[g].kind != EM3_GLOBAL_GRAPH)
+            p->glob[g] = calloc((size_t)em3_type_numel(&m->global[g].type, 1) + 1, 4);
     return p;
 }
 
@@ -62,8 +67,12 @@ static inline void jh_free_inputs(jh_pair *p) {
 
 static inline void jh_free(jh_pair *p) {
     jh_free_inputs(p);
-    for (int g = 0; g < p->m->n_global; g++) free(p->glob[g]);
+    for (int g = 0; g < p->m->n_global; g++) {
+        if (p->m->global[g].kind != EM3_GLOBAL_GRAPH) free(p->glob[g]);
+        em3_graph_free(p->graph[g]);
+    }
     free(p->glob);
+    free(p->graph);
     free(p->arena);
     em3_interp_free(p->it);
     em3_jit_free(p->jit);
@@ -98,12 +107,22 @@ static inline void jh_set_global(jh_pair *p, int g, const double *v) {
 }
 
 /* The JIT's globals become the interpreter's (after em3_interp_init_globals, which rounds to
- * float in F32 mode, and after the caller filled data tables there). */
+ * float in F32 mode, and after the caller filled data tables there). Graphs are bound apart. */
 static inline void jh_globals_from_interp(jh_pair *p) {
     for (int g = 0; g < p->m->n_global; g++) {
+        if (p->m->global[g].kind == EM3_GLOBAL_GRAPH) continue;
         double *v = em3_interp_global(p->it, p->m->global[g].name);
         jh_set_global(p, g, v);
     }
+}
+
+/* Graph global `name` is `graph` on both sides (the pair takes it). */
+static inline void jh_bind_graph(jh_pair *p, const char *name, em3_graph *graph) {
+    int g = em3_module_find_global(p->m, name);
+    assert_true(g >= 0 && p->m->global[g].kind == EM3_GLOBAL_GRAPH && !p->graph[g]);
+    p->graph[g] = graph;
+    p->glob[g] = (void *)em3_graph_view(graph);
+    em3_interp_bind_graph(p->it, name, graph);
 }
 
 /* Runs `func` compiled; returns its status (0, or 1 after a data error recorded in p->frame).
@@ -200,7 +219,7 @@ static inline double jh_compare_globals(jh_pair *p, const char *prefix, double t
     double worst = 0;
     for (int g = 0; g < p->m->n_global; g++) {
         const em3_global *gl = &p->m->global[g];
-        if (strncmp(gl->name, prefix, strlen(prefix))) continue;
+        if (gl->kind == EM3_GLOBAL_GRAPH || strncmp(gl->name, prefix, strlen(prefix))) continue;
         char what[160];
         snprintf(what, sizeof what, "@%s at batch %lld: global %s", p->cf->name, (long long)p->batch,
                  gl->name);

@@ -1,6 +1,6 @@
 /* tests/unit/test_codegen_models.c — compiled training equals the reference interpreter on
- * whole models written in the DSL: an MLP with BCE, DIN and EM3-on-DIN, shrunk with constant
- * overrides. Gradients after autodiff, then one and three optimizer steps (SGD with lazy
+ * whole models written in the DSL: an MLP with BCE, the ranking models and their EM3 versions,
+ * the top-K graph models (random graphs bound), shrunk with constant overrides. Gradients after autodiff, then one and three optimizer steps (SGD with lazy
  * tables, Adam): loss, outputs and every global of the JIT against the F32 interpreter. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "frontend/frontend.h"
+#include "graph_fixture.h"
 #include "jit_harness.h"
 #include "passes/passes.h"
 #include "runtime/init.h"
@@ -41,6 +42,18 @@ static const em3_const_override em3_din_sizes[] = {
     {"patches", "3"},  {"patch_dim", "6"}, {"text_len", "4"}, {"words", "30"},
     {"heads", "2"},    {"lora", "2"},
 };
+static const em3_const_override lightgcn_sizes[] = {{"d", "8"}, {"vocab_user", "12"}, {"vocab_item", "20"}};
+static const em3_const_override vbpr_sizes[] = {
+    {"d", "8"}, {"vocab_user", "12"}, {"vocab_item", "20"}, {"dim_image", "6"}, {"dim_audio", "5"},
+};
+static const em3_const_override freedom_sizes[] = {
+    {"d", "8"},         {"vocab_user", "12"}, {"vocab_item", "20"}, {"dim_image", "6"},
+    {"dim_audio", "5"}, {"knn_k", "3"},
+};
+static const em3_const_override em3_freedom_sizes[] = {
+    {"d", "8"},         {"vocab_user", "12"}, {"vocab_item", "20"}, {"dim_image", "6"},
+    {"dim_audio", "5"}, {"knn_k", "3"},       {"heads", "2"},       {"cic_negatives", "3"},
+};
 
 typedef struct {
     const char *name;
@@ -61,6 +74,11 @@ static const model_case models[] = {
     {"em3_din", "em3_din.em3", NULL, SIZES(em3_din_sizes), 30, true},
     {"em3_dcnv2", "em3_dcnv2.em3", NULL, SIZES(em3_din_sizes), 30, true},
     {"em3_deepfm", "em3_deepfm.em3", NULL, SIZES(em3_din_sizes), 30, true},
+    /* graph models: the tables' gradients come through spmm (dense), except VBPR's users */
+    {"lightgcn", "lightgcn.em3", NULL, SIZES(lightgcn_sizes), 0, false},
+    {"vbpr", "vbpr.em3", NULL, SIZES(vbpr_sizes), 0, true},
+    {"freedom", "freedom.em3", NULL, SIZES(freedom_sizes), 0, false},
+    {"em3_freedom", "em3_freedom.em3", NULL, SIZES(em3_freedom_sizes), 0, false},
 };
 
 static em3_module *compile_model(const model_case *mc, const char *passes, const em3_optim_config *cfg) {
@@ -86,13 +104,15 @@ static em3_module *compile_model(const model_case *mc, const char *passes, const
 
 /* Initial weights from the seed (rounded to float by the F32 interpreter), data tables with
  * deterministic contents (i32 tables: ids below the vocabulary their column declares, the
- * text model's `words`, with some 0 pads), then the same in the JIT's globals. */
+ * text model's `words`, with some 0 pads), random graphs, then the same in the JIT's globals. */
 static void init_globals(jh_pair *p, const model_case *mc) {
     em3_interp_init_globals(p->it, 7);
     em3_rng r;
     em3_rng_seed(&r, 8);
     for (int g = 0; g < p->m->n_global; g++) {
         const em3_global *gl = &p->m->global[g];
+        if (gl->kind == EM3_GLOBAL_GRAPH)
+            jh_bind_graph(p, gl->name, random_graph(em3_rng_next(&r), gl->type.dim[0], gl->type.dim[1], 3, 0));
         if (gl->kind != EM3_GLOBAL_DATA) continue;
         double *v = em3_interp_global(p->it, gl->name);
         for (int64_t i = 0, n = em3_type_numel(&gl->type, 1); i < n; i++)

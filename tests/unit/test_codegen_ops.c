@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "ir/builder.h"
+#include "graph_fixture.h"
 #include "jit_harness.h"
 #include "op_text.h"
 #include "runtime/init.h"
@@ -223,6 +224,12 @@ static const op_row structural_rows[] = {
     {EM3_OP_SCATTER_ADD, {"x:f32[4,2,3]", "i2:i32[B,5]", "x:f32[B,5,2,3]"}, "", CLOSE},
     {EM3_OP_SPARSE_SQNORM, {"i10:i32[B,3]", "x:f32[B,3,4]"}, "", CLOSE},
     {EM3_OP_SPARSE_SQNORM, {"i3:i32[B]", "x:f32[B,2,3]"}, "", CLOSE},
+    /* spmm by graph global g, f32[40, 30] (every group's module has it): either way round, B
+     * among the carried dimensions, a static operand */
+    {EM3_OP_SPMM, {"x:f32[30,B,3]"}, "graph=@g", CLOSE},
+    {EM3_OP_SPMM, {"x:f32[40,B]"}, "graph=@g transpose=1", CLOSE},
+    {EM3_OP_SPMM, {"xG:f32[30,64]"}, "graph=@g", CLOSE},
+    {EM3_OP_SPMM, {"x:f32[40,7]"}, "graph=@g transpose=1", CLOSE},
     /* gelu_grad on the shapes of its forward */
     {EM3_OP_GELU_GRAD, {"b:f32[B,5,7]", "x:f32[B,5,7]"}, "", CLOSE},
     /* optimizer updates, dense and sparse, with and without weight decay */
@@ -547,14 +554,22 @@ static double run_row(jh_pair *p, const row *r, int i, int64_t batch) {
     return e;
 }
 
+/* Graph global g of the spmm rows: f32[40, 30], bound to a random graph. */
+static void add_graph_global(em3_module *m) {
+    assert_true(em3_module_add_graph(m, "g", em3_type_make(EM3_DTYPE_F32, 2, (int64_t[]){40, 30}), "user_item",
+                                     (em3_loc){0}) >= 0);
+}
+
 /* Builds one module of every row of op kind `kind`, compiles it once, runs each row at every
  * batch size and prints the largest difference per op. */
 static void run_group(em3_op_kind kind) {
     static row rows[1024];
     int n = expand_rows(rows, 1024, false, kind);
     em3_module *m = em3_module_create(em3_op_kind_name(kind));
+    add_graph_global(m);
     for (int i = 0; i < n; i++) build_row(m, &rows[i], i);
     jh_pair *p = jh_create(m);
+    jh_bind_graph(p, "g", random_graph(77, 40, 30, 5, -0.5));
     double worst[EM3_OP_COUNT];
     for (int o = 0; o < EM3_OP_COUNT; o++) worst[o] = -1;
     for (size_t b = 0; b < sizeof batches / sizeof *batches; b++)

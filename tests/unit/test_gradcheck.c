@@ -18,6 +18,7 @@
 #include "op_text.h"
 #include "passes/autodiff.h"
 #include "passes/passes.h"
+#include "graph_fixture.h"
 #include "runtime/init.h"
 #include "runtime/interp.h"
 
@@ -45,6 +46,8 @@ typedef struct {
     int64_t batch;
     named_data in[MAX_DATA], glob[MAX_DATA];
     int n_in, n_glob;
+    em3_graph *graph[4]; /* the matrices bound to the module's graph globals, in order */
+    int n_graph;
 } gc_case;
 
 static gc_case case_new(em3_module *m, int64_t batch, uint64_t seed) {
@@ -59,6 +62,21 @@ static gc_case case_new(em3_module *m, int64_t batch, uint64_t seed) {
 static void case_free_data(gc_case *c) {
     for (int i = 0; i < c->n_in; i++) free(c->in[i].v);
     for (int i = 0; i < c->n_glob; i++) free(c->glob[i].v);
+    for (int i = 0; i < c->n_graph; i++) em3_graph_free(c->graph[i]);
+}
+
+/* Binds a random matrix to every graph global of c's module (random_graph, values in
+ * [-0.5, 0.5)), made on first use and kept in c. */
+static void bind_graphs(gc_case *c, em3_interp *it) {
+    for (int g = 0, k = 0; g < c->m->n_global; g++) {
+        const em3_global *gl = &c->m->global[g];
+        if (gl->kind != EM3_GLOBAL_GRAPH) continue;
+        if (k == c->n_graph) {
+            assert_true(c->n_graph < 4);
+            c->graph[c->n_graph++] = random_graph(em3_rng_next(&c->rng), gl->type.dim[0], gl->type.dim[1], 3, -0.5);
+        }
+        em3_interp_bind_graph(it, gl->name, c->graph[k++]);
+    }
 }
 
 /* A new named array of n values (names are copied into the module's arena). */
@@ -264,6 +282,7 @@ typedef enum {
     PRE_MASK_WHERE,    /* operand 0 becomes where(mask, x, −1e9) */
     PRE_FROZEN_WEIGHT, /* operand 1 is a frozen global of signed values (lora_matmul's w), not 0/1 */
     PRE_EMPTY_ROW,     /* the mask, the last operand, has a last row of zeros: a query without keys */
+    PRE_GRAPH,         /* a graph global g, f32[4, 6], of 12 random entries (some repeated) */
 } pre_kind;
 
 /* Operand types and attributes in the notation of op_text.h. Float operands that can carry a
@@ -395,11 +414,21 @@ static const op_case cases[] = {
     {EM3_OP_LORA_MATMUL, "f32[B,5] f32[5,3] f32[5,2] f32[2,3]", "scale=0.5", VAL_SIGNED, PRE_FROZEN_WEIGHT},
     {EM3_OP_LORA_MATMUL, "f32[B,4,5] f32[5,3] f32[5,1] f32[1,3]", "scale=4", VAL_SIGNED, PRE_FROZEN_WEIGHT},
     {EM3_OP_LORA_MATMUL, "f32[2,5] f32[5,3] f32[5,2] f32[2,3]", "", VAL_SIGNED, PRE_FROZEN_WEIGHT},
+    /* spmm by a fixed sparse matrix, either way round, with B among the carried dimensions */
+    {EM3_OP_SPMM, "f32[6,3]", "graph=@g", VAL_SIGNED, PRE_GRAPH},
+    {EM3_OP_SPMM, "f32[4,B,2]", "graph=@g transpose=1", VAL_SIGNED, PRE_GRAPH},
 };
+
+/* Graph global g of PRE_GRAPH rows (bound to a random matrix by interp_for). */
+static void add_graph(gc_case *c) {
+    assert_true(em3_module_add_graph(c->m, "g", em3_type_make(EM3_DTYPE_F32, 2, (int64_t[]){4, 6}), "user_item",
+                                     (em3_loc){0}) >= 0);
+}
 
 /* Builds row `c`'s module: @forward computes loss = Σ op(operands) · w. */
 static gc_case build_op_case(const op_case *oc, uint64_t seed) {
     gc_case c = case_new(em3_module_create("gradcheck"), BATCH, seed);
+    if (oc->pre == PRE_GRAPH) add_graph(&c);
     em3_node n = em3_node_proto(oc->op, (em3_loc){0});
     op_text_store st;
     op_text_attrs(&n, oc->attrs, &st);
@@ -449,12 +478,13 @@ static gc_case build_op_case(const op_case *oc, uint64_t seed) {
     return c;
 }
 
-/* An interpreter (F64) for c's module with the values of c's globals. */
-static em3_interp *interp_for(const gc_case *c) {
+/* An interpreter (F64) for c's module with the values of c's globals and graphs. */
+static em3_interp *interp_for(gc_case *c) {
     em3_interp *it = em3_interp_create(c->m, EM3_PREC_F64);
     for (int i = 0; i < c->n_glob; i++)
         memcpy(em3_interp_global(it, c->glob[i].name), c->glob[i].v,
                sizeof(double) * (size_t)c->glob[i].n);
+    bind_graphs(c, it);
     return it;
 }
 
@@ -471,6 +501,7 @@ static void test_every_op_row(void **state) {
                  cases[i].pre == PRE_MASK_ADD     ? " masked (add)"
                  : cases[i].pre == PRE_MASK_WHERE ? " masked (where)"
                  : cases[i].pre == PRE_EMPTY_ROW  ? " with a query without keys"
+                 : cases[i].pre == PRE_GRAPH      ? " by a 4x6 graph"
                                                   : "");
         bad += gradcheck(&c, it, 0, label);
         em3_interp_free(it);
@@ -547,7 +578,7 @@ static void model_inputs(gc_case *c, const char *mask) {
 
 /* Compiles, differentiates and checks a model: weights from their initialisers (seed 5) plus
  * N(0, 0.3²) noise, so that zero-initialised ones (LoRA's B, biases) are not at a special
- * point; up to 12 elements of each parameter. Returns the module (with @train) for more
+ * point, data tables N(0, 1), graphs random; up to 12 elements of each parameter. Returns the module (with @train) for more
  * checks; the caller frees it. */
 static em3_module *check_model(const model_case *mc) {
     gc_case c = case_new(compile_model(mc), mc->batch, 77);
@@ -557,11 +588,12 @@ static em3_module *check_model(const model_case *mc) {
     em3_interp_init_globals(it, 5);
     for (int g = 0; g < c.m->n_global; g++) {
         const em3_global *gl = &c.m->global[g];
-        if (gl->kind != EM3_GLOBAL_PARAM && gl->kind != EM3_GLOBAL_FROZEN) continue;
+        if (gl->kind != EM3_GLOBAL_PARAM && gl->kind != EM3_GLOBAL_FROZEN && gl->kind != EM3_GLOBAL_DATA) continue;
         double *v = em3_interp_global(it, gl->name);
         for (int64_t k = 0, n = em3_type_numel(&gl->type, 1); k < n; k++)
-            v[k] += 0.3 * em3_rng_normal(&c.rng);
+            v[k] += (gl->kind == EM3_GLOBAL_DATA ? 1 : 0.3) * em3_rng_normal(&c.rng);
     }
+    bind_graphs(&c, it);
     int bad = gradcheck(&c, it, 12, mc->name);
     em3_interp_free(it);
     case_free_data(&c);
@@ -740,6 +772,45 @@ static void test_bpr_loss(void **state) {
     em3_module_free(check_model(&mc));
 }
 
+/* The top-K models' pieces together (models/lib/graph.em3): FREEDOM's propagation over a
+ * user-item and an item-item graph with trainable feature copies, a content branch fused by the
+ * FQF and propagated from zero users, BPR, EmbLoss, and the CIC with sampled negatives. */
+static void test_graph_model(void **state) {
+    (void)state;
+    static const model_case mc = {"graph.em3",
+                                  "import \"lib/graph.em3\"\n"
+                                  "import \"lib/em3.em3\"\n"
+                                  "model g {\n"
+                                  "    const users = 4, items = 6, d = 4, f = 3\n"
+                                  "    input user : i32[B] vocab users\n"
+                                  "    input item : i32[B] vocab items\n"
+                                  "    input neg : i32[B] vocab items negative item\n"
+                                  "    input cneg : i32[B, 2] vocab items negative item\n"
+                                  "    data image : f32[items, f]\n"
+                                  "    graph ui : f32[users, items] = user_item(dropout = 0.5)\n"
+                                  "    graph mm : f32[items, items] = item_knn(k = 2, tables = [\"image\"])\n"
+                                  "    freedom = Freedom(users, items, d, [image], ui, mm, 2)\n"
+                                  "    proj = Linear(f, d)\n"
+                                  "    fuse = FusionQFormer(d, 1, 2)\n"
+                                  "    cic = SampledCIC(d, 0.5)\n"
+                                  "    fn forward() {\n"
+                                  "        z = freedom()\n"
+                                  "        c = fuse(unsqueeze(proj(image), 1))\n"
+                                  "        m = propagate(ui, zeros([users, d]), c, 2)\n"
+                                  "        zu = z[0][user]\n"
+                                  "        u = concat([zu, m[0][user]], -1)\n"
+                                  "        its = concat([z[1], m[1] + spmm(mm, c)], -1)\n"
+                                  "        output score = all_item_scores(u, its)\n"
+                                  "        loss = bpr_loss(dot(u, its[item]), dot(u, its[neg])) +\n"
+                                  "               0.5 * freedom.feature_loss(zu, item, neg) +\n"
+                                  "               0.3 * cic(c, freedom.item_emb, item, cneg) +\n"
+                                  "               0.1 * emb_loss([zu, freedom.item_emb[item]])\n"
+                                  "    }\n"
+                                  "}\n",
+                                  NULL, 5};
+    em3_module_free(check_model(&mc));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_differentiable_op_has_rows),
@@ -750,6 +821,7 @@ int main(void) {
         cmocka_unit_test(test_lora_shares_frozen),
         cmocka_unit_test(test_cic_loss),
         cmocka_unit_test(test_bpr_loss),
+        cmocka_unit_test(test_graph_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/graph.h"
 #include "runtime/init.h"
 #include "runtime/interp.h"
 
@@ -645,6 +646,35 @@ static void test_data_errors(void **state) {
     em3_func_add_output(b.f, "y", op2(&b, EM3_OP_GATHER, t, constant(&b, 2.5, ty(I32, 1, 1))));
     expect_error(&b, 1, &(em3_interp_input){"t", table}, 1, "gather %2: id 2.5 is not an integer");
     em3_module_free(b.m);
+}
+
+/* spmm: G = [[1, 0, 2], [0, 0.5, 0]] (the (0, 0) entry given twice, as 0.5 + 0.5: repeats sum),
+ * times x [3, B] and, transposed, times y [2, B]; then the same function with no graph bound. */
+static void test_spmm(void **state) {
+    (void)state;
+    em3_graph *gr = em3_graph_from_coo(2, 3, 4, (int32_t[]){0, 0, 0, 1}, (int32_t[]){0, 2, 0, 1},
+                                       (float[]){0.5f, 2, 0.5f, 0.5f});
+    static const double x[] = {1, 2, 3, 4, 5, 6}, y[] = {1, 2, 3, 4};
+    static const double gx[] = {11, 14, 1.5, 2}, gty[] = {1, 2, 1.5, 2, 2, 4};
+    for (int tr = 0; tr < 2; tr++) {
+        bld b = bld_new();
+        em3_module_add_graph(b.m, "g", ty(F32, 2, 2, 3), "user_item", (em3_loc){0});
+        int in = input(&b, "x", ty(F32, 2, tr ? 2 : 3, B), 0);
+        em3_node p = proto(EM3_OP_SPMM);
+        em3_node_set_s(&p, "graph", "g");
+        em3_node_set_i(&p, "transpose", tr);
+        em3_func_add_output(b.f, "y", add(&b, p, &in, 1));
+        for (int prec = EM3_PREC_F32; prec <= EM3_PREC_F64; prec++) {
+            em3_interp *it = interp_new(&b, (em3_precision)prec);
+            em3_interp_bind_graph(it, "g", gr);
+            run_ok(&b, it, 2, &(em3_interp_input){"x", tr ? y : x}, 1);
+            expect_close(em3_interp_output(it, "y", NULL), tr ? gty : gx, tr ? 6 : 4, 1e-12, 0);
+            em3_interp_free(it);
+        }
+        if (tr) expect_error(&b, 2, &(em3_interp_input){"x", y}, 1, "graph @g is not bound");
+        em3_module_free(b.m);
+    }
+    em3_graph_free(gr);
 }
 
 /* ---- backward helpers ------------------------------------------------------------------------ */
@@ -1290,6 +1320,7 @@ int main(void) {
         cmocka_unit_test(test_data_movement),
         cmocka_unit_test(test_matmul),
         cmocka_unit_test(test_gather),
+        cmocka_unit_test(test_spmm),
         cmocka_unit_test(test_data_errors),
         cmocka_unit_test(test_scatter_add),
         cmocka_unit_test(test_numel),

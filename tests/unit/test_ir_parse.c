@@ -155,6 +155,7 @@ static em3_module *build_all_ops(void) {
                           (em3_init){EM3_INIT_NORMAL, 0.01}, nl);
     em3_module_add_global(m, "lora.b", ty(F32, 2, 2, 4), EM3_GLOBAL_PARAM,
                           (em3_init){EM3_INIT_ZEROS, 0}, nl);
+    em3_module_add_graph(m, "ui", ty(F32, 2, 7, 100), "item_knn k=3 tables=\"image\",text", nl);
 
     em3_func *f = em3_module_add_func(m, "train");
     int x = input(f, "x", ty(F32, 3, B, 4, 8));
@@ -219,6 +220,11 @@ static em3_module *build_all_ops(void) {
     mm.origin = "";
     add(f, mm, 2, x, x);
     int g = add(f, at(EM3_OP_GATHER, 13), 2, emb, ids);
+    em3_node sp = at(EM3_OP_SPMM, 13);
+    em3_node_set_s(&sp, "graph", "ui");
+    int spx = add(f, sp, 1, emb);
+    em3_node_set_i(&sp, "transpose", 1);
+    add(f, sp, 1, spx);
     with_list(f, EM3_OP_RESHAPE, "shape", (int64_t[]){-5, 8}, 2, g); /* f32[B*5, 8] */
 
     /* fused ops, as the fusion passes make them (with their origin) */
@@ -373,7 +379,7 @@ static void test_errors_located(void **state) {
         {"module @m x\n", "1:11: error: expected end of line after the module name, found 'x'"},
         {"module @m\nfoo\n", "2:1: error: expected 'global' or 'func', found 'foo'"},
         {"module @m\nglobal @g : f32[2] weights\n",
-         "2:20: error: expected param, frozen, data or state"},
+         "2:20: error: expected param, frozen, data, state or graph"},
         {"module @m\nglobal @g : f64[2] param\n", "2:13: error: expected the type of the global"},
         {"module @m\nglobal @g : f32[B] param\n",
          "2:13: error: global @g has type f32[B]: a global's shape cannot hold B"},

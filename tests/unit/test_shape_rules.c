@@ -170,6 +170,16 @@ static const shape_case cases[] = {
     {EM3_OP_GATHER, "f32[10,4] f32[B]", "", ERR("gather needs i32 ids")},
     {EM3_OP_GATHER, "f32[B,4] i32[3]", "", ERR("fixed number of rows")},
 
+    /* spmm by the graph global g, f32[6, 10]: rows of x are its columns (its rows, transposed) */
+    {EM3_OP_SPMM, "f32[10,4]", "graph=@g", "f32[6,4]"},
+    {EM3_OP_SPMM, "f32[6,2,B]", "graph=@g transpose=1", "f32[10,2,B]"},
+    {EM3_OP_SPMM, "f32[6,4]", "graph=@g", ERR("g is f32[6, 10]: spmm by it takes f32 matrices of 10 rows, not f32[6, 4]")},
+    {EM3_OP_SPMM, "i32[10]", "graph=@g", ERR("f32 matrices")},
+    {EM3_OP_SPMM, "f32[B,4]", "graph=@g", ERR("of 10 rows")},
+    {EM3_OP_SPMM, "f32[4,8]", "graph=@w", ERR("@w is not a graph")},
+    {EM3_OP_SPMM, "f32[4,8]", "graph=@nope", ERR("@nope is not declared")},
+    {EM3_OP_PARAM, "", "name=@g", ERR("@g is a graph: it is never read densely")},
+
     /* fused attention: q [..., tq, dh], k [..., tk, dh], v [..., tk, dv], mask [..., 1|tq, tk];
      * leading dims broadcast (k, v shared by the heads), the mask's only into q, k, v's */
     {EM3_OP_ATTENTION, "f32[B,4,10,16] f32[B,4,12,16] f32[B,4,12,16]", "scale=0.25", "f32[B,4,10,16]"},
@@ -360,6 +370,8 @@ static em3_module *test_module(void) {
         em3_module_add_global(m, globals[i].name,
                               em3_type_make(EM3_DTYPE_F32, globals[i].rank, globals[i].dim),
                               globals[i].kind, (em3_init){EM3_INIT_NONE, 0}, (em3_loc){0});
+    em3_module_add_graph(m, "g", em3_type_make(EM3_DTYPE_F32, 2, (int64_t[]){6, 10}), "user_item",
+                         (em3_loc){0});
     return m;
 }
 
