@@ -54,7 +54,8 @@ em3_exec *em3_exec_create(const em3_module *m, const em3_compiled_func *funcs, i
     for (int i = 0; i < n_funcs; i++) {
         x->fn[i].desc = funcs[i];
         x->fn[i].cf = &x->fn[i].desc;
-        x->fn[i].arena = aligned((size_t)funcs[i].arena_bytes);
+        /* a cache function's arena lives only while em3_exec_precompute runs */
+        if (strncmp(funcs[i].name, "precompute.", 11)) x->fn[i].arena = aligned((size_t)funcs[i].arena_bytes);
         x->fn[i].output = em3_xcalloc((size_t)(funcs[i].n_outputs + 1), sizeof(void *));
         x->fn[i].input = em3_xcalloc((size_t)(funcs[i].n_inputs + 1), sizeof(void *));
     }
@@ -221,7 +222,12 @@ bool em3_exec_precompute(em3_exec *x, char *err, size_t errlen) {
         EM3_ASSERT(cf->n_inputs == 1 && cf->n_outputs == 1, "@%s: one id input, one output", cf->name);
         const em3_node *in = cf->inputs[0];
         int64_t vocab = em3_node_i(in, "vocab"), per_row = em3_type_numel(&in->type, 1);
-        int64_t rows = (vocab + per_row - 1) / per_row, chunk = cf->max_batch;
+        /* at most ~1024 ids per call: a smaller batch touches a proportionally smaller part of
+           the arena planned for the maximum one, so the fill does not set the peak memory */
+        int64_t rows = (vocab + per_row - 1) / per_row, chunk = 1024 / per_row;
+        if (chunk < 1) chunk = 1;
+        if (chunk > cf->max_batch) chunk = cf->max_batch;
+        x->fn[i].arena = aligned((size_t)cf->arena_bytes);
         float *table = em3_exec_global(x, cf->name + 11);
         EM3_ASSERT(table, "no cache table %s", cf->name + 11);
         int64_t width = em3_type_numel(&cf->output_types[0], 1) / per_row;
@@ -238,6 +244,8 @@ bool em3_exec_precompute(em3_exec *x, char *err, size_t errlen) {
             memcpy(table + first * width, v, sizeof(float) * (size_t)(valid * width));
         }
         free(ids);
+        free(x->fn[i].arena);
+        x->fn[i].arena = NULL;
         if (!ok) return false;
     }
     return true;
