@@ -12,8 +12,11 @@
  *
  * Every product is one register-tiled micro-kernel (4 rows × 16 columns of accumulators in
  * GCC vector registers): scores against keys transposed once per slice, probabilities times
- * values, and their transposes for dk and dv. AVX2/FMA clones sit next to the baseline
- * (target_clones), keeping the object portable. */
+ * values, and their transposes for dk and dv. Rows of scores are padded to a multiple of 8
+ * keys and the mask becomes a bias row (0 or −inf, padding −inf), so that the softmax's loops
+ * run over whole vectors. Feature widths that are not a multiple of 8 work, through slower
+ * partial loads. AVX2/FMA clones sit next to the baseline (target_clones), keeping the object
+ * portable; bench/fusion.c and docs/performance.md measure it against the unfused graph. */
 #include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -24,42 +27,72 @@
 #define BQ 32
 #define BK 64
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define EM3_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define EM3_CLONES
 #endif
 #define INLINE static inline __attribute__((always_inline))
 
-/* Eight floats; the baseline clone splits each operation into two SSE ones. No function takes
- * or returns one by value: that ABI would depend on AVX. */
+/* Eight floats (or int32 lane masks, or their bits); the baseline clone splits each operation
+ * into two SSE ones. No function takes or returns one by value: that ABI would depend on AVX. */
 typedef float v8 __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
+typedef uint32_t v8u __attribute__((vector_size(32)));
 
-/* v ← the first n ≤ 8 floats at p, the rest zero; n is a constant 8 on every hot path. */
+/* v ← the first n ≤ 8 floats at p, the rest zero. A whole vector is one load; a part goes
+ * through memory, which stalls the load after it: only row and column tails take it. */
 INLINE void load8(v8 *v, const float *p, int64_t n) {
+    if (n == 8) {
+        memcpy(v, p, sizeof *v);
+        return;
+    }
     *v = (v8){0};
     memcpy(v, p, sizeof(float) * (size_t)n);
 }
 
-/* e^x for x ≤ 0 (arguments here are s − max), flushing below −87 to 0: branch-free so that
- * loops over it vectorise (Cephes' polynomial, as codegen/mathfn.c). */
-INLINE float exp_nonpos(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    float n = floorf(x * 1.44269504088896341f + 0.5f);
-    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
+/* x ← where mask, a, else b; m ← the lanewise maximum of m and x. */
+INLINE void select8(v8 *x, const v8i *mask, const v8 *a, const v8 *b) {
+    *x = (v8)(((v8i)*a & *mask) | ((v8i)*b & ~*mask));
+}
+
+INLINE void max8(v8 *m, const v8 *x) {
+    v8i gt = *x > *m;
+    select8(m, &gt, x, m);
+}
+
+/* x ← e^x lanewise for x ≤ 0 (arguments here are s − max), 0 below −87 (so for −inf too):
+ * Cephes' polynomial, as codegen/mathfn.c. t = x·log₂e + 1.5·2²³ rounds n = round(x·log₂e)
+ * into t's low mantissa bits, so t's bits shifted by 23 are n already in the exponent field;
+ * lanes below −87 may compute garbage (NaN for −inf), which the final mask clears. */
+INLINE void exp8(v8 *x) {
+    v8 t = *x * 1.44269504088896341f + 12582912.0f, n = t - 12582912.0f;
+    v8 r = *x - n * 0.693359375f + n * 2.12194440e-4f;
+    v8 p = r * 1.9875691500e-4f + 1.3981999507e-3f;
     p = p * r + 8.3334519073e-3f;
     p = p * r + 4.1665795894e-2f;
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    union {
-        int32_t i;
-        float f;
-    } s = {.i = ((int32_t)n + 127) << 23};
-    return x <= -87.0f ? 0.0f : p * s.f;
+    *x = (v8)(((v8u)p + ((v8u)t << 23)) & (v8u)(*x > -87.0f));
+}
+
+/* The sum and the maximum of v's lanes, halving the vector three times. */
+INLINE float hsum8(const v8 *v) {
+    v8 x = *v + __builtin_shufflevector(*v, *v, 4, 5, 6, 7, 0, 1, 2, 3);
+    x += __builtin_shufflevector(x, x, 2, 3, 0, 1, 6, 7, 4, 5);
+    x += __builtin_shufflevector(x, x, 1, 0, 3, 2, 5, 4, 7, 6);
+    return x[0];
+}
+
+INLINE float hmax8(const v8 *v) {
+    v8 x = *v, y = __builtin_shufflevector(x, x, 4, 5, 6, 7, 0, 1, 2, 3);
+    max8(&x, &y);
+    y = __builtin_shufflevector(x, x, 2, 3, 0, 1, 6, 7, 4, 5);
+    max8(&x, &y);
+    y = __builtin_shufflevector(x, x, 1, 0, 3, 2, 5, 4, 7, 6);
+    max8(&x, &y);
+    return x[0];
 }
 
 /* ---- the micro-kernel --------------------------------------------------------------------- */
@@ -69,6 +102,7 @@ INLINE float exp_nonpos(float x) {
 INLINE void mm_tile(int R, int NV, int64_t last, int64_t nt, const float *a, int64_t ar, int64_t at,
                     const float *b, int64_t ldb, float *c, int64_t ldc, bool add) {
     v8 acc[4][2] = {{{0}}};
+#pragma GCC unroll 2 /* more, for short constant trip counts, only crowds the µop cache (measured) */
     for (int64_t t = 0; t < nt; t++) {
         v8 bv[2];
         for (int u = 0; u < NV; u++) load8(&bv[u], b + t * ldb + 8 * u, u == NV - 1 ? last : 8);
@@ -111,44 +145,88 @@ INLINE void mm(int64_t nr, int64_t nc, int64_t nt, const float *a, int64_t ar, i
     for (; r0 < nr; r0++) mm_rows(1, nc, nt, a + r0 * ar, ar, at, b, ldb, c + r0 * ldc, ldc, add);
 }
 
-/* ---- rows of scores ----------------------------------------------------------------------- */
+/* ---- operands and rows of scores ---------------------------------------------------------- */
 
-/* Rows 0 .. n of x [n, w] into t[c·ld + j], zero up to column ld (a multiple of 8). */
-INLINE void transpose(const float *x, int64_t n, int64_t w, int64_t ld, float *t) {
-    for (int64_t c = 0; c < w; c++) {
-        for (int64_t j = 0; j < n; j++) t[c * ld + j] = x[j * w + c];
-        for (int64_t j = n; j < ld; j++) t[c * ld + j] = 0;
+/* r ← its transpose, for 8 rows of 8 floats: pairs interleaved, then pairs of pairs, then
+ * halves swapped (the unpck/shufps/vperm2f128 sequence). */
+INLINE void transpose8(v8 r[8]) {
+    v8 t[8], s[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = __builtin_shufflevector(r[2 * i], r[2 * i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+        t[2 * i + 1] = __builtin_shufflevector(r[2 * i], r[2 * i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+    }
+    for (int i = 0; i < 2; i++)
+        for (int h = 0; h < 2; h++) {
+            s[4 * i + 2 * h] = __builtin_shufflevector(t[4 * i + h], t[4 * i + h + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+            s[4 * i + 2 * h + 1] = __builtin_shufflevector(t[4 * i + h], t[4 * i + h + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+        }
+    for (int i = 0; i < 4; i++) {
+        r[i] = __builtin_shufflevector(s[i], s[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+        r[i + 4] = __builtin_shufflevector(s[i], s[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
     }
 }
 
-/* Scales a row of n8 (a multiple of 8) raw scores, of which the first n are keys, masks the
- * rest and the keys whose mask is 0 to −inf, and returns its maximum. */
-INLINE float scale_mask_max(float *s, int64_t n, int64_t n8, const float *mr, float scale) {
-    for (int64_t j = 0; j < n; j++) s[j] = mr && mr[j] == 0.0f ? -INFINITY : scale * s[j];
-    for (int64_t j = n; j < n8; j++) s[j] = -INFINITY;
-    v8 m, x;
-    load8(&m, s, 8);
-    for (int64_t j = 8; j < n8; j += 8) {
-        load8(&x, s + j, 8);
-        v8i gt = x > m;
-        m = (v8)(((v8i)x & gt) | ((v8i)m & ~gt));
+/* x [n, w] transposed into t[c·ld + j] in blocks of 8 × 8, zero in columns n .. ld (ld a
+ * multiple of 8). */
+INLINE void transpose(const float *x, int64_t n, int64_t w, int64_t ld, float *t) {
+    for (int64_t j0 = 0; j0 < ld; j0 += 8)
+        for (int64_t c0 = 0; c0 < w; c0 += 8) {
+            int64_t nc = w - c0 < 8 ? w - c0 : 8;
+            v8 r[8];
+            for (int64_t j = 0; j < 8; j++) {
+                if (j0 + j < n)
+                    load8(&r[j], x + (j0 + j) * w + c0, nc);
+                else
+                    r[j] = (v8){0};
+            }
+            transpose8(r);
+            for (int64_t c = 0; c < nc; c++) memcpy(t + (c0 + c) * ld + j0, &r[c], sizeof r[c]);
+        }
+}
+
+/* a·b over n floats. */
+INLINE float dot(const float *a, const float *b, int64_t n) {
+    v8 acc = {0}, x, y;
+    for (int64_t c = 0; c < n; c += 8) {
+        load8(&x, a + c, n - c < 8 ? n - c : 8);
+        load8(&y, b + c, n - c < 8 ? n - c : 8);
+        acc += x * y;
     }
-    float r = m[0];
-    for (int u = 1; u < 8; u++) r = m[u] > r ? m[u] : r;
-    return r;
+    return hsum8(&acc);
+}
+
+/* bias[j] ← 0 for the keys j < n whose mask (mr, or none) is non-zero, −inf for the others and
+ * for the padding up to n8, a multiple of 8. */
+INLINE void key_bias(const float *mr, int64_t n, int64_t n8, float *bias) {
+    for (int64_t j = 0; j < n; j++) bias[j] = mr && mr[j] == 0.0f ? -INFINITY : 0.0f;
+    for (int64_t j = n; j < n8; j++) bias[j] = -INFINITY;
+}
+
+/* s ← scale·s + bias over n8 columns (a multiple of 8); returns the row's maximum. */
+INLINE float scale_bias_max(float *s, const float *bias, int64_t n8, float scale) {
+    v8 m = {0}, x, b;
+    m -= INFINITY;
+    for (int64_t j = 0; j < n8; j += 8) {
+        load8(&x, s + j, 8);
+        load8(&b, bias + j, 8);
+        x = x * scale + b;
+        memcpy(s + j, &x, sizeof x);
+        max8(&m, &x);
+    }
+    return hmax8(&m);
 }
 
 /* s ← e^(s − m) over n8 columns (a multiple of 8); returns their sum. */
 INLINE float exp_sum(float *s, int64_t n8, float m) {
-    for (int64_t j = 0; j < n8; j++) s[j] = exp_nonpos(s[j] - m);
     v8 sum = {0}, x;
     for (int64_t j = 0; j < n8; j += 8) {
         load8(&x, s + j, 8);
+        x -= m;
+        exp8(&x);
+        memcpy(s + j, &x, sizeof x);
         sum += x;
     }
-    float r = 0;
-    for (int u = 0; u < 8; u++) r += sum[u];
-    return r;
+    return hsum8(&sum);
 }
 
 static int64_t round8(int64_t n) { return (n + 7) & ~(int64_t)7; }
@@ -164,8 +242,9 @@ static float *scratch(int64_t n) {
 INLINE void fwd_slice(const float *q, const float *k, const float *v, const float *mask, int64_t mrow,
                       int64_t tq, int64_t tk, int64_t dh, int64_t dv, float scale, float *o) {
     int64_t ld = round8(tk);
-    float *kt = scratch(dh * ld + BQ * BK), *s = kt + dh * ld, m[BQ], l[BQ];
+    float *kt = scratch(dh * ld + BQ * BK + ld), *s = kt + dh * ld, *bias = s + BQ * BK, m[BQ], l[BQ];
     transpose(k, tk, dh, ld, kt);
+    if (!mrow) key_bias(mask, tk, ld, bias); /* one mask row (or none) for every query */
     for (int64_t i0 = 0; i0 < tq; i0 += BQ) {
         int64_t nq = tq - i0 < BQ ? tq - i0 : BQ;
         float *ob = o + i0 * dv;
@@ -176,14 +255,17 @@ INLINE void fwd_slice(const float *q, const float *k, const float *v, const floa
             mm(nq, nk8, dh, q + i0 * dh, dh, 1, kt + j0, ld, s, BK, false);
             for (int64_t i = 0; i < nq; i++) {
                 float *si = s + i * BK;
-                const float *mr = mask ? mask + (i0 + i) * mrow + j0 : NULL;
-                float bm = scale_mask_max(si, nk, nk8, mr, scale);
+                if (mrow) key_bias(mask + (i0 + i) * mrow + j0, nk, nk8, bias + j0);
+                float bm = scale_bias_max(si, bias + j0, nk8, scale);
                 if (bm == -INFINITY) { /* no valid key of this row in the block */
                     memset(si, 0, sizeof(float) * (size_t)nk8);
                     continue;
                 }
                 if (bm > m[i]) { /* rescale what was accumulated under the old maximum */
-                    float r = exp_nonpos(m[i] - bm);
+                    v8 e = {0};
+                    e += m[i] - bm;
+                    exp8(&e);
+                    float r = e[0];
                     l[i] *= r;
                     for (int64_t c = 0; c < dv; c++) ob[i * dv + c] *= r;
                     m[i] = bm;
@@ -217,8 +299,10 @@ INLINE void bwd_slice(const float *q, const float *k, const float *v, const floa
                       const float *o, const float *dout, int64_t tq, int64_t tk, int64_t dh, float scale,
                       float *dq, float *dk, float *dvv) {
     int64_t ld = round8(tk);
-    float *kt = scratch(2 * dh * ld + 2 * BQ * ld), *vt = kt + dh * ld, *p = vt + dh * ld, *ds = p + BQ * ld;
+    float *kt = scratch(2 * dh * ld + 2 * BQ * ld + ld), *vt = kt + dh * ld, *p = vt + dh * ld, *ds = p + BQ * ld,
+          *bias = ds + BQ * ld;
     transpose(k, tk, dh, ld, kt);
+    if (!mrow) key_bias(mask, tk, ld, bias);
     transpose(v, tk, dh, ld, vt);
     for (int64_t i0 = 0; i0 < tq; i0 += BQ) {
         int64_t nq = tq - i0 < BQ ? tq - i0 : BQ;
@@ -227,16 +311,22 @@ INLINE void bwd_slice(const float *q, const float *k, const float *v, const floa
         mm(nq, ld, dh, dob, dh, 1, vt, ld, ds, ld, false);
         for (int64_t i = 0; i < nq; i++) {
             float *pi = p + i * ld, *dsi = ds + i * ld;
-            float mx = scale_mask_max(pi, tk, ld, mask ? mask + (i0 + i) * mrow : NULL, scale), inv = 0, D = 0;
+            if (mrow) key_bias(mask + (i0 + i) * mrow, tk, ld, bias);
+            float mx = scale_bias_max(pi, bias, ld, scale), inv = 0, D = 0;
             if (mx == -INFINITY) { /* all keys masked: o was 0, so are its gradients */
                 memset(pi, 0, sizeof(float) * (size_t)ld);
             } else {
                 inv = 1.0f / exp_sum(pi, ld, mx);
-                for (int64_t c = 0; c < dh; c++) D += dob[i * dh + c] * o[(i0 + i) * dh + c];
+                D = dot(dob + i * dh, o + (i0 + i) * dh, dh);
             }
-            for (int64_t j = 0; j < ld; j++) {
-                pi[j] *= inv;
-                dsi[j] = scale * pi[j] * (dsi[j] - D);
+            for (int64_t j = 0; j < ld; j += 8) {
+                v8 x, y;
+                load8(&x, pi + j, 8);
+                load8(&y, dsi + j, 8);
+                x *= inv;
+                y = scale * x * (y - D);
+                memcpy(pi + j, &x, sizeof x);
+                memcpy(dsi + j, &y, sizeof y);
             }
         }
         mm(nq, dh, tk, ds, ld, 1, k, dh, dq + i0 * dh, dh, false);

@@ -198,6 +198,10 @@ static const op_row structural_rows[] = {
     {EM3_OP_ATTENTION, {"x:f32[B,3,4]", "xG:f32[1,4]", "xG:f32[1,4]"}, "", CLOSE},
     {EM3_OP_ATTENTION, {"b:f32[B,3,4]", "x:f32[B,6,4]", "x:f32[B,6,4]"}, "", CLOSE},
     {EM3_OP_ATTENTION, {"xG:f32[5,8]", "xG:f32[7,8]", "xG:f32[7,8]", "m:f32[5,7]"}, "scale=0.35", CLOSE},
+    /* head widths 16, 32, 64 across query blocks (32) and key blocks (64), a mask row per query */
+    {EM3_OP_ATTENTION, {"x:f32[B,2,33,16]", "x:f32[B,2,70,16]", "x:f32[B,2,70,16]", "m:f32[B,2,33,70]"}, "scale=0.25", CLOSE},
+    {EM3_OP_ATTENTION, {"x:f32[B,9,32]", "x:f32[B,130,32]", "x:f32[B,130,32]", "m:f32[B,1,130]"}, "scale=0.18", CLOSE},
+    {EM3_OP_ATTENTION, {"x:f32[B,40,64]", "x:f32[B,65,64]", "x:f32[B,65,64]"}, "scale=0.125", CLOSE},
     /* its gradient on the same shapes (dh == dv), with any o and do: the kernel only reads them */
     {EM3_OP_ATTENTION_GRAD, {"x:f32[B,2,5,8]", "x:f32[B,2,7,8]", "x:f32[B,2,7,8]", "x:f32[B,2,5,8]", "x:f32[B,2,5,8]"},
      "scale=0.35", LOOSE},
@@ -211,6 +215,15 @@ static const op_row structural_rows[] = {
      {"x:f32[B,1,8]", "x:f32[B,50,8]", "x:f32[B,50,8]", "x:f32[B,1,8]", "x:f32[B,1,8]", "m:f32[B,1,1,50]>[B,1,50]"},
      "", LOOSE},
     {EM3_OP_ATTENTION_GRAD, {"x:f32[B,3,4]", "xG:f32[1,4]", "xG:f32[1,4]", "x:f32[B,3,4]", "x:f32[B,3,4]"}, "", LOOSE},
+    {EM3_OP_ATTENTION_GRAD,
+     {"x:f32[B,2,33,16]", "x:f32[B,2,70,16]", "x:f32[B,2,70,16]", "x:f32[B,2,33,16]", "x:f32[B,2,33,16]",
+      "m:f32[B,2,33,70]"},
+     "scale=0.25", LOOSE},
+    {EM3_OP_ATTENTION_GRAD,
+     {"x:f32[B,9,32]", "x:f32[B,130,32]", "x:f32[B,130,32]", "x:f32[B,9,32]", "x:f32[B,9,32]", "m:f32[B,1,130]"},
+     "scale=0.18", LOOSE},
+    {EM3_OP_ATTENTION_GRAD, {"x:f32[B,40,64]", "x:f32[B,65,64]", "x:f32[B,65,64]", "x:f32[B,40,64]", "x:f32[B,40,64]"},
+     "scale=0.125", LOOSE},
     /* gather: embedding rows, rank-1 and rank-3 tables, an i32 side table, repeated ids */
     {EM3_OP_GATHER, {"xG:f32[10,4]", "i10:i32[B]"}, "", EXACT},
     {EM3_OP_GATHER, {"xG:f32[10,4]", "i10:i32[B,3]"}, "", EXACT},

@@ -173,8 +173,9 @@ static double rel_diff(const void *a, const void *b, getter *get, int64_t n, dou
 
 /* Every output of @train in both, named alike; returns the largest difference. A gradient that
  * is zero in exact arithmetic (a key projection's bias: softmax ignores a shift of a row's
- * scores) is rounding noise on both sides, so each tensor is measured against at least 1e-3 of
- * the largest gradient element of the model. */
+ * scores) is rounding noise on both sides, so each tensor is measured against at least 1e-2 of
+ * the largest gradient element of the model (in float that noise reaches 1.4e-7 of it at
+ * d = 64 and t = 130, with the kernel of main and with this one alike). */
 typedef struct {
     const void *data;
     int64_t n;
@@ -194,7 +195,7 @@ static double compare_outputs(const char *label, const em3_func *train, output_f
         view a = fused(fctx, name), b = plain(pctx, name);
         if (!a.data) fail_msg("%s: the fused @train has no output %s", label, name);
         assert_int_equal(a.n, b.n);
-        double e = rel_diff(a.data, b.data, get, a.n, 1e-3 * largest);
+        double e = rel_diff(a.data, b.data, get, a.n, 1e-2 * largest);
         if (e > tol) fail_msg("%s: %s differs by %.3g (> %.3g)", label, name, e, tol);
         if (e >= worst) worst = e, worst_at = name;
     }
@@ -298,13 +299,13 @@ typedef struct {
     bool masked;
 } att_case;
 
-/* One model holding a MultiHeadAttention (d = 16) per case, each over its own tokens [B, t, d]
- * and, when masked, the padding mask of its own ids; the token-mean of every output feeds one
- * logit. Rows without keys still reach the loss (their zeros go through the output
+/* One model of width d holding a MultiHeadAttention per case, each over its own tokens
+ * [B, t, d] and, when masked, the padding mask of its own ids; the token-mean of every output
+ * feeds one logit. Rows without keys still reach the loss (their zeros go through the output
  * projection), so their gradients are compared too. */
-static char *attention_model(const att_case *cases, int n) {
+static char *attention_model(const att_case *cases, int n, int d) {
     em3_strbuf sb = {0};
-    em3_sb_printf(&sb, "import \"lib/attention.em3\"\nmodel zoo {\n    const d = 16\n    label y : f32[B]\n");
+    em3_sb_printf(&sb, "import \"lib/attention.em3\"\nmodel zoo {\n    const d = %d\n    label y : f32[B]\n", d);
     for (int i = 0; i < n; i++) {
         em3_sb_printf(&sb, "    input x%d : f32[B, %d, d]\n", i, cases[i].t);
         if (cases[i].masked) em3_sb_printf(&sb, "    input ids%d : i32[B, %d] vocab 7\n", i, cases[i].t);
@@ -322,8 +323,8 @@ static char *attention_model(const att_case *cases, int n) {
     return sb.data;
 }
 
-static void run_attention_cases(const char *label, const att_case *cases, int n, int64_t batch) {
-    char *src = attention_model(cases, n);
+static void run_attention_cases(const char *label, const att_case *cases, int n, int d, int64_t batch) {
+    char *src = attention_model(cases, n, d);
     fused_vs_unfused(label, src, batch, n, 0, NULL);
     free(src);
 }
@@ -335,7 +336,7 @@ static void test_attention(void **state) {
     static const att_case cases[] = {{1, 1, true},   {1, 8, false},  {2, 2, true},
                                      {2, 4, false},  {26, 4, true},  {26, 1, false},
                                      {26, 8, true},  {128, 8, true}, {128, 2, false}};
-    run_attention_cases("attention, t = 1 .. 128", cases, sizeof cases / sizeof *cases, 3);
+    run_attention_cases("attention, t = 1 .. 128", cases, sizeof cases / sizeof *cases, 16, 3);
 }
 
 /* 512 keys (several tiles of the streaming kernel each way), at batch 1 to stay cheap: the
@@ -343,7 +344,16 @@ static void test_attention(void **state) {
 static void test_attention_long(void **state) {
     (void)state;
     static const att_case cases[] = {{512, 2, true}, {512, 1, false}};
-    run_attention_cases("attention, t = 512", cases, sizeof cases / sizeof *cases, 1);
+    run_attention_cases("attention, t = 512", cases, sizeof cases / sizeof *cases, 16, 1);
+}
+
+/* Width 64 over 1, 2 and 4 heads (head widths 64, 32, 16: EM3's d = 64 over 4 heads), at
+ * lengths on both sides of the kernel's blocks (32 queries, 64 keys, rows padded to 8). */
+static void test_attention_widths(void **state) {
+    (void)state;
+    static const att_case cases[] = {{65, 1, true}, {33, 1, false}, {130, 2, true},
+                                     {63, 2, false}, {129, 4, true}, {9, 4, false}};
+    run_attention_cases("attention, d = 64", cases, sizeof cases / sizeof *cases, 64, 3);
 }
 
 /* ---- LoRA ------------------------------------------------------------------------------------ */
@@ -401,6 +411,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_attention_long),
+        cmocka_unit_test(test_attention_widths),
         cmocka_unit_test(test_lora),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
