@@ -18,6 +18,8 @@
 #include "passes/passes.h"
 #include "runtime/init.h"
 
+#include "bench_util.h"
+
 #define REPS 7
 
 /* ---- the cases ----------------------------------------------------------------------------- */
@@ -208,41 +210,17 @@ static void finish(runner *r) {
 
 /* ---- peak memory: a fresh process per variant ------------------------------------------------ */
 
-/* This process's peak resident set (VmHWM), in MiB. */
-static double own_peak_rss(void) {
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    double kib = NAN;
-    while (f && fgets(line, sizeof line, f))
-        if (!strncmp(line, "VmHWM:", 6)) kib = atof(line + 6);
-    if (f) fclose(f);
-    return kib / 1024;
-}
-
 /* The peak RSS (MiB) of this program re-run as `--once CASE VARIANT` (CASE −1: start up only),
- * which compiles the variant, runs its step once and prints its VmHWM. (A spawned child's
- * rusage would not do: Linux carries the parent's high-water mark across exec.) */
+ * which compiles the variant, runs its step once and prints its VmHWM. */
 static double peak_rss(int ci, int vi) {
-    char exe[4096], cmd[4200];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0) return NAN;
-    exe[n] = 0;
-    snprintf(cmd, sizeof cmd, "'%s' --once %d %d", exe, ci, vi);
-    FILE *p = popen(cmd, "r");
-    double mib = NAN;
-    if (p && fscanf(p, "%lf", &mib) != 1) mib = NAN;
-    if (p && pclose(p)) mib = NAN;
-    return mib;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
+    char args[64];
+    snprintf(args, sizeof args, "%d %d", ci, vi);
+    return em3_bench_peak_rss_of("--once", args);
 }
 
 /* The median of n times, sorted in place, in ms. */
 static double median_ms(double *t, int n) {
-    qsort(t, (size_t)n, sizeof(double), cmp_double);
+    em3_bench_sort(t, n);
     return 1e3 * t[n / 2];
 }
 
@@ -256,7 +234,7 @@ int main(int argc, char **argv) {
             run_once(&r, &wall, &cpu);
             finish(&r);
         }
-        printf("%.1f\n", own_peak_rss());
+        printf("%.1f\n", em3_bench_own_peak_rss());
         return 0;
     }
     const char *only = argc > 1 ? argv[1] : "";
