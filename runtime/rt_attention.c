@@ -61,20 +61,20 @@ INLINE void max8(v8 *m, const v8 *x) {
     select8(m, &gt, x, m);
 }
 
-/* x ← e^x lanewise for x ≤ 0 (arguments here are s − max), 0 below −87 (so for −inf too):
- * Cephes' polynomial, as codegen/mathfn.c. t = x·log₂e + 1.5·2²³ rounds n = round(x·log₂e)
- * into t's low mantissa bits, so t's bits shifted by 23 are n already in the exponent field;
- * lanes below −87 may compute garbage (NaN for −inf), which the final mask clears. */
-INLINE void exp8(v8 *x) {
-    v8 t = *x * 1.44269504088896341f + 12582912.0f, n = t - 12582912.0f;
-    v8 r = *x - n * 0.693359375f + n * 2.12194440e-4f;
-    v8 p = r * 1.9875691500e-4f + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    *x = (v8)(((v8u)p + ((v8u)t << 23)) & (v8u)(*x > -87.0f));
+/* x ← 2^x lanewise for x ≤ 0 (arguments here are scores in base 2 minus their maximum), 0 at
+ * or below −126 (so for −inf too): Cephes' exp2f polynomial for 2^f, f = x − n ∈ [−½, ½].
+ * t = x + 1.5·2²³ rounds n = round(x) into t's low mantissa bits, so t's bits shifted by 23
+ * are n already in the exponent field; lanes at or below −126 may compute garbage (NaN for
+ * −inf), which the final mask clears. */
+INLINE void exp2_8(v8 *x) {
+    v8 t = *x + 12582912.0f, f = *x - (t - 12582912.0f);
+    v8 p = f * 1.535336188319500e-4f + 1.339887440266574e-3f;
+    p = p * f + 9.618437357674640e-3f;
+    p = p * f + 5.550332471162809e-2f;
+    p = p * f + 2.402264791363012e-1f;
+    p = p * f + 6.931472028550421e-1f;
+    p = p * f + 1.0f;
+    *x = (v8)(((v8u)p + ((v8u)t << 23)) & (v8u)(*x > -126.0f));
 }
 
 /* The sum and the maximum of v's lanes, halving the vector three times. */
@@ -157,8 +157,9 @@ INLINE void transpose8(v8 r[8]) {
     }
     for (int i = 0; i < 2; i++)
         for (int h = 0; h < 2; h++) {
-            s[4 * i + 2 * h] = __builtin_shufflevector(t[4 * i + h], t[4 * i + h + 2], 0, 1, 8, 9, 4, 5, 12, 13);
-            s[4 * i + 2 * h + 1] = __builtin_shufflevector(t[4 * i + h], t[4 * i + h + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+            v8 a = t[4 * i + h], b = t[4 * i + h + 2];
+            s[4 * i + 2 * h] = __builtin_shufflevector(a, b, 0, 1, 8, 9, 4, 5, 12, 13);
+            s[4 * i + 2 * h + 1] = __builtin_shufflevector(a, b, 2, 3, 10, 11, 6, 7, 14, 15);
         }
     for (int i = 0; i < 4; i++) {
         r[i] = __builtin_shufflevector(s[i], s[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
@@ -166,21 +167,32 @@ INLINE void transpose8(v8 r[8]) {
     }
 }
 
+/* The block of x [.., w] at rows j0 .. j0 + nr and columns c0 .. c0 + nc (each ≤ 8; rows
+ * beyond nr read as zeros) transposed into t[c·ld + j]. Whole blocks (nr = nc = 8, constant)
+ * stay in registers; edge blocks go through memory. */
+INLINE void transpose_block(const float *x, int64_t w, int64_t j0, int64_t nr, int64_t c0, int64_t nc,
+                            int64_t ld, float *t) {
+    v8 r[8];
+    for (int64_t j = 0; j < 8; j++) {
+        if (j < nr)
+            load8(&r[j], x + (j0 + j) * w + c0, nc);
+        else
+            r[j] = (v8){0};
+    }
+    transpose8(r);
+    for (int64_t c = 0; c < nc; c++) memcpy(t + (c0 + c) * ld + j0, &r[c], sizeof r[c]);
+}
+
 /* x [n, w] transposed into t[c·ld + j] in blocks of 8 × 8, zero in columns n .. ld (ld a
  * multiple of 8). */
 INLINE void transpose(const float *x, int64_t n, int64_t w, int64_t ld, float *t) {
     for (int64_t j0 = 0; j0 < ld; j0 += 8)
         for (int64_t c0 = 0; c0 < w; c0 += 8) {
-            int64_t nc = w - c0 < 8 ? w - c0 : 8;
-            v8 r[8];
-            for (int64_t j = 0; j < 8; j++) {
-                if (j0 + j < n)
-                    load8(&r[j], x + (j0 + j) * w + c0, nc);
-                else
-                    r[j] = (v8){0};
-            }
-            transpose8(r);
-            for (int64_t c = 0; c < nc; c++) memcpy(t + (c0 + c) * ld + j0, &r[c], sizeof r[c]);
+            int64_t nr = n - j0 < 8 ? n - j0 : 8, nc = w - c0 < 8 ? w - c0 : 8;
+            if (nr == 8 && nc == 8)
+                transpose_block(x, w, j0, 8, c0, 8, ld, t);
+            else
+                transpose_block(x, w, j0, nr, c0, nc, ld, t);
         }
 }
 
@@ -216,13 +228,13 @@ INLINE float scale_bias_max(float *s, const float *bias, int64_t n8, float scale
     return hmax8(&m);
 }
 
-/* s ← e^(s − m) over n8 columns (a multiple of 8); returns their sum. */
+/* s ← 2^(s − m) over n8 columns (a multiple of 8); returns their sum. */
 INLINE float exp_sum(float *s, int64_t n8, float m) {
     v8 sum = {0}, x;
     for (int64_t j = 0; j < n8; j += 8) {
         load8(&x, s + j, 8);
         x -= m;
-        exp8(&x);
+        exp2_8(&x);
         memcpy(s + j, &x, sizeof x);
         sum += x;
     }
@@ -231,7 +243,12 @@ INLINE float exp_sum(float *s, int64_t n8, float m) {
 
 static int64_t round8(int64_t n) { return (n + 7) & ~(int64_t)7; }
 
-static float *scratch(int64_t n) {
+/* Room for n floats: `stack` (STACK_FLOATS) when they fit — short sequences, whose slices take
+ * about a microsecond, of which malloc and free were 3-9% (L = 20 to 50) — else the heap. */
+#define STACK_FLOATS 4096
+
+static float *scratch(int64_t n, float *stack) {
+    if (n <= STACK_FLOATS) return stack;
     float *p = malloc(sizeof(float) * (size_t)n);
     if (!p) abort();
     return p;
@@ -239,10 +256,14 @@ static float *scratch(int64_t n) {
 
 /* ---- forward ------------------------------------------------------------------------------ */
 
-INLINE void fwd_slice(const float *q, const float *k, const float *v, const float *mask, int64_t mrow,
-                      int64_t tq, int64_t tk, int64_t dh, int64_t dv, float scale, float *o) {
+/* o = softmax(scale·q kᵀ over the valid keys) v, with mask rows mrow apart (0: one row for every
+ * query); see abi.h. */
+EM3_CLONES
+void em3_rt_attention_fwd(const float *q, const float *k, const float *v, const float *mask, int64_t mrow,
+                          int64_t tq, int64_t tk, int64_t dh, int64_t dv, float scale, float *o) {
     int64_t ld = round8(tk);
-    float *kt = scratch(dh * ld + BQ * BK + ld), *s = kt + dh * ld, *bias = s + BQ * BK, m[BQ], l[BQ];
+    float stack[STACK_FLOATS], *kt = scratch(dh * ld + BQ * BK + ld, stack), *s = kt + dh * ld;
+    float *bias = s + BQ * BK, m[BQ], l[BQ], scale2 = scale * (float)M_LOG2E; /* base 2: e^s = 2^(s·log₂e) */
     transpose(k, tk, dh, ld, kt);
     if (!mrow) key_bias(mask, tk, ld, bias); /* one mask row (or none) for every query */
     for (int64_t i0 = 0; i0 < tq; i0 += BQ) {
@@ -256,7 +277,7 @@ INLINE void fwd_slice(const float *q, const float *k, const float *v, const floa
             for (int64_t i = 0; i < nq; i++) {
                 float *si = s + i * BK;
                 if (mrow) key_bias(mask + (i0 + i) * mrow + j0, nk, nk8, bias + j0);
-                float bm = scale_bias_max(si, bias + j0, nk8, scale);
+                float bm = scale_bias_max(si, bias + j0, nk8, scale2);
                 if (bm == -INFINITY) { /* no valid key of this row in the block */
                     memset(si, 0, sizeof(float) * (size_t)nk8);
                     continue;
@@ -264,7 +285,7 @@ INLINE void fwd_slice(const float *q, const float *k, const float *v, const floa
                 if (bm > m[i]) { /* rescale what was accumulated under the old maximum */
                     v8 e = {0};
                     e += m[i] - bm;
-                    exp8(&e);
+                    exp2_8(&e);
                     float r = e[0];
                     l[i] *= r;
                     for (int64_t c = 0; c < dv; c++) ob[i * dv + c] *= r;
@@ -279,14 +300,7 @@ INLINE void fwd_slice(const float *q, const float *k, const float *v, const floa
             for (int64_t c = 0; c < dv; c++) ob[i * dv + c] *= inv;
         }
     }
-    free(kt);
-}
-
-EM3_CLONES
-void em3_rt_attention_fwd(const float *q, const float *k, const float *v, const float *mask,
-                          int64_t mask_row_stride, int64_t tq, int64_t tk, int64_t dh, int64_t dv,
-                          float scale, float *o) {
-    fwd_slice(q, k, v, mask, mask_row_stride, tq, tk, dh, dv, scale, o);
+    if (kt != stack) free(kt);
 }
 
 /* ---- backward ----------------------------------------------------------------------------- */
@@ -295,12 +309,14 @@ void em3_rt_attention_fwd(const float *q, const float *k, const float *v, const 
  * query rows, p_ij = e^(s_ij − m_i)/l_i from the strip, D_i = do_i·o_i,
  * ds_ij = scale·p_ij (do_i·v_j − D_i), dq_i = Σ_j ds_ij k_j, dk_j += Σ_i ds_ij q_i,
  * dv_j += Σ_i p_ij do_i. dq is filled; dk and dv are accumulated, so the caller zeroes them. */
-INLINE void bwd_slice(const float *q, const float *k, const float *v, const float *mask, int64_t mrow,
-                      const float *o, const float *dout, int64_t tq, int64_t tk, int64_t dh, float scale,
-                      float *dq, float *dk, float *dvv) {
+EM3_CLONES
+void em3_rt_attention_bwd(const float *q, const float *k, const float *v, const float *mask, int64_t mrow,
+                          const float *o, const float *dout, int64_t tq, int64_t tk, int64_t dh, int64_t dv,
+                          float scale, float *dq, float *dk, float *dvv) {
+    (void)dv; /* attention_grad's shape rule makes it dh */
     int64_t ld = round8(tk);
-    float *kt = scratch(2 * dh * ld + 2 * BQ * ld + ld), *vt = kt + dh * ld, *p = vt + dh * ld, *ds = p + BQ * ld,
-          *bias = ds + BQ * ld;
+    float stack[STACK_FLOATS], *kt = scratch(2 * dh * ld + 2 * BQ * ld + ld, stack), *vt = kt + dh * ld;
+    float *p = vt + dh * ld, *ds = p + BQ * ld, *bias = ds + BQ * ld, scale2 = scale * (float)M_LOG2E;
     transpose(k, tk, dh, ld, kt);
     if (!mrow) key_bias(mask, tk, ld, bias);
     transpose(v, tk, dh, ld, vt);
@@ -312,7 +328,7 @@ INLINE void bwd_slice(const float *q, const float *k, const float *v, const floa
         for (int64_t i = 0; i < nq; i++) {
             float *pi = p + i * ld, *dsi = ds + i * ld;
             if (mrow) key_bias(mask + (i0 + i) * mrow, tk, ld, bias);
-            float mx = scale_bias_max(pi, bias, ld, scale), inv = 0, D = 0;
+            float mx = scale_bias_max(pi, bias, ld, scale2), inv = 0, D = 0;
             if (mx == -INFINITY) { /* all keys masked: o was 0, so are its gradients */
                 memset(pi, 0, sizeof(float) * (size_t)ld);
             } else {
@@ -333,14 +349,5 @@ INLINE void bwd_slice(const float *q, const float *k, const float *v, const floa
         mm(tk, dh, nq, ds, 1, ld, qb, dh, dk, dh, true);
         mm(tk, dh, nq, p, 1, ld, dob, dh, dvv, dh, true);
     }
-    free(kt);
-}
-
-EM3_CLONES
-void em3_rt_attention_bwd(const float *q, const float *k, const float *v, const float *mask,
-                          int64_t mask_row_stride, const float *o, const float *dout, int64_t tq,
-                          int64_t tk, int64_t dh, int64_t dv, float scale, float *dq, float *dk,
-                          float *dvv) {
-    (void)dv; /* attention_grad's shape rule makes it dh */
-    bwd_slice(q, k, v, mask, mask_row_stride, o, dout, tq, tk, dh, scale, dq, dk, dvv);
+    if (kt != stack) free(kt);
 }
