@@ -398,33 +398,49 @@ static bool parse_split(const char *s, em3_split *out) {
     return false;
 }
 
-int em3_cmd_eval(int argc, char **argv) {
+/* The options of the commands that read a run folder (eval, predict, export-embeddings):
+ * --data, --checkpoint best|last, and where the command takes them --split and -o. Returns 0,
+ * or the exit status of a usage mistake (already reported). */
+typedef struct {
+    const char *run, *data, *ckpt, *out;
+    em3_split split;
+} run_args;
+
+static int parse_run_args(int argc, char **argv, const char *cmd, bool with_split, bool with_out, run_args *a) {
     static const struct option longopts[] = {{"data", required_argument, 0, OPT_DATA},
                                              {"split", required_argument, 0, OPT_SPLIT},
                                              {"checkpoint", required_argument, 0, OPT_CKPT},
                                              {0, 0, 0, 0}};
-    const char *data = NULL, *ckpt = "best";
-    em3_split split = EM3_SPLIT_TEST;
+    *a = (run_args){.ckpt = "best", .split = EM3_SPLIT_TEST};
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-        if (c == OPT_DATA) data = optarg;
-        else if (c == OPT_CKPT) ckpt = optarg;
-        else if (c == OPT_SPLIT && parse_split(optarg, &split)) continue;
-        else return em3_usage_error("eval", c == OPT_SPLIT ? "--split takes train, valid or test" : "unknown option");
+    while ((c = getopt_long(argc, argv, with_out ? "o:" : "", longopts, NULL)) != -1) {
+        if (c == OPT_DATA) a->data = optarg;
+        else if (c == OPT_CKPT) a->ckpt = optarg;
+        else if (c == 'o') a->out = optarg;
+        else if (c == OPT_SPLIT && with_split && parse_split(optarg, &a->split)) continue;
+        else return em3_usage_error(cmd, c == OPT_SPLIT && with_split ? "--split takes train, valid or test" : "unknown option");
     }
-    if (optind != argc - 1) return em3_usage_error("eval", "expected one run folder");
-    if (strcmp(ckpt, "best") && strcmp(ckpt, "last")) return em3_usage_error("eval", "--checkpoint takes best or last");
+    if (optind != argc - 1) return em3_usage_error(cmd, "expected one run folder");
+    if (strcmp(a->ckpt, "best") && strcmp(a->ckpt, "last")) return em3_usage_error(cmd, "--checkpoint takes best or last");
+    a->run = argv[optind];
+    return 0;
+}
+
+int em3_cmd_eval(int argc, char **argv) {
+    run_args a;
+    int bad = parse_run_args(argc, argv, "eval", true, false, &a);
+    if (bad) return bad;
     scoring s = {0};
     char err[1024];
     int status = 1;
     em3_eval_result r;
-    if (!open_run(&s, argv[optind], data, ckpt, err, sizeof err) ||
-        !em3_evaluate(s.x, s.ds, split, &s.rc.train, &r, err, sizeof err)) {
+    if (!open_run(&s, a.run, a.data, a.ckpt, err, sizeof err) ||
+        !em3_evaluate(s.x, s.ds, a.split, &s.rc.train, &r, err, sizeof err)) {
         user_error("%s", err);
     } else {
         em3_eval_print_header(stdout, &r);
-        em3_eval_print_row(stdout, em3_split_name(split), &r);
+        em3_eval_print_row(stdout, em3_split_name(a.split), &r);
         status = 0;
     }
     close_run(&s);
@@ -432,28 +448,18 @@ int em3_cmd_eval(int argc, char **argv) {
 }
 
 int em3_cmd_predict(int argc, char **argv) {
-    static const struct option longopts[] = {{"data", required_argument, 0, OPT_DATA},
-                                             {"split", required_argument, 0, OPT_SPLIT},
-                                             {"checkpoint", required_argument, 0, OPT_CKPT},
-                                             {0, 0, 0, 0}};
-    const char *data = NULL, *ckpt = "best", *out = NULL;
-    em3_split split = EM3_SPLIT_TEST;
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "o:", longopts, NULL)) != -1) {
-        if (c == OPT_DATA) data = optarg;
-        else if (c == OPT_CKPT) ckpt = optarg;
-        else if (c == 'o') out = optarg;
-        else if (c == OPT_SPLIT && parse_split(optarg, &split)) continue;
-        else return em3_usage_error("predict", "unknown option or bad --split");
-    }
-    if (optind != argc - 1 || !out) return em3_usage_error("predict", "expected a run folder and -o FILE");
+    run_args a;
+    int bad = parse_run_args(argc, argv, "predict", true, true, &a);
+    if (bad) return bad;
+    if (!a.out) return em3_usage_error("predict", "-o SCORES.csv is required");
+    const char *out = a.out;
+    em3_split split = a.split;
     scoring s = {0};
     char err[1024], tmp[4096];
     int status = 1;
     snprintf(tmp, sizeof tmp, "%s.tmp", out);
     FILE *f = NULL;
-    if (!open_run(&s, argv[optind], data, ckpt, err, sizeof err)) {
+    if (!open_run(&s, a.run, a.data, a.ckpt, err, sizeof err)) {
         user_error("%s", err);
     } else if (!(f = fopen(tmp, "w"))) {
         user_error("cannot write %s: %s", out, strerror(errno));
@@ -593,28 +599,15 @@ static bool export_embeddings(scoring *s, const char *dir, char *err, size_t err
 }
 
 int em3_cmd_export_embeddings(int argc, char **argv) {
-    static const struct option longopts[] = {{"data", required_argument, 0, OPT_DATA},
-                                             {"checkpoint", required_argument, 0, OPT_CKPT},
-                                             {0, 0, 0, 0}};
-    const char *data = NULL, *ckpt = "best", *out = NULL;
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "o:", longopts, NULL)) != -1) {
-        if (c == OPT_DATA) data = optarg;
-        else if (c == OPT_CKPT) ckpt = optarg;
-        else if (c == 'o') out = optarg;
-        else return em3_usage_error("export-embeddings", "unknown option");
-    }
-    if (optind != argc - 1) return em3_usage_error("export-embeddings", "expected one run folder");
-    if (strcmp(ckpt, "best") && strcmp(ckpt, "last"))
-        return em3_usage_error("export-embeddings", "--checkpoint takes best or last");
-    const char *run = argv[optind];
-    char *dflt = join(run, "embeddings");
-    if (!out) out = dflt;
+    run_args a;
+    int bad = parse_run_args(argc, argv, "export-embeddings", false, true, &a);
+    if (bad) return bad;
+    char *dflt = join(a.run, "embeddings");
+    const char *out = a.out ? a.out : dflt;
     scoring s = {0};
     char err[1024];
     int status = 1;
-    if (!open_run(&s, run, data, ckpt, err, sizeof err)) user_error("%s", err);
+    if (!open_run(&s, a.run, a.data, a.ckpt, err, sizeof err)) user_error("%s", err);
     else if (!em3_mkdir_p(out)) user_error("cannot create %s: %s", out, strerror(errno));
     else if (!export_embeddings(&s, out, err, sizeof err)) user_error("%s", err);
     else status = 0;

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "scratch_dir.h"
 #include "runtime/data_internal.h"
 #include "runtime/dataset.h"
 #include "runtime/npy.h"
@@ -40,20 +41,6 @@ static int make_dir(void **state) {
     (void)state;
     strcpy(dir, "/tmp/em3_data_XXXXXX");
     return mkdtemp(dir) ? 0 : -1;
-}
-
-static void rm_tree(const char *path) {
-    DIR *d = opendir(path);
-    for (struct dirent *e; d && (e = readdir(d));) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        char p[1024];
-        snprintf(p, sizeof p, "%s/%s", path, e->d_name);
-        struct stat st;
-        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode)) rm_tree(p);
-        else unlink(p);
-    }
-    if (d) closedir(d);
-    rmdir(path);
 }
 
 static int remove_dir(void **state) {

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "scratch_dir.h"
 #include "runtime/graph.h"
 #include "runtime/interactions.h"
 #include "runtime/npy.h"
@@ -29,20 +30,6 @@ static const char *in_dir(const char *name) {
     char *p = bufs[next++ % 4];
     snprintf(p, 512, "%s/%s", dir, name);
     return p;
-}
-
-static void rm_tree(const char *path) {
-    DIR *d = opendir(path);
-    for (struct dirent *e; d && (e = readdir(d));) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        char p[1024];
-        snprintf(p, sizeof p, "%s/%s", path, e->d_name);
-        struct stat st;
-        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode)) rm_tree(p);
-        else unlink(p);
-    }
-    if (d) closedir(d);
-    rmdir(path);
 }
 
 static void put(const char *name, const char *text) {
