@@ -63,10 +63,17 @@ void cg_kernel_end(em3_cg *cg, const int *vals, int n);
  * which node failed (a kernel may serve several). */
 void cg_kernel_fail(em3_cg *cg, LLVMValueRef index, LLVMValueRef value);
 
-/* Counted loops: `for (i = 0; i < n; i++)`; returns i. */
+/* Counted loops: `for (i = 0; i < n; i++)`; returns i. `hint`, set before the end, is
+ * passed to LLVM as the loop's metadata. */
+typedef enum {
+    CG_LOOP_ANY,       /* LLVM decides */
+    CG_LOOP_SCALAR,    /* not vectorised (its inner loops still are) */
+    CG_LOOP_NO_UNROLL, /* not unrolled before the loop vectoriser sees it */
+} cg_loop_hint;
 typedef struct {
     LLVMBasicBlockRef head, body, exit;
     LLVMValueRef i, next;
+    cg_loop_hint hint;
 } cg_loop;
 cg_loop cg_loop_begin(em3_cg *cg, LLVMValueRef n, const char *name);
 void cg_loop_end(em3_cg *cg, cg_loop *l);

@@ -47,6 +47,16 @@ static void walk_level(em3_cg *cg, walk_plan *w, int level, LLVMValueRef *off) {
                        ? off[k]
                        : LLVMBuildNSWAdd(cg->b, off[k], LLVMBuildNSWMul(cg->b, l.i, w->sv[k][level], ""), "");
     walk_level(cg, w, level + 1, inner);
+    /* A loop along which an operand stays put (a reduction's accumulator, a broadcast value)
+       gets a hint. Left alone, LLVM fully unrolls a short contiguous inner loop and then
+       vectorises the loop around it across strided rows, one lane per unrolled element:
+       code ten times larger, slower to compile, and gathers where plain vector loads do.
+       The innermost such loop is kept for the loop vectoriser (a row sum becomes a vector
+       reduction); an outer one is kept scalar (a column sum keeps one vector accumulator
+       per slice of the row). */
+    bool stays = false;
+    for (int k = 0; k < w->n; k++) stays |= w->stride[k][level].c == 0;
+    if (stays) l.hint = level == w->rank - 1 ? CG_LOOP_NO_UNROLL : CG_LOOP_SCALAR;
     cg_loop_end(cg, &l);
 }
 

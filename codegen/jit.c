@@ -1,6 +1,6 @@
 /* codegen/jit.c — in-process compilation with ORC's LLJIT. The lowered module is split into
- * one part per core (the model's functions and a share of the kernels in the first part, the
- * other kernels spread over the rest), each part optimised and compiled to an object in its
+ * one part per core (the model's functions in the first part, the kernels spread so that
+ * the parts are of about equal size), each part optimised and compiled to an object in its
  * own thread and LLVM context, and the objects are linked by the JIT: compile time is what
  * users wait for at every `em3 train`. Every external symbol is defined from the runtime's one
  * table (em3_rt_symbols), so nothing is looked up by chance in the process. */
@@ -100,6 +100,25 @@ static void *compile_part(void *arg) {
     return NULL;
 }
 
+/* A defined function of the module, by its position, and its size in instructions: the
+ * measure of its share of the optimisation and code generation time. */
+typedef struct {
+    int index;
+    long size;
+} sized_fn;
+
+static long n_instructions(LLVMValueRef f) {
+    long n = 0;
+    for (LLVMBasicBlockRef bb = LLVMGetFirstBasicBlock(f); bb; bb = LLVMGetNextBasicBlock(bb))
+        for (LLVMValueRef in = LLVMGetFirstInstruction(bb); in; in = LLVMGetNextInstruction(in)) n++;
+    return n;
+}
+
+static int larger_first(const void *a, const void *b) {
+    long x = ((const sized_fn *)a)->size, y = ((const sized_fn *)b)->size;
+    return (x < y) - (x > y);
+}
+
 /* Lowers `m`, splits it into parts and compiles them in parallel; the objects go to `jit`. */
 static bool compile_parts(const em3_module *m, const em3_codegen_options *o, em3_mem_plan **plans,
                           LLVMOrcLLJITRef jit, em3_diag *d) {
@@ -108,8 +127,9 @@ static bool compile_parts(const em3_module *m, const em3_codegen_options *o, em3
     LLVMContextRef ctx = LLVMContextCreate();
     LLVMModuleRef mod = cg_build_module(m, ctx, o, tm, true, plans);
     LLVMDisposeTargetMachine(tm);
-    /* the model's functions (first part) and the kernels (dealt round-robin), all defined ones
-       external so that the parts link */
+    /* the model's functions go to the first part; the kernels, largest first, each to the
+       part with the fewest instructions so far (the parts finish together, and the wall time
+       is the slowest part's); all defined functions external so that the parts link */
     int n_def = 0, n_kernels = 0;
     for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = LLVMGetNextFunction(f))
         if (!LLVMIsDeclaration(f)) n_def++, n_kernels += LLVMGetLinkage(f) == LLVMInternalLinkage;
@@ -117,13 +137,30 @@ static bool compile_parts(const em3_module *m, const em3_codegen_options *o, em3
     int n_parts = cores < 1 ? 1 : cores > 8 ? 8 : (int)cores;
     if (n_parts > n_kernels / 8 + 1) n_parts = n_kernels / 8 + 1; /* a few kernels: not worth a thread */
     bool *keep = em3_xcalloc((size_t)(n_parts * (n_def ? n_def : 1)), sizeof *keep);
+    sized_fn *kernels = em3_xcalloc((size_t)(n_kernels ? n_kernels : 1), sizeof *kernels);
+    long *load = em3_xcalloc((size_t)n_parts, sizeof *load);
     int i = 0, k = 0;
     for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = LLVMGetNextFunction(f)) {
         if (LLVMIsDeclaration(f)) continue;
-        bool kernel = LLVMGetLinkage(f) == LLVMInternalLinkage;
-        keep[(kernel ? k++ % n_parts : 0) * n_def + i++] = true;
-        if (kernel) LLVMSetLinkage(f, LLVMExternalLinkage);
+        if (LLVMGetLinkage(f) == LLVMInternalLinkage) {
+            kernels[k++] = (sized_fn){i, n_instructions(f)};
+            LLVMSetLinkage(f, LLVMExternalLinkage);
+        } else {
+            keep[i] = true;
+            load[0] += n_instructions(f) / 4; /* straight-line calls: cheaper per instruction */
+        }
+        i++;
     }
+    qsort(kernels, (size_t)n_kernels, sizeof *kernels, larger_first);
+    for (k = 0; k < n_kernels; k++) {
+        int least = 0;
+        for (int p = 1; p < n_parts; p++)
+            if (load[p] < load[least]) least = p;
+        keep[least * n_def + kernels[k].index] = true;
+        load[least] += kernels[k].size;
+    }
+    free(kernels);
+    free(load);
     LLVMMemoryBufferRef bitcode = LLVMWriteBitcodeToMemoryBuffer(mod);
     LLVMDisposeModule(mod);
     LLVMContextDispose(ctx);

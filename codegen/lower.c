@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <llvm-c/DebugInfo.h>
+
 #include "cg.h"
 
 static em3_emit_fn *const emitters[EM3_OP_COUNT] = {
@@ -75,7 +77,7 @@ void cg_reassoc(em3_cg *cg, LLVMValueRef instr) {
 }
 
 cg_loop cg_loop_begin(em3_cg *cg, LLVMValueRef n, const char *name) {
-    cg_loop l;
+    cg_loop l = {.hint = CG_LOOP_ANY};
     LLVMValueRef fn = cg->kfn ? cg->kfn : cg->fn;
     LLVMBasicBlockRef pre = LLVMGetInsertBlock(cg->b);
     l.head = LLVMAppendBasicBlockInContext(cg->ctx, fn, name);
@@ -95,7 +97,17 @@ void cg_loop_end(em3_cg *cg, cg_loop *l) {
     LLVMValueRef next = LLVMBuildNSWAdd(cg->b, l->i, cg_i64(cg, 1), "");
     LLVMBasicBlockRef latch = LLVMGetInsertBlock(cg->b);
     LLVMAddIncoming(l->i, &next, &latch, 1);
-    LLVMBuildBr(cg->b, l->head);
+    LLVMValueRef back = LLVMBuildBr(cg->b, l->head);
+    if (l->hint != CG_LOOP_ANY) { /* a distinct node whose first operand is itself */
+        const char *what = l->hint == CG_LOOP_SCALAR ? "llvm.loop.vectorize.width" : "llvm.loop.unroll.disable";
+        LLVMMetadataRef self = LLVMTemporaryMDNode(cg->ctx, NULL, 0);
+        LLVMMetadataRef prop[2] = {LLVMMDStringInContext2(cg->ctx, what, strlen(what)),
+                                   LLVMValueAsMetadata(LLVMConstInt(cg->i32, 1, 0))};
+        LLVMMetadataRef ops[2] = {self, LLVMMDNodeInContext2(cg->ctx, prop, l->hint == CG_LOOP_SCALAR ? 2 : 1)};
+        LLVMMetadataRef id = LLVMMDNodeInContext2(cg->ctx, ops, 2);
+        LLVMMetadataReplaceAllUsesWith(self, id);
+        LLVMSetMetadata(back, LLVMGetMDKindIDInContext(cg->ctx, "llvm.loop", 9), LLVMMetadataAsValue(cg->ctx, id));
+    }
     LLVMPositionBuilderAtEnd(cg->b, l->exit);
 }
 
