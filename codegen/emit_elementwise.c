@@ -190,6 +190,7 @@ LLVMValueRef cg_scalar(em3_cg *cg, const em3_node *n, const em3_dtype *in_dt, co
         return LLVMBuildCall2(b, ft, cg_extern(cg, "llvm.fptosi.sat.i32.f32", ft), (LLVMValueRef *)a, 1, "");
     }
     case EM3_OP_STOP_GRADIENT:
+    case EM3_OP_DROPOUT: /* only dropout_train drops */
     case EM3_OP_BROADCAST: return a[0];
     case EM3_OP_ADD: return fl ? LLVMBuildFAdd(b, a[0], a[1], "") : LLVMBuildAdd(b, a[0], a[1], "");
     case EM3_OP_SUB: return fl ? LLVMBuildFSub(b, a[0], a[1], "") : LLVMBuildSub(b, a[0], a[1], "");

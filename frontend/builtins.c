@@ -195,6 +195,23 @@ static value b_axis_op(elab *e, int self, const value *a, em3_loc loc) {
     return v_tensor(emit(e, &p, &x, 1, loc));
 }
 
+/* dropout(x, p): zeroes each element with probability p and scales the rest by 1/(1 − p) in
+ * training; elsewhere (validation, @predict, a built library) it is x */
+static value b_dropout(elab *e, int self, const value *a, em3_loc loc) {
+    (void)self;
+    int x = as_tensor(e, &a[0], -1, loc);
+    double p;
+    if (x < 0 || !as_number(e, &a[1], loc, "p", &p)) return v_error();
+    if (!(p >= 0 && p < 1)) {
+        elab_error(e, loc, "dropout needs a probability 0 <= p < 1, got %g", p);
+        return v_error();
+    }
+    if (p == 0) return v_tensor(x);
+    em3_node n = em3_node_proto(EM3_OP_DROPOUT, loc);
+    em3_node_set_f(&n, "p", p);
+    return v_tensor(emit(e, &n, &x, 1, loc));
+}
+
 static value b_layer_norm(elab *e, int self, const value *a, em3_loc loc) {
     (void)self;
     int in[3];
@@ -540,6 +557,7 @@ static const builtin table[] = {
     {"softmax", "x axis", 1, b_axis_op, EM3_OP_SOFTMAX},
     {"log_softmax", "x axis", 1, b_axis_op, EM3_OP_LOG_SOFTMAX},
     {"layer_norm", "x gamma beta eps", 3, b_layer_norm, EM3_OP_LAYER_NORM},
+    {"dropout", "x p", 2, b_dropout, EM3_OP_DROPOUT},
     {"reshape", "x shape", 2, b_reshape, EM3_OP_RESHAPE},
     {"broadcast", "x shape", 2, b_reshape, EM3_OP_BROADCAST},
     {"transpose", "x a b", 1, b_transpose, EM3_OP_TRANSPOSE},

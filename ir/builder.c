@@ -35,6 +35,13 @@ int em3_b_input(em3_builder *b, const char *name, const em3_type *t) {
     return em3_b_node(b, &p, NULL, 0);
 }
 
+int em3_b_step(em3_builder *b) {
+    for (int i = 0; i < b->f->n_node; i++)
+        if (b->f->node[i].op == EM3_OP_INPUT && !strcmp(b->f->node[i].attr[0].s, "opt.step")) return i;
+    em3_type t = em3_type_make(EM3_DTYPE_F32, 0, NULL);
+    return em3_b_input(b, "opt.step", &t);
+}
+
 int em3_b_unary(em3_builder *b, em3_op op, int x) {
     em3_node p = em3_node_proto(op, b->loc);
     return em3_b_node(b, &p, &x, 1);

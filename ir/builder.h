@@ -17,6 +17,9 @@ int em3_b_const(em3_builder *b, double v, em3_dtype dt);            /* scalar */
 int em3_b_fill(em3_builder *b, double v, const em3_type *t);       /* a tensor of one value */
 int em3_b_param(em3_builder *b, const char *global);
 int em3_b_input(em3_builder *b, const char *name, const em3_type *t);
+/* The training step, input "opt.step" (f32[], 1 at the first step; the runtime feeds it),
+ * made once per function: Adam's bias correction and dropout's masks share it. */
+int em3_b_step(em3_builder *b);
 int em3_b_unary(em3_builder *b, em3_op op, int x);
 int em3_b_binary(em3_builder *b, em3_op op, int x, int y);
 int em3_b_scale(em3_builder *b, int x, double s);                  /* x * s */

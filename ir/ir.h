@@ -114,6 +114,28 @@ int em3_op_attr_slot(em3_op op, const char *name); /* -1 when the op has no such
 /* Whether operand `i` of `op` can carry a gradient (from the NOGRAD flags). */
 bool em3_op_operand_differentiable(em3_op op, int i);
 
+/* dropout_train's mask: element `index` of the site `salt` at training step `step` is kept
+ * when a 32-bit hash of the three is at least p·2³² (murmur3's finaliser, which mixes every
+ * input bit into every output bit). Integer arithmetic only, so the interpreter, the JIT and
+ * a built library draw the same mask; codegen/emit_data.c emits these very operations. */
+static inline uint32_t em3_dropout_mix(uint32_t h) {
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
+    return h;
+}
+static inline uint32_t em3_dropout_key(uint32_t salt, uint32_t step) {
+    return em3_dropout_mix(salt * 0x9e3779b1u ^ em3_dropout_mix(step + 0x632be5abu));
+}
+static inline uint32_t em3_dropout_threshold(double p) {
+    return p <= 0 ? 0 : p >= 1 ? UINT32_MAX : (uint32_t)(p * 4294967296.0);
+}
+static inline bool em3_dropout_keep(uint32_t key, uint32_t index, uint32_t threshold) {
+    return em3_dropout_mix(index * 0xcc9e2d51u ^ key) >= threshold;
+}
+
 /* ---- nodes, functions, modules ------------------------------------------------------------ */
 
 typedef struct {

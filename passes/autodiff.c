@@ -66,6 +66,31 @@ static int accumulate(em3_builder *b, int g_old, int dx) {
     return em3_b_binary(b, EM3_OP_ADD, g_old, dx);
 }
 
+/* @train starts as a copy of @forward in which each dropout(x) — x outside training — becomes
+ * dropout_train(x, opt.step), salted with its position in @forward so that every site draws a
+ * mask of its own. Returns where each forward value went. */
+static int *copy_forward(const em3_func *fwd, em3_func *tr) {
+    int *at = em3_xmalloc(sizeof(int) * (size_t)(fwd->n_node ? fwd->n_node : 1)), step = -1;
+    int in[64];
+    for (int i = 0; i < fwd->n_node; i++) {
+        const em3_node *n = &fwd->node[i];
+        EM3_ASSERT(n->n_in <= 64, "%s with %d operands", em3_op_name(n->op), n->n_in);
+        for (int k = 0; k < n->n_in; k++) in[k] = at[n->in[k]];
+        if (n->op != EM3_OP_DROPOUT) {
+            at[i] = em3_func_add_checked(tr, n, in, n->n_in);
+            continue;
+        }
+        em3_builder b = {tr, n->loc};
+        if (step < 0) step = em3_b_step(&b);
+        em3_node p = em3_node_proto(EM3_OP_DROPOUT_TRAIN, n->loc);
+        em3_node_set_f(&p, "p", em3_node_f(n, "p"));
+        em3_node_set_i(&p, "salt", i);
+        int ops[2] = {in[0], step};
+        at[i] = em3_b_node(&b, &p, ops, 2);
+    }
+    return at;
+}
+
 static int find_output(const em3_func *f, const char *name) {
     for (int i = 0; i < f->n_out; i++)
         if (!strcmp(f->out[i].name, name)) return f->out[i].value;
@@ -91,9 +116,9 @@ int em3_pass_autodiff(em3_module *m, const em3_pass_ctx *ctx) {
         return -1;
     }
     em3_func *tr = em3_module_add_func(m, "train");
-    for (int i = 0; i < fwd->n_node; i++)
-        em3_func_add_checked(tr, &fwd->node[i], fwd->node[i].in, fwd->node[i].n_in);
-    int n_fwd = fwd->n_node;
+    int *at = copy_forward(fwd, tr); /* forward value i is @train's at[i] */
+    loss = at[loss];
+    int n_fwd = tr->n_node;
 
     bool *var = varied_values(tr), *use = useful_values(tr, loss);
     int *grad = em3_xmalloc(sizeof(int) * (size_t)n_fwd);
@@ -132,7 +157,7 @@ int em3_pass_autodiff(em3_module *m, const em3_pass_ctx *ctx) {
 
     for (int i = 0; i < fwd->n_out; i++)
         if (!ctx->opt->loss_only || !strcmp(fwd->out[i].name, "loss"))
-            em3_func_add_output(tr, fwd->out[i].name, fwd->out[i].value);
+            em3_func_add_output(tr, fwd->out[i].name, at[fwd->out[i].value]);
     /* one gradient per trainable global, in declaration order (summing duplicate reads) */
     for (int g = 0; g < m->n_global && !failed; g++) {
         if (m->global[g].kind != EM3_GLOBAL_PARAM) continue;
@@ -151,5 +176,6 @@ int em3_pass_autodiff(em3_module *m, const em3_pass_ctx *ctx) {
     free(var);
     free(use);
     free(grad);
+    free(at);
     return failed ? -1 : 1;
 }

@@ -237,10 +237,7 @@ int em3_pass_optimizer(em3_module *m, const em3_pass_ctx *ctx) {
     /* from here on the builder works in the function that updates: @train, or @update */
     if (c->separate_update) s.b.f = separate_update(&s, tr, u, nu);
     em3_func *up = s.b.f;
-    if (c->kind == EM3_OPTIM_ADAM || c->kind == EM3_OPTIM_ADAMW) {
-        em3_type t = em3_type_make(EM3_DTYPE_F32, 0, NULL);
-        s.step = em3_b_input(&s.b, "opt.step", &t);
-    }
+    if (c->kind == EM3_OPTIM_ADAM || c->kind == EM3_OPTIM_ADAMW) s.step = em3_b_step(&s.b);
     if (c->clip_norm > 0 && nu) { /* global norm over every gradient, sparse ones merged */
         int total = -1;
         for (int i = 0; i < nu; i++) {

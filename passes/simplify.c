@@ -58,6 +58,7 @@ static int identity_of(em3_func *f, int i, bool after_autodiff) {
         break;
     }
     case EM3_OP_STOP_GRADIENT:
+    case EM3_OP_DROPOUT: /* autodiff has made @train's dropout_train: elsewhere it is x */
         if (after_autodiff) return a;
         break;
     default: break;

@@ -206,6 +206,7 @@ static double unary(const em3_node *n, double x) {
     case EM3_OP_SOFTPLUS: return fmax(x, 0.0) + log1p(exp(-fabs(x)));
     case EM3_OP_CAST: return n->attr[0].i == EM3_DTYPE_I32 ? trunc(x) : x;
     case EM3_OP_STOP_GRADIENT: return x;
+    case EM3_OP_DROPOUT: return x; /* only dropout_train drops */
     default: EM3_UNREACHABLE("ref_unary has no formula for %s", em3_op_name(n->op));
     }
 }
@@ -241,6 +242,18 @@ static bool ref_unary(em3_run *r, int id) {
     double *out = out_of(r, id);
     dims d = dims_of(r, id);
     for (int64_t i = 0, e = numel(&d); i < e; i++) out[i] = unary(n, x[i]);
+    return true;
+}
+
+static bool ref_dropout_train(em3_run *r, int id) {
+    const em3_node *n = node_of(r, id);
+    const double *x = arg(r, id, 0);
+    double *out = out_of(r, id), p = em3_node_f(n, "p");
+    uint32_t key = em3_dropout_key((uint32_t)em3_node_i(n, "salt"), (uint32_t)arg(r, id, 1)[0]);
+    uint32_t threshold = em3_dropout_threshold(p);
+    dims d = dims_of(r, id);
+    for (int64_t i = 0, e = numel(&d); i < e; i++)
+        out[i] = em3_dropout_keep(key, (uint32_t)i, threshold) ? x[i] / (1 - p) : 0.0;
     return true;
 }
 

@@ -37,6 +37,10 @@ static const char mlp_source[] = "import \"lib/nn.em3\"\n"
 static const em3_const_override din_sizes[] = {
     {"d", "8"}, {"seq", "5"}, {"items", "50"}, {"users", "20"},
 };
+/* with dropout in the MLP: @train's masks (a hash of the step) drawn alike by both */
+static const em3_const_override din_dropout_sizes[] = {
+    {"d", "8"}, {"seq", "5"}, {"items", "50"}, {"users", "20"}, {"mlp_dropout", "0.3"},
+};
 static const em3_const_override em3_din_sizes[] = {
     {"d", "8"},        {"seq", "5"},       {"items", "50"},   {"users", "20"},
     {"patches", "3"},  {"patch_dim", "6"}, {"text_len", "4"}, {"words", "30"},
@@ -69,6 +73,7 @@ typedef struct {
 static const model_case models[] = {
     {"mlp", NULL, mlp_source, NULL, 0, 0, false},
     {"din", "din.em3", NULL, SIZES(din_sizes), 0, true},
+    {"din_dropout", "din.em3", NULL, SIZES(din_dropout_sizes), 0, true},
     {"dcnv2", "dcnv2.em3", NULL, SIZES(din_sizes), 0, true},
     {"deepfm", "deepfm.em3", NULL, SIZES(din_sizes), 0, true},
     {"em3_din", "em3_din.em3", NULL, SIZES(em3_din_sizes), 30, true},

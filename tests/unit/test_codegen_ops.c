@@ -243,6 +243,10 @@ static const op_row structural_rows[] = {
     {EM3_OP_SPMM, {"x:f32[40,B]"}, "graph=@g transpose=1", CLOSE},
     {EM3_OP_SPMM, {"xG:f32[30,64]"}, "graph=@g", CLOSE},
     {EM3_OP_SPMM, {"x:f32[40,7]"}, "graph=@g transpose=1", CLOSE},
+    /* dropout_train: the mask is integer hashing (exactly the interpreter's: a wrong element is
+     * off by |x|), then x·2 (exact) or x·(1/0.7) rounded once more than the interpreter's x/0.7 */
+    {EM3_OP_DROPOUT_TRAIN, {"x:f32[B,5,7]", "t:f32[]"}, "p=0.5 salt=3", EXACT},
+    {EM3_OP_DROPOUT_TRAIN, {"xG:f32[40,3]", "t:f32[]"}, "p=0.3 salt=12", ULP},
     /* gelu_grad on the shapes of its forward */
     {EM3_OP_GELU_GRAD, {"b:f32[B,5,7]", "x:f32[B,5,7]"}, "", CLOSE},
     /* optimizer updates, dense and sparse, with and without weight decay */
@@ -320,6 +324,7 @@ static const ew_row elementwise_rows[] = {
     {EM3_OP_CAST, "x", "x", "to=i32", EXACT, true},
     {EM3_OP_CAST, "x", "x", "to=f32", EXACT, false},
     {EM3_OP_STOP_GRADIENT, "x", "x", "", EXACT, false},
+    {EM3_OP_DROPOUT, "x", NULL, "p=0.5", EXACT, false},
     {EM3_OP_ADD, "xx", "xx", "", EXACT, true},
     {EM3_OP_ADD, "ee", NULL, "", EXACT, false},
     {EM3_OP_SUB, "xx", "xx", "", EXACT, false},

@@ -194,11 +194,14 @@ static void add_loss(gc_case *c, int node) {
 
 /* ---- the check ------------------------------------------------------------------------------- */
 
+/* Runs `func` with c's inputs, and opt.step = 1 (dropout's masks read it in @train). */
 static void run(em3_interp *it, const gc_case *c, const char *func) {
-    em3_interp_input in[MAX_DATA];
+    em3_interp_input in[MAX_DATA + 1];
     for (int i = 0; i < c->n_in; i++) in[i] = (em3_interp_input){c->in[i].name, c->in[i].v};
+    static const double step = 1;
+    in[c->n_in] = (em3_interp_input){"opt.step", &step};
     char err[512] = "";
-    if (!em3_interp_run(it, func, c->batch, in, c->n_in, err, sizeof err))
+    if (!em3_interp_run(it, func, c->batch, in, c->n_in + 1, err, sizeof err))
         fail_msg("@%s: %s", func, err);
 }
 
@@ -310,6 +313,12 @@ static const op_case cases[] = {
     {EM3_OP_ABS, "f32[B,4]", "", VAL_SIGNED, PRE_NONE},
     {EM3_OP_ABS, "f32[5]", "", VAL_SIGNED, PRE_NONE},
     {EM3_OP_TANH, "f32[B,3]", "", VAL_SIGNED, PRE_NONE},
+    /* dropout: @forward's dropout is x, @train's is dropout_train, so only p = 0 (which keeps
+       everything) has the same loss in both; dropout_train written into @forward, with its
+       step an input, is checked at drop rates where it zeroes about half or a quarter */
+    {EM3_OP_DROPOUT, "f32[B,4]", "p=0", VAL_SIGNED, PRE_NONE},
+    {EM3_OP_DROPOUT_TRAIN, "f32[B,4] f32[]", "p=0.5 salt=7", VAL_SIGNED, PRE_NONE},
+    {EM3_OP_DROPOUT_TRAIN, "f32[3,5] f32[]", "p=0.25 salt=1", VAL_SIGNED, PRE_NONE},
     {EM3_OP_TANH, "f32[2,3]", "", VAL_SIGNED, PRE_NONE},
     {EM3_OP_SIGMOID, "f32[B,3]", "", VAL_SIGNED, PRE_NONE},
     {EM3_OP_SIGMOID, "f32[4]", "", VAL_SIGNED, PRE_NONE},

@@ -784,6 +784,66 @@ static void test_grad_kernels(void **state) {
     check_within(&b, add(&b, p, (int[]){xi, gi, di}, 3), 2, lin, 4, want, 8, 1e-7, 1e-9);
 }
 
+/* dropout is x; dropout_train keeps each element with probability 1 − p, scaled by 1/(1 − p),
+ * by a hash of (salt, step, index): the same mask for the same three, another for another
+ * salt or step, independent of the values. The hash itself is pinned: changing it changes
+ * every trained model. */
+static double dropout_run(double p, int64_t salt, double step, const double *x, int64_t n, double *out) {
+    bld b = bld_new();
+    int xi = input(&b, "x", ty(F32, 2, B, n), 0), si = input(&b, "step", ty(F32, 0), 0);
+    em3_node d = proto(EM3_OP_DROPOUT_TRAIN);
+    em3_node_set_f(&d, "p", p);
+    em3_node_set_i(&d, "salt", salt);
+    em3_func_add_output(b.f, "y", add(&b, d, (int[]){xi, si}, 2));
+    em3_interp *it = interp_new(&b, EM3_PREC_F64);
+    em3_interp_input in[] = {{"x", x}, {"step", &step}};
+    run_ok(&b, it, 1, in, 2);
+    const double *y = em3_interp_output(it, "y", NULL);
+    double kept = 0;
+    for (int64_t i = 0; i < n; i++) kept += (out[i] = y[i]) != 0;
+    em3_interp_free(it);
+    em3_module_free(b.m);
+    return kept / (double)n;
+}
+
+static void test_dropout(void **state) {
+    (void)state;
+    static const double x5[] = {-2, -0.5, 0, 0.5, 3};
+    bld b = bld_new();
+    em3_node d = proto(EM3_OP_DROPOUT);
+    em3_node_set_f(&d, "p", 0.5);
+    check(&b, add(&b, d, (int[]){input(&b, "x", ty(F32, 1, 5), 0)}, 1), 1, &(em3_interp_input){"x", x5}, 1,
+          x5, 5);
+
+    enum { N = 8192 };
+    double *x = malloc(sizeof(double) * N), *a = malloc(sizeof(double) * N), *c = malloc(sizeof(double) * N);
+    for (int i = 0; i < N; i++) x[i] = 1 + i % 7;
+    for (int k = 0; k < 3; k++) { /* kept fraction within 4 σ of 1 − p, kept values x/(1 − p) */
+        double p = (double[]){0.1, 0.5, 0.9}[k], kept = dropout_run(p, 3, 1, x, N, a);
+        assert_true(fabs(kept - (1 - p)) < 4 * sqrt(p * (1 - p) / N));
+        for (int i = 0; i < N; i++) assert_true(a[i] == 0 || fabs(a[i] - x[i] / (1 - p)) < 1e-12);
+    }
+    dropout_run(0.5, 3, 1, x, N, a);
+    dropout_run(0.5, 3, 1, x, N, c);
+    assert_memory_equal(a, c, sizeof(double) * N);
+    for (int k = 0; k < 2; k++) { /* another salt or step: agreement about ½ (independent masks) */
+        dropout_run(0.5, k ? 4 : 3, k ? 1 : 2, x, N, c);
+        int same = 0;
+        for (int i = 0; i < N; i++) same += (a[i] != 0) == (c[i] != 0);
+        assert_true(fabs(same / (double)N - 0.5) < 4 * sqrt(0.25 / N));
+    }
+    dropout_run(0, 3, 1, x, N, a);
+    assert_memory_equal(a, x, sizeof(double) * N);
+    free(x);
+    free(a);
+    free(c);
+
+    assert_int_equal(em3_dropout_mix(0), 0);
+    assert_int_equal(em3_dropout_mix(1), 0x514e28b7u); /* murmur3's fmix32(1) */
+    assert_int_equal(em3_dropout_key(3, 1), 0x6af260c0u);
+    assert_int_equal(em3_dropout_threshold(0.5), 0x80000000u);
+}
+
 /* ---- fused ops --------------------------------------------------------------------------------- */
 
 static int attention_node(bld *b, em3_op op, double scale, const int *in, int n) {
@@ -1338,6 +1398,7 @@ int main(void) {
         cmocka_unit_test(test_init_streams),
         cmocka_unit_test(test_init_kinds),
         cmocka_unit_test(test_interp_init_globals),
+        cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_every_op_is_covered), /* last: reads what the others ran */
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

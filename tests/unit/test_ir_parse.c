@@ -269,6 +269,13 @@ static em3_module *build_all_ops(void) {
     add(f, at(EM3_OP_SPARSE_SGD_UPDATE, 16), 4, emb, ids, g, lr);
     add(f, at(EM3_OP_SPARSE_ADAM_UPDATE, 16), 7, emb, ids, g, lr, step, e1, e2);
     add(f, at(EM3_OP_SPARSE_ADAGRAD_UPDATE, 16), 5, emb, ids, g, lr, e1);
+    em3_node drop = at(EM3_OP_DROPOUT, 17);
+    em3_node_set_f(&drop, "p", 0.125);
+    add(f, drop, 1, x);
+    em3_node dtr = at(EM3_OP_DROPOUT_TRAIN, 17);
+    em3_node_set_f(&dtr, "p", 0.3);
+    em3_node_set_i(&dtr, "salt", 41);
+    add(f, dtr, 2, x, step);
 
     em3_func_add_output(f, "loss", loss);
     em3_func_add_output(f, "emb rows", g);
