@@ -46,6 +46,12 @@ static const em3_const_override em3_din_sizes[] = {
     {"patches", "3"},  {"patch_dim", "6"}, {"text_len", "4"}, {"words", "30"},
     {"heads", "2"},    {"lora", "2"},
 };
+/* CIC over 2 sampled negatives per row instead of in-batch ones */
+static const em3_const_override em3_din_sampled_sizes[] = {
+    {"d", "8"},        {"seq", "5"},       {"items", "50"},   {"users", "20"},
+    {"patches", "3"},  {"patch_dim", "6"}, {"text_len", "4"}, {"words", "30"},
+    {"heads", "2"},    {"lora", "2"},      {"cic_negatives", "2"},
+};
 static const em3_const_override lightgcn_sizes[] = {{"d", "8"}, {"vocab_user", "12"}, {"vocab_item", "20"}};
 static const em3_const_override vbpr_sizes[] = {
     {"d", "8"}, {"vocab_user", "12"}, {"vocab_item", "20"}, {"dim_image", "6"}, {"dim_audio", "5"},
@@ -77,6 +83,7 @@ static const model_case models[] = {
     {"dcnv2", "dcnv2.em3", NULL, SIZES(din_sizes), 0, true},
     {"deepfm", "deepfm.em3", NULL, SIZES(din_sizes), 0, true},
     {"em3_din", "em3_din.em3", NULL, SIZES(em3_din_sizes), 30, true},
+    {"em3_din_sampled", "em3_din.em3", NULL, SIZES(em3_din_sampled_sizes), 30, true},
     {"em3_dcnv2", "em3_dcnv2.em3", NULL, SIZES(em3_din_sizes), 30, true},
     {"em3_deepfm", "em3_deepfm.em3", NULL, SIZES(em3_din_sizes), 30, true},
     /* graph models: the tables' gradients come through spmm (dense), except VBPR's users */

@@ -756,6 +756,31 @@ static void test_cic_loss(void **state) {
     em3_module_free(check_model(&mc));
 }
 
+/* The same loss over 3 sampled negatives per row ([B, 1 + 3] logits each way), the negatives'
+ * content and ID embeddings gathered from the tables the batch's come from. */
+static void test_cic_sampled_loss(void **state) {
+    (void)state;
+    static const model_case mc = {"cic_sampled.em3",
+                                  "import \"lib/em3.em3\"\n"
+                                  "model cic_sampled {\n"
+                                  "    const d = 6, items = 10, k = 3\n"
+                                  "    input item : i32[B] vocab items\n"
+                                  "    input neg : i32[B, k] vocab items\n"
+                                  "    ids = Embedding(items, d, 0.5)\n"
+                                  "    feats = Embedding(items, d, 0.5)\n"
+                                  "    content = Linear(d, d)\n"
+                                  "    contrast = ContentIdContrastive(d, 4, 0.5)\n"
+                                  "    fn forward() {\n"
+                                  "        c = content(feats(item))\n"
+                                  "        e = ids(item)\n"
+                                  "        output s = sum(c * e, axis = -1)\n"
+                                  "        loss = contrast.sampled(c, e, content(feats(neg)), ids(neg))\n"
+                                  "    }\n"
+                                  "}\n",
+                                  NULL, 4};
+    em3_module_free(check_model(&mc));
+}
+
 /* BPR over gathered embeddings: a batch of 8 over 5 users and 6 items repeats ids, and the
  * user table is gathered once, the item table twice (a chain of scatter_adds). */
 static void test_bpr_loss(void **state) {
@@ -829,6 +854,7 @@ int main(void) {
         cmocka_unit_test(test_fusion_qformer),
         cmocka_unit_test(test_lora_shares_frozen),
         cmocka_unit_test(test_cic_loss),
+        cmocka_unit_test(test_cic_sampled_loss),
         cmocka_unit_test(test_bpr_loss),
         cmocka_unit_test(test_graph_model),
     };
