@@ -52,7 +52,10 @@ em3_din-from_pretrained|em3_din|init=PT $MAP
 em3_din-no_fqf|em3_din|fqf=false
 em3_din-no_cic|em3_din|cic_weight=0
 em3_din-history_frozen|em3_din|history=frozen
-em3_din-history_all|em3_din|history=all"
+em3_din-history_all|em3_din|history=all
+em3_din-history_full|em3_din|history=full
+em3_din-cic_sampled|em3_din|cic_negatives=8
+em3_din-dropout|em3_din|mlp_dropout=0.2"
 
 finished() { grep -q '"event":"done"' "$1/log.jsonl" 2>/dev/null; }
 selected() { [ -z "$ONLY" ] || echo " $ONLY " | grep -q " $1 "; }

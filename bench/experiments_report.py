@@ -7,7 +7,8 @@ and the "done" record (seconds, peak resident memory). Standard library only."""
 import argparse, json, math, os, re, statistics, subprocess, sys
 
 ORDER = ["din", "em3_din", "em3_din-no_fqf", "em3_din-no_cic", "em3_din-history_frozen",
-         "em3_din-history_all", "em3_din-from_pretrained", "preextracted_din",
+         "em3_din-history_all", "em3_din-history_full", "em3_din-cic_sampled", "em3_din-dropout",
+         "em3_din-from_pretrained", "preextracted_din",
          "dcnv2", "em3_dcnv2", "deepfm", "em3_deepfm"]
 WHAT = {
     "din": "DIN, ID features only",
@@ -16,6 +17,9 @@ WHAT = {
     "em3_din-no_cic": "EM3-DIN without CIC",
     "em3_din-history_frozen": "EM3-DIN without LoRA (history by the frozen encoder)",
     "em3_din-history_all": "EM3-DIN, LoRA on every linear of the history encoder",
+    "em3_din-history_full": "EM3-DIN, history through the trainable encoder (full fine-tuning)",
+    "em3_din-cic_sampled": "EM3-DIN, CIC over 8 sampled negatives instead of in-batch ones",
+    "em3_din-dropout": "EM3-DIN with dropout 0.2 in the MLP",
     "em3_din-from_pretrained": "EM3-DIN starting from the pretrained encoder",
     "preextracted_din": "pre-extracted: pretrained encoder frozen, embeddings fed to DIN",
     "dcnv2": "DCN-v2, ID features only",
