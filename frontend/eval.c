@@ -119,6 +119,7 @@ int as_tensor(elab *e, const value *v, int like, em3_loc loc) {
 }
 
 bool as_int(elab *e, const value *v, em3_loc loc, const char *what, int64_t *out) {
+    *out = 0; /* defined on failure too: GCC -O3 cannot see that elab_error() is false */
     if (v->kind == V_ERROR) return false;
     if (v->kind == V_INT || v->kind == V_BOOL) {
         *out = v->i;

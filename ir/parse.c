@@ -388,6 +388,7 @@ static bool parse_dtype(parser *p, em3_dtype *out, const char *what) {
             next(p);
             return true;
         }
+    *out = EM3_DTYPE_F32; /* defined on failure too: GCC -O3 cannot see that expected() is false */
     return expected(p, "%s", what);
 }
 
