@@ -133,6 +133,25 @@ em3_bench_step *em3_bench_step_prepare(const char *model, const em3_const_overri
     return r;
 }
 
+bool em3_bench_parse_args(int argc, char **argv, const char *flag, em3_bench_args *a) {
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (o[0] != '-' && !a->model) a->model = o;
+        else if (flag && !strcmp(o, flag)) a->flag = true;
+        else if (!v) return false;
+        else if (!strcmp(o, "--batch")) a->batch = atoll(argv[++i]);
+        else if (!strcmp(o, "--threads")) a->threads = atoi(argv[++i]);
+        else if (!strcmp(o, "--steps")) a->steps = atoi(argv[++i]);
+        else if (!strcmp(o, "--warmup")) a->warmup = atoi(argv[++i]);
+        else if (!strcmp(o, "--set") && strchr(v, '=') && a->n_ov < EM3_BENCH_MAX_SETS) {
+            char *eq = strchr(argv[++i], '=');
+            *eq = 0;
+            a->ov[a->n_ov++] = (em3_const_override){argv[i], eq + 1, false};
+        } else return false;
+    }
+    return a->model && a->batch >= 1 && a->threads >= 1 && a->steps >= 1 && a->warmup >= 0;
+}
+
 double em3_bench_step_run(em3_bench_step *r) {
     char err[512];
     struct timespec t0;

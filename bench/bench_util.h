@@ -47,6 +47,21 @@ typedef struct {
  * the cache tables. Exits with a message on any error: a benchmark has no one to recover. */
 em3_bench_step *em3_bench_step_prepare(const char *model, const em3_const_override *ov, int n_ov,
                                        int64_t batch, uint64_t seed);
+/* The command line of a training-step benchmark: MODEL.em3 [--set NAME=VALUE]... [--batch N]
+ * [--threads T] [--steps N] [--warmup N] [FLAG], FLAG a program's own switch (or NULL). */
+enum { EM3_BENCH_MAX_SETS = 16 };
+typedef struct {
+    const char *model;
+    int64_t batch;
+    int threads, steps, warmup;
+    bool flag;
+    em3_const_override ov[EM3_BENCH_MAX_SETS];
+    int n_ov;
+} em3_bench_args;
+/* Fills `a` from argv over the defaults already in it; false on a malformed command line.
+ * --set's NAME=VALUE is split in place (argv outlives the run). */
+bool em3_bench_parse_args(int argc, char **argv, const char *flag, em3_bench_args *a);
+
 /* One full training step (forward, backward, Adam update) on the bound batch; its seconds. */
 double em3_bench_step_run(em3_bench_step *r);
 void em3_bench_step_free(em3_bench_step *r);

@@ -6,7 +6,8 @@
  * step's order and number, straight into OpenBLAS: the rate the same shapes reach alone. The
  * ratio is what the step's surroundings cost the GEMMs (cold operands, layout, threads).
  *
- *   bench_gemm MODEL.em3 [--set NAME=VALUE]... [--batch N] [--threads T] [--steps N]
+ *   bench_gemm MODEL.em3 [--set NAME=VALUE]... [--batch N] [--threads T] [--steps N] [--warmup N]
+ *              [--table]
  *
  * Prints one JSON line, and with --table the shapes that take the most time. Not a test. */
 #define _GNU_SOURCE
@@ -19,7 +20,7 @@
 
 #include "bench_util.h"
 
-enum { MAX_SETS = 16, MAX_SHAPES = 512 };
+enum { MAX_SHAPES = 512 };
 
 typedef void sgemm_fn(const enum CBLAS_ORDER, const enum CBLAS_TRANSPOSE, const enum CBLAS_TRANSPOSE, const blasint,
                       const blasint, const blasint, const float, const float *, const blasint, const float *,
@@ -124,7 +125,7 @@ static double replay(int steps, double *per) {
 
 static _Noreturn void usage(void) {
     fprintf(stderr, "usage: bench_gemm MODEL.em3 [--set NAME=VALUE]... [--batch N] [--threads T] [--steps N] "
-                    "[--table]  (run from the source folder)\n");
+                    "[--warmup N] [--table]  (run from the source folder)\n");
     exit(2);
 }
 
@@ -134,30 +135,13 @@ static int by_time(const void *a, const void *b) {
 }
 
 int main(int argc, char **argv) {
-    const char *model = NULL;
-    int64_t batch = 256;
-    int threads = 1, steps = 5;
-    bool table = false;
-    em3_const_override ov[MAX_SETS];
-    int n_ov = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (a[0] != '-' && !model) model = a;
-        else if (!strcmp(a, "--table")) table = true;
-        else if (!v) usage();
-        else if (!strcmp(a, "--batch")) batch = atoll(argv[++i]);
-        else if (!strcmp(a, "--threads")) threads = atoi(argv[++i]);
-        else if (!strcmp(a, "--steps")) steps = atoi(argv[++i]);
-        else if (!strcmp(a, "--set") && strchr(v, '=') && n_ov < MAX_SETS) {
-            char *eq = strchr(argv[++i], '=');
-            *eq = 0;
-            ov[n_ov++] = (em3_const_override){argv[i], eq + 1, false};
-        } else usage();
-    }
-    if (!model || batch < 1 || threads < 1 || steps < 1) usage();
+    em3_bench_args a = {.batch = 256, .threads = 1, .steps = 5, .warmup = 1};
+    if (!em3_bench_parse_args(argc, argv, "--table", &a)) usage();
+    int64_t batch = a.batch;
+    int threads = a.threads, steps = a.steps;
     openblas_set_num_threads(threads);
-    em3_bench_step *r = em3_bench_step_prepare(model, ov, n_ov, batch, 1);
-    em3_bench_step_run(r); /* warm-up */
+    em3_bench_step *r = em3_bench_step_prepare(a.model, a.ov, a.n_ov, batch, 1);
+    for (int k = 0; k < a.warmup; k++) em3_bench_step_run(r);
     double step = 0;
     G.recording = true;
     for (int k = 0; k < steps; k++) step += em3_bench_step_run(r);
@@ -170,7 +154,7 @@ int main(int argc, char **argv) {
            "\"sgemm_alone_gflops\": %.2f, \"rate_vs_sgemm\": %.3f, \"shapes\": %d, \"unrecorded_calls\": %ld}\n",
            (long long)batch, threads, 1e3 * step, 1e3 * in_step, in_step / step, gflop, gflop / in_step,
            1e3 * alone, gflop / alone, alone / in_step, G.n, G.dropped);
-    if (table) {
+    if (a.flag) {
         qsort(G.s, (size_t)G.n, sizeof *G.s, by_time);
         printf("\n| calls/step | M | N | K | transposes | beta | in the step ms | alone ms | in-step GFLOP/s |\n"
                "|---:|---:|---:|---:|---|---:|---:|---:|---:|\n");

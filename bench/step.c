@@ -14,8 +14,6 @@
 
 #include "bench_util.h"
 
-enum { MAX_SETS = 16 };
-
 static _Noreturn void usage(void) {
     fprintf(stderr, "usage: bench_step MODEL.em3 [--set NAME=VALUE]... [--batch N] [--threads T] "
                     "[--steps N] [--warmup N]  (run from the source folder)\n");
@@ -23,29 +21,13 @@ static _Noreturn void usage(void) {
 }
 
 int main(int argc, char **argv) {
-    const char *model = NULL;
-    int64_t batch = 256;
-    int threads = 1, steps = 10, warmup = 2;
-    em3_const_override ov[MAX_SETS];
-    int n_ov = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (a[0] != '-' && !model) model = a;
-        else if (!v) usage();
-        else if (!strcmp(a, "--batch")) batch = atoll(argv[++i]);
-        else if (!strcmp(a, "--threads")) threads = atoi(argv[++i]);
-        else if (!strcmp(a, "--steps")) steps = atoi(argv[++i]);
-        else if (!strcmp(a, "--warmup")) warmup = atoi(argv[++i]);
-        else if (!strcmp(a, "--set") && strchr(v, '=') && n_ov < MAX_SETS) {
-            char *eq = strchr(argv[++i], '=');
-            *eq = 0; /* NAME=VALUE split in place: argv outlives the run */
-            ov[n_ov++] = (em3_const_override){argv[i], eq + 1, false};
-        } else usage();
-    }
-    if (!model || batch < 1 || threads < 1 || steps < 1 || warmup < 0) usage();
+    em3_bench_args a = {.batch = 256, .threads = 1, .steps = 10, .warmup = 2};
+    if (!em3_bench_parse_args(argc, argv, NULL, &a)) usage();
+    int64_t batch = a.batch;
+    int steps = a.steps, threads = a.threads;
     openblas_set_num_threads(threads);
-    em3_bench_step *r = em3_bench_step_prepare(model, ov, n_ov, batch, 1);
-    for (int k = 0; k < warmup; k++) em3_bench_step_run(r);
+    em3_bench_step *r = em3_bench_step_prepare(a.model, a.ov, a.n_ov, batch, 1);
+    for (int k = 0; k < a.warmup; k++) em3_bench_step_run(r);
     double *t = malloc(sizeof *t * (size_t)steps);
     for (int k = 0; k < steps; k++) t[k] = em3_bench_step_run(r);
     em3_bench_sort(t, steps);
