@@ -23,6 +23,7 @@ typedef struct {
     bool no_mem_reuse;/* every value gets its own arena region */
     const char *dump_dir; /* write llvm.ll and llvm-opt.ll here */
     const char *symbol_prefix; /* AOT: prefix of exported function names ("" for JIT) */
+    bool perf_map;    /* JIT: write /tmp/perf-PID.map, so that `perf report` names the code */
 } em3_codegen_options;
 
 em3_codegen_options em3_codegen_defaults(void);

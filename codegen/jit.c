@@ -3,12 +3,15 @@
  * the parts are of about equal size), each part optimised and compiled to an object in its
  * own thread and LLVM context, and the objects are linked by the JIT: compile time is what
  * users wait for at every `em3 train`. Every external symbol is defined from the runtime's one
- * table (em3_rt_symbols), so nothing is looked up by chance in the process. */
+ * table (em3_rt_symbols), so nothing is looked up by chance in the process. On request the
+ * compiled functions are listed in perf's map file, /tmp/perf-PID.map. */
 #include <llvm-c/BitReader.h>
 #include <llvm-c/BitWriter.h>
 #include <llvm-c/LLJIT.h>
+#include <llvm-c/Object.h>
 #include <llvm-c/Orc.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -119,6 +122,63 @@ static int larger_first(const void *a, const void *b) {
     return (x < y) - (x > y);
 }
 
+/* The function symbols an object defines, with their sizes (for the perf map). */
+typedef struct {
+    char *name;
+    uint64_t size;
+} sized_symbol;
+
+typedef struct {
+    sized_symbol *s;
+    int n, cap;
+} symbol_list;
+
+static void list_functions(LLVMMemoryBufferRef object, symbol_list *out) {
+    char *err = NULL;
+    LLVMBinaryRef bin = LLVMCreateBinary(object, NULL, &err);
+    if (!bin) { /* the JIT will report the same object as bad */
+        LLVMDisposeMessage(err);
+        return;
+    }
+    LLVMSymbolIteratorRef it = LLVMObjectFileCopySymbolIterator(bin);
+    for (; !LLVMObjectFileIsSymbolIteratorAtEnd(bin, it); LLVMMoveToNextSymbol(it)) {
+        const char *name = LLVMGetSymbolName(it);
+        uint64_t size = LLVMGetSymbolSize(it);
+        if (!size || !name || !*name || name[0] == '.') continue; /* sections, locals */
+        if (out->n == out->cap) {
+            out->cap = out->cap ? 2 * out->cap : 64;
+            out->s = realloc(out->s, sizeof *out->s * (size_t)out->cap);
+            EM3_ASSERT(out->s, "out of memory");
+        }
+        out->s[out->n++] = (sized_symbol){em3_xstrdup(name), size};
+    }
+    LLVMDisposeSymbolIterator(it);
+    LLVMDisposeBinary(bin);
+}
+
+/* perf's JIT map: "START SIZE NAME" in hex per line, the addresses as the JIT placed them.
+ * A symbol that is not code (a constant pool) fails the lookup or is simply listed: perf only
+ * uses the lines whose ranges its samples fall in. */
+static void write_perf_map(LLVMOrcLLJITRef jit, const symbol_list *syms, em3_diag *d) {
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/perf-%ld.map", (long)getpid());
+    FILE *f = fopen(path, "a");
+    if (!f) {
+        em3_diag_warning(d, (em3_loc){0}, "cannot write the perf map %s", path);
+        return;
+    }
+    for (int i = 0; i < syms->n; i++) {
+        LLVMOrcExecutorAddress addr = 0;
+        LLVMErrorRef e = LLVMOrcLLJITLookup(jit, &addr, syms->s[i].name);
+        if (e) {
+            LLVMConsumeError(e);
+            continue;
+        }
+        fprintf(f, "%llx %llx %s\n", (unsigned long long)addr, (unsigned long long)syms->s[i].size, syms->s[i].name);
+    }
+    fclose(f);
+}
+
 /* Lowers `m`, splits it into parts and compiles them in parallel; the objects go to `jit`. */
 static bool compile_parts(const em3_module *m, const em3_codegen_options *o, em3_mem_plan **plans,
                           LLVMOrcLLJITRef jit, em3_diag *d) {
@@ -176,7 +236,9 @@ static bool compile_parts(const em3_module *m, const em3_codegen_options *o, em3
         if (!started[p]) compile_part(&parts[p]);
     for (int p = 1; p < n_parts; p++)
         if (started[p]) pthread_join(threads[p], NULL);
+    symbol_list syms = {0};
     for (int p = 0; p < n_parts; p++) {
+        if (ok && parts[p].object && o->perf_map) list_functions(parts[p].object, &syms);
         if (ok && parts[p].object) {
             LLVMErrorRef e = LLVMOrcLLJITAddObjectFile(jit, LLVMOrcLLJITGetMainJITDylib(jit), parts[p].object);
             parts[p].object = NULL; /* the JIT owns it, even on failure */
@@ -189,6 +251,9 @@ static bool compile_parts(const em3_module *m, const em3_codegen_options *o, em3
         if (parts[p].tm) LLVMDisposeTargetMachine(parts[p].tm);
         LLVMDisposeMessage(parts[p].err);
     }
+    if (ok && o->perf_map) write_perf_map(jit, &syms, d);
+    for (int s = 0; s < syms.n; s++) free(syms.s[s].name);
+    free(syms.s);
     LLVMDisposeMemoryBuffer(bitcode);
     free(started);
     free(threads);

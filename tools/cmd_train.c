@@ -118,6 +118,7 @@ static em3_jit *jit(const em3_module *m, const em3_run_config *rc, em3_diag *d, 
     em3_codegen_options o = em3_codegen_defaults();
     o.max_batch = rc->max_batch;
     o.no_mem_reuse = rc->no_mem_reuse;
+    o.perf_map = rc->perf_map;
     em3_jit *j = em3_jit_compile(m, &o, d);
     if (j && log) fprintf(log, "compiled %s in %.2f s\n", m->name, em3_jit_compile_seconds(j));
     return j;

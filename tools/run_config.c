@@ -52,6 +52,7 @@ static const option options[] = {
     {"max_batch", K_INT, R(max_batch), "rows the compiled code is planned for (0: the larger batch size)"},
     {"opt_level", K_INT, R(opt_level), "compiler optimisation level, 0 or 2"},
     {"no_mem_reuse", K_BOOL, R(no_mem_reuse), "give every value its own memory (debugging)"},
+    {"perf_map", K_BOOL, R(perf_map), "write /tmp/perf-PID.map: `perf report` then names the compiled kernels"},
     {"init", K_STR, R(init), "start the parameters from these weights (a checkpoint or safetensors file)"},
     {"init_map", K_STR, R(init_map), "renames for init, FROM:TO name prefixes: content.:em3.content."},
     {"items_only", K_BOOL, R(items_only), "train on the item tables alone, ids 1..n-1 (em3 pretrain)"},

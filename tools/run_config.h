@@ -18,6 +18,7 @@ typedef struct {
     int64_t max_batch;  /* the compiled arena's capacity; 0: the larger batch size */
     int64_t opt_level;  /* 0 or 2 */
     bool no_mem_reuse;
+    bool perf_map;
     const char *init;     /* weights to start from ("" none), renamed by init_map */
     const char *init_map;
     bool items_only;      /* train on the item tables alone (em3 pretrain) */

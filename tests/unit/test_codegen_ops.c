@@ -822,8 +822,47 @@ static void test_compile_errors(void **state) {
     em3_module_free(m);
 }
 
+/* With perf_map, the JIT lists every compiled function in /tmp/perf-PID.map at the address
+ * it runs from: the function itself and its kernels, each with a size. */
+static void test_perf_map(void **state) {
+    (void)state;
+    em3_module *m = em3_module_create("pm");
+    int64_t dims[2] = {EM3_DIM_BATCH, 8};
+    em3_type t = em3_type_make(EM3_DTYPE_F32, 2, dims);
+    em3_builder b = {em3_module_add_func(m, "mapped"), {0}};
+    int x = em3_b_input(&b, "x", &t);
+    em3_func_add_output(b.f, "y", em3_b_unary(&b, EM3_OP_TANH, em3_b_unary(&b, EM3_OP_EXP, x)));
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/perf-%ld.map", (long)getpid());
+    remove(path);
+    em3_diag *d = em3_diag_create(stderr);
+    em3_codegen_options o = em3_codegen_defaults();
+    o.perf_map = true;
+    em3_jit *j = em3_jit_compile(m, &o, d);
+    assert_non_null(j);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    unsigned long long start, size;
+    char name[256];
+    int kernels = 0;
+    bool entry = false;
+    while (fscanf(f, "%llx %llx %255s", &start, &size, name) == 3) {
+        assert_true(size > 0);
+        if (!strcmp(name, "mapped")) entry = start == (unsigned long long)(uintptr_t)em3_jit_func(j, "mapped")->fn;
+        kernels += !strncmp(name, "mapped.k", 8);
+    }
+    fclose(f);
+    remove(path);
+    assert_true(entry);
+    assert_int_equal(kernels, em3_codegen_kernel_count(b.f)); /* exp and tanh, not fused here */
+    em3_jit_free(j);
+    em3_diag_free(d);
+    em3_module_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_perf_map),
         cmocka_unit_test(test_every_op_has_a_row),
         cmocka_unit_test(test_elementwise),
         cmocka_unit_test(test_reductions),
