@@ -85,12 +85,22 @@ for seed in $SEEDS; do
     done
 done
 # the paper's visualisation: item content and ID embeddings, with and without CIC, coloured by
-# the generator's latent topics
-if [ "$MOVIELENS" = 0 ] && finished "$OUT/em3_din-s1" && finished "$OUT/em3_din-no_cic-s1"; then
-    [ -f "$DATA/items/topic.npy" ] || "$EM3" data gen --out "$DATA" --size "$SIZE" --seed 1 >/dev/null
+# the generator's latent topics (MovieLens: by a movie's first genre, from the multi-hot genre
+# token the converter writes as items/image.npy, in items/genres.txt's order)
+if finished "$OUT/em3_din-s1" && finished "$OUT/em3_din-no_cic-s1"; then
+    if [ "$MOVIELENS" = 1 ]; then
+        LABELS=$OUT/genre.npy LABEL_NAME=genre
+        /usr/bin/python3 -c 'import sys, numpy as np
+g = np.load(sys.argv[1]).reshape(-1, 20) > 0
+np.save(sys.argv[2], np.where(g.any(1), g.argmax(1), 0).astype(np.int32))' "$DATA/items/image.npy" "$LABELS"
+    else
+        LABELS=$DATA/items/topic.npy LABEL_NAME=topic
+        [ -f "$LABELS" ] || "$EM3" data gen --out "$DATA" --size "$SIZE" --seed 1 >/dev/null
+    fi
     for r in em3_din-s1 em3_din-no_cic-s1; do "$EM3" export-embeddings "$OUT/$r" >/dev/null; done
     mkdir -p docs/img
-    /usr/bin/python3 bench/plot_embeddings.py --topics "$DATA/items/topic.npy" --out "docs/img/embeddings-$SIZE.png" \
+    /usr/bin/python3 bench/plot_embeddings.py --topics "$LABELS" --label-name "$LABEL_NAME" \
+        --out "docs/img/embeddings-$SIZE.png" \
         "EM3-DIN=$OUT/em3_din-s1" "EM3-DIN without CIC=$OUT/em3_din-no_cic-s1" >"$OUT/embeddings.txt"
 fi
 [ "$REPORT" = 1 ] && python3 bench/experiments_report.py "$OUT" --size "$SIZE" --title "$TITLE" \

@@ -142,10 +142,11 @@ def main():
     purity = os.path.join(a.out, "embeddings.txt")
     emb = os.path.join(img, f"embeddings-{a.size}.png")
     if os.path.exists(purity) and os.path.exists(emb):
+        by = "a movie's first genre" if a.size == "movielens" else "the generator's latent topic"
         lines += ["", "Item embeddings of EM3-DIN (seed 1) with and without CIC, exported with `em3 export-embeddings` "
-                  "and drawn by `bench/plot_embeddings.py` (2-D PCA, coloured by the generator's latent topic). "
-                  "Topic purity: the share of an item's 10 nearest neighbours (cosine, full dimension) that "
-                  "share its topic.", "", "```"] + open(purity).read().strip().splitlines() + ["```", "",
+                  f"and drawn by `bench/plot_embeddings.py` (2-D PCA, coloured by {by}). "
+                  "Purity: the share of an item's 10 nearest neighbours (cosine, full dimension) that "
+                  "share its label; chance: the share of item pairs that do.", "", "```"] + open(purity).read().strip().splitlines() + ["```", "",
                   f"![item embeddings]({rel(emb)})"]
     begin, end = f"<!-- experiments:{a.size}:begin -->", f"<!-- experiments:{a.size}:end -->"
     block = begin + "\n" + "\n".join(lines) + "\n" + end

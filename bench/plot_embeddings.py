@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 """bench/plot_embeddings.py — 2-D PCA of item embeddings exported by `em3 export-embeddings`,
-coloured by the generator's latent topic (items/topic.npy of `em3 data gen`), one panel per
-(run, embedding), as in the paper's visualisation; also prints each embedding's topic purity:
-the share of an item's 10 nearest neighbours (cosine) that have its topic (chance: about
-1/topics). Needs Debian's python3-numpy and gnuplot.
+coloured by a label per item — the generator's latent topic (items/topic.npy of `em3 data
+gen`), or a MovieLens movie's first genre (--label-name genre) — one panel per (run,
+embedding), as in the paper's visualisation; also prints each embedding's purity: the share
+of an item's 10 nearest neighbours (cosine) that have its label (chance: the share of item
+pairs with the same label). Needs Debian's python3-numpy and gnuplot.
 
-usage: bench/plot_embeddings.py --topics DATA/items/topic.npy --out PNG
+usage: bench/plot_embeddings.py --topics LABELS.npy [--label-name NAME] --out PNG
                                 LABEL=RUN_DIR[:EMBEDDING,...] ...
 EMBEDDING defaults to item_content,item_id (files RUN_DIR/embeddings/NAME.npy)."""
 import argparse, os, subprocess, sys, tempfile
@@ -24,6 +25,7 @@ def purity(x, topic, k=10):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--topics", required=True)
+    ap.add_argument("--label-name", default="topic")
     ap.add_argument("--out", required=True)
     ap.add_argument("runs", nargs="+")
     a = ap.parse_args()
@@ -41,8 +43,9 @@ def main():
             c = x - x.mean(axis=0)
             _, _, vt = np.linalg.svd(c, full_matrices=False)
             xy = c @ vt[:2].T
-            panels.append((f"{label}: {name} (10-NN topic purity {p:.2f})", xy, topic))
-            print(f"{label:24s} {name:14s} topic purity {p:.3f} (chance {1 / len(set(topic.tolist())):.3f})")
+            share = np.bincount(topic.astype(np.int64)) / len(topic)
+            panels.append((f"{label}: {name} (10-NN {a.label_name} purity {p:.2f})", xy, topic))
+            print(f"{label:24s} {name:14s} {a.label_name} purity {p:.3f} (chance {float((share ** 2).sum()):.3f})")
     cols = 2 if len(panels) > 1 else 1
     rows = (len(panels) + cols - 1) // cols
     with tempfile.TemporaryDirectory() as tmp:
