@@ -99,9 +99,14 @@ np.save(sys.argv[2], np.where(g.any(1), g.argmax(1), 0).astype(np.int32))' "$DAT
     fi
     for r in em3_din-s1 em3_din-no_cic-s1; do "$EM3" export-embeddings "$OUT/$r" >/dev/null; done
     mkdir -p docs/img
-    /usr/bin/python3 bench/plot_embeddings.py --topics "$LABELS" --label-name "$LABEL_NAME" \
-        --out "docs/img/embeddings-$SIZE.png" \
-        "EM3-DIN=$OUT/em3_din-s1" "EM3-DIN without CIC=$OUT/em3_din-no_cic-s1" >"$OUT/embeddings.txt"
+    if [ -f "$OUT/em3_din-s1/embeddings/item_content.npy" ] && [ -f "$OUT/em3_din-no_cic-s1/embeddings/item_content.npy" ]; then
+        /usr/bin/python3 bench/plot_embeddings.py --topics "$LABELS" --label-name "$LABEL_NAME" \
+            --out "docs/img/embeddings-$SIZE.png" \
+            "EM3-DIN=$OUT/em3_din-s1" "EM3-DIN without CIC=$OUT/em3_din-no_cic-s1" >"$OUT/embeddings.txt.new"
+        mv "$OUT/embeddings.txt.new" "$OUT/embeddings.txt"
+    else  # a run trained before the models had their item_content output
+        echo "embeddings not drawn: rerun $OUT/em3_din-s1 and em3_din-no_cic-s1 (no item_content output)"
+    fi
 fi
 [ "$REPORT" = 1 ] && python3 bench/experiments_report.py "$OUT" --size "$SIZE" --title "$TITLE" \
     --command "bench/experiments.sh $([ "$MOVIELENS" = 1 ] && echo --movielens || echo --size "$SIZE") --epochs $EPOCHS"
