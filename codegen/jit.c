@@ -145,11 +145,7 @@ static void list_functions(LLVMMemoryBufferRef object, symbol_list *out) {
         const char *name = LLVMGetSymbolName(it);
         uint64_t size = LLVMGetSymbolSize(it);
         if (!size || !name || !*name || name[0] == '.') continue; /* sections, locals */
-        if (out->n == out->cap) {
-            out->cap = out->cap ? 2 * out->cap : 64;
-            out->s = realloc(out->s, sizeof *out->s * (size_t)out->cap);
-            EM3_ASSERT(out->s, "out of memory");
-        }
+        EM3_GROW(out->s, out->cap, out->n + 1);
         out->s[out->n++] = (sized_symbol){em3_xstrdup(name), size};
     }
     LLVMDisposeSymbolIterator(it);
