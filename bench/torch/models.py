@@ -100,6 +100,20 @@ class Peer:
                 x = act(x)
         return x
 
+    def joint_block(self, blk, x, heads, bias=None, linear=None, fz=lambda t: t):
+        """The FQF's joint layer (em3.em3 SelfAttentionBlock, no feed-forward): x [n, t, d] →
+        LayerNorm(x + MHA(x)); `bias` [n, 1, 1, t] is added to the scores at the keys;
+        `linear(name, v)` runs the block's linear `name` (default: plain), `fz` reads a weight."""
+        linear = linear or (lambda name, v: self.lin(f"{blk}.{name}", v))
+        n, t, d = x.shape
+        qkv = [linear(f"attn.{p}", x).view(n, t, heads, d // heads).transpose(1, 2) for p in "qkv"]
+        s = torch.matmul(qkv[0], qkv[1].transpose(-1, -2)) * (1.0 / math.sqrt(d // heads))
+        if bias is not None:
+            s = s + bias
+        att = torch.matmul(torch.softmax(s, -1), qkv[2]).transpose(1, 2).reshape(n, t, d)
+        return F.layer_norm(x + linear("attn.o", att), (d,), fz(self.p[f"{blk}.norm1.gamma"]),
+                            fz(self.p[f"{blk}.norm1.beta"]), 1e-5)
+
     def target_attention(self, name, query, keys, mask):
         """DIN's activation unit (ranking.em3 TargetAttention): unnormalised weights."""
         qk = query.unsqueeze(-2).expand_as(keys)
@@ -230,13 +244,8 @@ class Em3Din(Peer):
         bias = torch.zeros(n, 1, 1, t, dtype=self.dtype)  # -1e9 at padded words
         bias[:, 0, 0, nq + self.patches:].masked_fill_(words.reshape(n, -1) == 0, -1e9)
         blk = f"{base}.fuse.blocks.0"
-        flat = x.reshape(n, t, d)
-        qkv = [self.enc_linear(blk, f"attn.{p}", flat, lora and f"{lora}.fuse.blocks.0").view(n, t, h, d // h)
-               .transpose(1, 2) for p in "qkv"]
-        s = torch.matmul(qkv[0], qkv[1].transpose(-1, -2)) * (1.0 / math.sqrt(d // h)) + bias
-        att = torch.matmul(torch.softmax(s, -1), qkv[2]).transpose(1, 2).reshape(n, t, d)
-        o = self.enc_linear(blk, "attn.o", att, lora and f"{lora}.fuse.blocks.0")
-        y = F.layer_norm(flat + o, (d,), fz(self.p[f"{blk}.norm1.gamma"]), fz(self.p[f"{blk}.norm1.beta"]), 1e-5)
+        y = self.joint_block(blk, x.reshape(n, t, d), h, bias,
+                             lambda name, v: self.enc_linear(blk, name, v, lora and f"{lora}.fuse.blocks.0"), fz)
         return y[:, :nq].reshape(lead + [nq, d])
 
     def encode(self, base, ids, lora=None):

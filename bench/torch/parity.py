@@ -6,6 +6,9 @@ initial weights, loss and gradients in float64 (the reference interpreter, witho
 cache-frozen: the history encoder runs in full); the peer of bench/torch/models.py is built in
 float64 from those weights — with its own per-item cache for EM3-DIN — and its loss and
 gradients must match within rtol (1e-4, relative to the largest element of the tensor).
+The top-K peers (bench/torch/topk.py: FREEDOM, EM3-FREEDOM) are checked on a small world whose
+graphs the peer builds and em3 is given (graph.NAME.npy); em3 keeps a graph's values in float32,
+hence errors near 1e-8 there rather than 1e-16. ctest runs this check (parity/bench_peers).
 
   /usr/bin/python3 bench/torch/parity.py --em3-parity BUILD/tests/parity/em3_parity [--work DIR]
 """
@@ -21,6 +24,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from models import MODELS, Em3Din  # noqa: E402
+from topk import TOPK_MODELS, Em3Freedom  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RTOL, SEED, BATCH = 1e-4, 7, 16
@@ -51,14 +55,47 @@ def rel_err(ours, theirs, floor=1e-30):
     return float(np.max(np.abs(ours - theirs))) / max(float(np.max(np.abs(theirs))), floor)
 
 
+def topk_model(name, folder, rng):
+    """A small top-K world: 12 users, 24 items, image and audio tables, 60 training edges. The
+    peer builds its graphs (the user–item graph whole, as evaluation and dropout = 0 see it) and
+    em3 is given the same ones; the batch holds positives, negatives and CIC negatives."""
+    users, items, n_edges = 12, 24, 60
+    feats = {"image": rng.standard_normal((items, 8)), "audio": rng.standard_normal((items, 6))}
+    for f in feats.values():
+        f[0] = 0  # the padding item: no features, no kNN edges
+    pairs = np.unique(np.stack([rng.integers(1, users, 4 * n_edges), rng.integers(1, items, 4 * n_edges)], 1),
+                      axis=0)[:n_edges]
+    pairs = pairs[rng.permutation(len(pairs))]
+    model = TOPK_MODELS[name](users, items, {k: torch.from_numpy(v) for k, v in feats.items()},
+                              torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1]), dtype=torch.float64)
+    g = np.zeros((users, items))
+    g[pairs[:, 0], pairs[:, 1]] = model.edge_v.numpy()
+    arrays = {"graph.ui": g, "graph.mm": model.mm.to_dense().numpy(),
+              "input.user": pairs[:BATCH, 0].astype(np.int32), "input.item": pairs[:BATCH, 1].astype(np.int32),
+              "input.neg": rng.integers(1, items, BATCH).astype(np.int32)}
+    arrays.update({"data." + k: v for k, v in feats.items()})
+    sets = [f"vocab_user={users}", f"vocab_item={items}", "dim_image=8", "dim_audio=6"]
+    if isinstance(model, Em3Freedom):
+        arrays["input.cic_neg"] = rng.integers(1, items, (BATCH, model.cic_negatives)).astype(np.int32)
+    for k, v in arrays.items():
+        np.save(os.path.join(folder, k + ".npy"), v)
+    return model, arrays, sets
+
+
 def check(name, em3_parity, work):
     """Rows (tensor, error) for one model, loss first."""
     folder = os.path.join(work, name)
     shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(folder)
-    model = MODELS[name](dtype=torch.float64)
-    arrays = write_batch(model, folder, np.random.default_rng(SEED))
+    rng = np.random.default_rng(SEED)
+    if name in TOPK_MODELS:
+        model, arrays, sets = topk_model(name, folder, rng)
+    else:
+        model, sets = MODELS[name](dtype=torch.float64), []
+        arrays = write_batch(model, folder, rng)
     cmd = [em3_parity, os.path.join(ROOT, "models", name + ".em3"), folder, "--prec", "f64", "--seed", str(SEED)]
+    for s in sets:
+        cmd += ["--set", s]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"em3_parity failed ({' '.join(cmd)}):\n{r.stderr}")
@@ -85,7 +122,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--em3-parity", required=True, help="tests/parity's em3_parity executable")
     ap.add_argument("--work", help="a scratch folder (default: a temporary one)")
-    ap.add_argument("--models", default="din,dcnv2,em3_din")
+    ap.add_argument("--models", default="din,dcnv2,em3_din,freedom,em3_freedom")
     args = ap.parse_args()
     torch.set_num_threads(1)
     work = args.work or tempfile.mkdtemp(prefix="em3_bench_parity_")

@@ -3,9 +3,10 @@
  * (and the model's data tables) from .npy files, and writes the initial weights, the loss, every
  * gradient and the weights after one Adam step as .npy files for PyTorch to check.
  *
- *   em3_parity MODEL.em3 DIR [--prec f64|f32] [--seed N] [--lr X]
+ *   em3_parity MODEL.em3 DIR [--prec f64|f32] [--seed N] [--lr X] [--set NAME=VALUE]...
  *
- * reads  DIR/input.NAME.npy for every input and label, DIR/data.NAME.npy for every data table;
+ * reads  DIR/input.NAME.npy for every input and label, DIR/data.NAME.npy for every data table,
+ *        DIR/graph.NAME.npy for every graph (dense: its non-zero entries are the graph's);
  * writes DIR/init.NAME.npy (parameters, frozen ones too), DIR/loss.npy, DIR/grad.NAME.npy,
  *        DIR/step.NAME.npy (trainable parameters after one Adam step at step 1, lr X). */
 #include <stdarg.h>
@@ -15,14 +16,22 @@
 
 #include "frontend/frontend.h"
 #include "passes/passes.h"
+#include "runtime/graph.h"
 #include "runtime/interp.h"
 #include "runtime/npy.h"
+
+#define MAX_SETS 32
+#define MAX_GRAPHS 8
 
 typedef struct {
     const char *model, *dir;
     em3_precision prec;
     uint64_t seed;
     double lr;
+    em3_const_override set[MAX_SETS];
+    int n_set;
+    em3_graph *graph[MAX_GRAPHS]; /* read once, bound to every interpreter */
+    int n_graph;
 } options;
 
 static _Noreturn void die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -45,7 +54,8 @@ static char *path_of(const options *o, const char *kind, const char *name) {
 
 static em3_module *compile(const options *o, const char *passes, const em3_optim_config *cfg) {
     em3_diag *d = em3_diag_create(stderr);
-    em3_module *m = em3_frontend_compile(o->model, NULL, d);
+    em3_frontend_options fo = {.overrides = o->set, .n_overrides = o->n_set};
+    em3_module *m = em3_frontend_compile(o->model, &fo, d);
     if (!m) die("%s does not compile", o->model);
     em3_pipeline *pl = em3_pipeline_create();
     em3_pass_options po = {.verify_each = true, .quiet = true, .optim = cfg};
@@ -110,12 +120,41 @@ static void write_array(const options *o, const char *kind, const char *name, co
     free(path);
 }
 
-/* An interpreter with globals from the seed and data tables from DIR. */
-static em3_interp *start(const options *o, const em3_module *m) {
+/* Graph global gl from DIR/graph.NAME.npy, a dense matrix whose non-zeros are its entries. */
+static em3_graph *read_graph(const options *o, const em3_global *gl) {
+    int64_t one = 1, rows = gl->type.dim[0], cols = gl->type.dim[1], n = 0;
+    double *v = read_array(o, "graph.", gl->name, &gl->type, &one);
+    int32_t *row = em3_xmalloc(sizeof(int32_t) * (size_t)(rows * cols));
+    int32_t *col = em3_xmalloc(sizeof(int32_t) * (size_t)(rows * cols));
+    float *val = em3_xmalloc(sizeof(float) * (size_t)(rows * cols));
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++)
+            if (v[r * cols + c] != 0) {
+                row[n] = (int32_t)r;
+                col[n] = (int32_t)c;
+                val[n++] = (float)v[r * cols + c];
+            }
+    em3_graph *g = em3_graph_from_coo(rows, cols, n, row, col, val);
+    free(v);
+    free(row);
+    free(col);
+    free(val);
+    return g;
+}
+
+/* An interpreter with globals from the seed, data tables and graphs from DIR. */
+static em3_interp *start(options *o, const em3_module *m) {
     em3_interp *it = em3_interp_create(m, o->prec);
     em3_interp_init_globals(it, o->seed);
-    for (int g = 0; g < m->n_global; g++) {
+    for (int g = 0, n_graph = 0; g < m->n_global; g++) {
         const em3_global *gl = &m->global[g];
+        if (gl->kind == EM3_GLOBAL_GRAPH) {
+            if (n_graph == o->n_graph) {
+                if (o->n_graph == MAX_GRAPHS) die("%s: too many graphs", o->model);
+                o->graph[o->n_graph++] = read_graph(o, gl);
+            }
+            em3_interp_bind_graph(it, gl->name, o->graph[n_graph++]);
+        }
         if (gl->kind != EM3_GLOBAL_DATA) continue;
         int64_t one = 1;
         double *v = read_array(o, "data.", gl->name, &gl->type, &one);
@@ -138,7 +177,8 @@ static void run(em3_interp *it, const batch_data *b, double lr) {
         die("@train: %s", err);
 }
 
-static const char usage[] = "usage: em3_parity MODEL.em3 DIR [--prec f64|f32] [--seed N] [--lr X]";
+static const char usage[] =
+    "usage: em3_parity MODEL.em3 DIR [--prec f64|f32] [--seed N] [--lr X] [--set NAME=VALUE]...";
 
 static options parse_args(int argc, char **argv) {
     options o = {.prec = EM3_PREC_F64, .seed = 1, .lr = 1e-3};
@@ -154,6 +194,14 @@ static options parse_args(int argc, char **argv) {
             i++;
         } else if (!strcmp(a, "--lr") && v) {
             o.lr = strtod(v, NULL);
+            i++;
+        } else if (!strcmp(a, "--set") && v) {
+            const char *eq = strchr(v, '=');
+            if (!eq || eq == v) die("--set takes NAME=VALUE, not %s", v);
+            if (o.n_set == MAX_SETS) die("too many --set");
+            char *name = em3_xstrdup(v);
+            name[eq - v] = '\0';
+            o.set[o.n_set++] = (em3_const_override){name, eq + 1, false};
             i++;
         } else if (a[0] != '-' && pos < 2) {
             *(pos++ ? &o.dir : &o.model) = a;
@@ -204,6 +252,8 @@ int main(int argc, char **argv) {
     em3_interp_free(it);
 
     for (int i = 0; i < b.n; i++) free((void *)b.in[i].data);
+    for (int i = 0; i < o.n_graph; i++) em3_graph_free(o.graph[i]);
+    for (int i = 0; i < o.n_set; i++) free((void *)o.set[i].name);
     em3_module_free(m);
     em3_module_free(ms);
     return 0;
