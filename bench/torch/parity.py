@@ -68,10 +68,12 @@ def topk_model(name, folder, rng):
     pairs = pairs[rng.permutation(len(pairs))]
     model = TOPK_MODELS[name](users, items, {k: torch.from_numpy(v) for k, v in feats.items()},
                               torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1]), dtype=torch.float64)
-    g = np.zeros((users, items))
-    g[pairs[:, 0], pairs[:, 1]] = model.edge_v.numpy()
-    arrays = {"graph.ui": g, "graph.mm": model.mm.to_dense().numpy(),
-              "input.user": pairs[:BATCH, 0].astype(np.int32), "input.item": pairs[:BATCH, 1].astype(np.int32),
+    arrays = {}
+    if hasattr(model, "mm"):
+        g = np.zeros((users, items))
+        g[pairs[:, 0], pairs[:, 1]] = model.edge_v.numpy()
+        arrays = {"graph.ui": g, "graph.mm": model.mm.to_dense().numpy()}
+    arrays |= {"input.user": pairs[:BATCH, 0].astype(np.int32), "input.item": pairs[:BATCH, 1].astype(np.int32),
               "input.neg": rng.integers(1, items, BATCH).astype(np.int32)}
     arrays.update({"data." + k: v for k, v in feats.items()})
     sets = [f"vocab_user={users}", f"vocab_item={items}", "dim_image=8", "dim_audio=6"]
@@ -82,16 +84,19 @@ def topk_model(name, folder, rng):
     return model, arrays, sets
 
 
-def check(name, em3_parity, work):
-    """Rows (tensor, error) for one model, loss first."""
-    folder = os.path.join(work, name)
+def check(spec, em3_parity, work):
+    """Rows (tensor, error) for one model, loss first. `spec` is a model's name, optionally with
+    constants for both sides: em3_din:history=all."""
+    name, _, consts = spec.partition(":")
+    folder = os.path.join(work, spec.replace(":", "-"))
     shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(folder)
     rng = np.random.default_rng(SEED)
     if name in TOPK_MODELS:
         model, arrays, sets = topk_model(name, folder, rng)
     else:
-        model, sets = MODELS[name](dtype=torch.float64), []
+        sets = consts.split("/") if consts else []
+        model = MODELS[name](dtype=torch.float64, **dict(s.split("=", 1) for s in sets))
         arrays = write_batch(model, folder, rng)
     cmd = [em3_parity, os.path.join(ROOT, "models", name + ".em3"), folder, "--prec", "f64", "--seed", str(SEED)]
     for s in sets:
@@ -122,7 +127,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--em3-parity", required=True, help="tests/parity's em3_parity executable")
     ap.add_argument("--work", help="a scratch folder (default: a temporary one)")
-    ap.add_argument("--models", default="din,dcnv2,em3_din,freedom,em3_freedom")
+    ap.add_argument("--models", default="din,dcnv2,em3_din,em3_din:history=frozen,em3_din:history=all,"
+                    "em3_din:history=full,vbpr,freedom,em3_freedom",
+                    help="models, each optionally with constants for both sides: em3_din:history=all")
     args = ap.parse_args()
     torch.set_num_threads(1)
     work = args.work or tempfile.mkdtemp(prefix="em3_bench_parity_")
