@@ -22,6 +22,10 @@ void em3_rng_seed(em3_rng *r, uint64_t seed) {
     for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&seed);
 }
 
+void em3_rng_seed_keyed(em3_rng *r, uint64_t seed, uint64_t key) {
+    em3_rng_seed(r, seed ^ splitmix64(&key)); /* splitmix64's output is a bijection of its input */
+}
+
 uint64_t em3_rng_next(em3_rng *r) {
     uint64_t *s = r->s;
     uint64_t result = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;

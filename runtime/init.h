@@ -14,6 +14,9 @@ typedef struct {
 } em3_rng;
 
 void em3_rng_seed(em3_rng *r, uint64_t seed);
+/* The stream of (seed, key): keys that differ give unrelated streams (em3_rng_seed(seed + key)
+ * would not: splitmix64's streams from seeds a multiple of its increment apart overlap). */
+void em3_rng_seed_keyed(em3_rng *r, uint64_t seed, uint64_t key);
 uint64_t em3_rng_next(em3_rng *r);
 double em3_rng_uniform(em3_rng *r); /* [0, 1) with 53 random bits */
 double em3_rng_normal(em3_rng *r);  /* N(0, 1) */

@@ -107,14 +107,17 @@ void em3_negative_sampler_free(em3_negative_sampler *s) {
 
 void em3_negative_sample(const em3_negative_sampler *s, const int64_t *rows, int64_t n, int64_t per_row,
                          uint64_t seed, int64_t step, int32_t *out) {
-    em3_rng r;
-    em3_rng_seed(&r, (seed ^ 0x6e65676174697665ull /* "negative" */) * 0x9E3779B97F4A7C15ull + (uint64_t)step);
-    for (int64_t i = 0; i < n * per_row; i++) {
-        int64_t u = s->user[rows[i / per_row]];
+    uint64_t base = (seed ^ 0x6e65676174697665ull /* "negative" */) * 0x9E3779B97F4A7C15ull + (uint64_t)step;
+    for (int64_t i = 0; i < n; i++) {
+        em3_rng r;
+        em3_rng_seed_keyed(&r, base, (uint64_t)rows[i]);
+        int64_t u = s->user[rows[i]];
         bool all = em3_interactions_count(&s->train, u) >= s->n_pool;
-        int32_t item;
-        do item = s->pool[em3_rng_below(&r, (uint64_t)s->n_pool)];
-        while (!all && em3_interactions_has(&s->train, u, item));
-        out[i] = item;
+        for (int64_t j = 0; j < per_row; j++) {
+            int32_t item;
+            do item = s->pool[em3_rng_below(&r, (uint64_t)s->n_pool)];
+            while (!all && em3_interactions_has(&s->train, u, item));
+            out[i * per_row + j] = item;
+        }
     }
 }

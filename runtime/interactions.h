@@ -33,8 +33,9 @@ typedef struct em3_negative_sampler em3_negative_sampler;
 
 em3_negative_sampler *em3_negative_sampler_create(const em3_dataset *ds, char *err, size_t errlen);
 void em3_negative_sampler_free(em3_negative_sampler *s);
-/* out[i·per_row .. (i+1)·per_row): negatives for training row rows[i]. The draws are a
- * function of (seed, step) only, so that a resumed run samples what the uninterrupted one did. */
+/* out[i·per_row .. (i+1)·per_row): negatives for training row rows[i]. A row's draws are a
+ * function of (seed, step, the row) only: a resumed run samples what the uninterrupted one did,
+ * and a batch split into shards or over ranks samples what it does whole. */
 void em3_negative_sample(const em3_negative_sampler *s, const int64_t *rows, int64_t n, int64_t per_row,
                          uint64_t seed, int64_t step, int32_t *out);
 

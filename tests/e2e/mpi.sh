@@ -1,8 +1,8 @@
 #!/bin/sh
 # tests/e2e/mpi.sh — data-parallel training under mpirun (docs/training.md): 2 ranks with local
-# batch B/2 against 1 process with batch B, for DIN and EM3-DIN; a rank killed mid-training
-# stops the job with a message, and the run resumes from its last checkpoint on 2 ranks or on
-# 1, exactly; metrics over 2 ranks equal 1's.
+# batch B/2 against 1 process with batch B, for DIN, EM3-DIN and FREEDOM (top-K); a rank
+# killed mid-training stops the job with a message, and the run resumes from its last
+# checkpoint on 2 ranks or on 1, exactly; metrics over 2 ranks equal 1's.
 # The batches repeat embedding ids across the ranks: 300 items, 64 rows of 21 ids per batch,
 # and the padding id 0 in most histories.
 # Usage: mpi.sh EM3_BINARY SOURCE_DIR WORK_DIR MPIRUN
@@ -54,7 +54,23 @@ two em2 "$SRC/models/em3_din.em3" --data "$W/data" $SET $EM3SET --out "$W/em2"
 cmp "$W/ems/last.ckpt" "$W/em2/last.ckpt" || { echo "FAIL: EM3-DIN on 2 ranks differs from 2 shards"; exit 1; }
 near "$W/em1/last.ckpt" "$W/em2/last.ckpt" 1e-6 || { echo "FAIL: EM3-DIN on 2 ranks differs from 1 process"; exit 1; }
 
-# 3. DIN, Adam with lazy sparse tables, deterministic: kill rank 1 of a 2-rank run after its
+# 3. FREEDOM (a top-K model: graphs, sampled negatives, full-ranking metrics), SGD: 2 ranks = 2
+#    shards bit for bit, and ≈ 1 process (each row's negatives are its own, however the batch
+#    is split), with the same Recall/NDCG at the end
+"$EM3" data gen --out "$W/gen" --size tiny --seed 7 --topk >/dev/null
+TOPK="--set batch_size=64 --set eval_batch_size=128 --set patience=0 --no-progress --set optimizer=sgd
+      --set lr=0.1 --set max_steps=20 --set deterministic=true"
+one fr1 "$SRC/models/freedom.em3" --data "$W/gen/topk" $TOPK --out "$W/fr1"
+one frs "$SRC/models/freedom.em3" --data "$W/gen/topk" $TOPK --set shards=2 --out "$W/frs"
+two fr2 "$SRC/models/freedom.em3" --data "$W/gen/topk" $TOPK --out "$W/fr2"
+cmp "$W/frs/last.ckpt" "$W/fr2/last.ckpt" || { echo "FAIL: FREEDOM on 2 ranks differs from 2 shards"; exit 1; }
+near "$W/fr1/last.ckpt" "$W/fr2/last.ckpt" 1e-6 || { echo "FAIL: FREEDOM on 2 ranks differs from 1 process"; exit 1; }
+grep -E "^(valid|test) " "$W/frs.log" >"$W/topk1.txt"
+grep -E "^(valid|test) " "$W/fr2.log" >"$W/topk2.txt"
+[ -s "$W/topk1.txt" ] && cmp "$W/topk1.txt" "$W/topk2.txt" ||
+    { echo "FAIL: FREEDOM's top-K metrics on 2 ranks differ from 2 shards' (or are missing)"; exit 1; }
+
+# 4. DIN, Adam with lazy sparse tables, deterministic: kill rank 1 of a 2-rank run after its
 #    first checkpoint; the job must end with an error and a message within 10 s. Resumed on 2
 #    ranks, and a copy on 1 process computing the same 2 shards, both end bit for bit where one
 #    process with 2 shards ends uninterrupted; the evaluations the resumed 2 ranks make (after
@@ -83,4 +99,4 @@ n=$(wc -l <"$W/metrics2.txt")
 grep -E "^(\[eval|valid |test )" "$W/whole.log" | tail -n "$n" >"$W/metrics1.txt"
 [ "$n" -ge 4 ] && cmp "$W/metrics1.txt" "$W/metrics2.txt" ||
     { echo "FAIL: the metrics of 2 ranks differ from 1 (or are missing)"; exit 1; }
-echo "ok: 2 ranks = 1 process (DIN, EM3-DIN), metrics equal, a killed rank stops the job, resume is exact"
+echo "ok: 2 ranks = 1 process (DIN, EM3-DIN, FREEDOM), metrics equal, a killed rank stops the job, resume is exact"

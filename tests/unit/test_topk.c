@@ -140,7 +140,9 @@ static void test_full_ranking(void **state) {
 }
 
 /* Negatives are training items (1 .. 4) the row's user has not seen in training, and a
- * function of (seed, step). */
+ * function of (seed, step, row): a batch split in two (shards, ranks) draws what it draws whole,
+ * and the two halves do not repeat each other's draws (as they did when each shard restarted
+ * the step's stream). */
 static void test_negative_sampler(void **state) {
     (void)state;
     em3_dataset *ds = open_toy();
@@ -152,7 +154,7 @@ static void test_negative_sampler(void **state) {
     const int32_t *user = em3_dataset_find(ds, EM3_SPLIT_TRAIN, "user")->data;
     int64_t rows[4] = {0, 1, 2, 3};
     int32_t a[4], b[4];
-    int counts[5] = {0}, differ = 0;
+    int counts[5] = {0}, differ = 0, same_as_first_half = 0;
     for (int64_t step = 1; step <= 200; step++) {
         em3_negative_sample(s, rows, 4, 1, 9, step, a);
         em3_negative_sample(s, rows, 4, 1, 9, step, b);
@@ -167,8 +169,14 @@ static void test_negative_sampler(void **state) {
         int32_t many[4 * 3]; /* three per row, each valid for its row's user */
         em3_negative_sample(s, rows, 4, 3, 9, step, many);
         for (int i = 0; i < 12; i++) assert_false(em3_interactions_has(&train, user[rows[i / 3]], many[i]));
+        int32_t halves[4 * 3];
+        em3_negative_sample(s, rows, 2, 3, 9, step, halves);
+        em3_negative_sample(s, rows + 2, 2, 3, 9, step, halves + 6);
+        assert_memory_equal(many, halves, sizeof many);
+        same_as_first_half += !memcmp(many, many + 6, sizeof(int32_t) * 6);
     }
     assert_true(differ > 100);
+    assert_true(same_as_first_half < 20);
     for (int i = 1; i <= 4; i++) assert_true(counts[i] > 0); /* every item is drawn for someone */
     em3_interactions_free(&train);
     em3_negative_sampler_free(s);
