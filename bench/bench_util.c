@@ -85,7 +85,8 @@ static void make_inputs(em3_bench_step *r, em3_rng *rng) {
         int64_t n = em3_type_numel(&in->type, r->batch), vocab = em3_node_i(in, "vocab");
         void *data = malloc((size_t)n * 4);
         for (int64_t i = 0; i < n; i++) {
-            if (!strncmp(name, "opt.", 4)) ((float *)data)[i] = !strcmp(name, "opt.step") ? 1.0f : 1e-3f;
+            if (!strncmp(name, "opt.", 4))
+                ((float *)data)[i] = !strcmp(name, "opt.step") ? 1.0f : !strcmp(name, "opt.row0") ? 0.0f : 1e-3f;
             else if (in->type.dtype == EM3_DTYPE_I32) ((int32_t *)data)[i] = (int32_t)(1 + em3_rng_below(rng, (uint64_t)vocab - 1));
             else ((float *)data)[i] = (float)(em3_rng_uniform(rng) < 0.2);
         }

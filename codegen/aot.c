@@ -117,11 +117,12 @@ bool em3_max_batch_parse(const char *s, int64_t *out) {
 
 /* ---- what the generated code describes -------------------------------------------------------- */
 
-typedef enum { ROLE_CALLER, ROLE_STEP, ROLE_LR } input_role;
+typedef enum { ROLE_CALLER, ROLE_STEP, ROLE_LR, ROLE_ROW0 } input_role;
 
 static input_role role_of(const em3_node *n) {
     const char *name = em3_node_s(n, "name");
     if (!strcmp(name, "opt.step")) return ROLE_STEP;
+    if (!strcmp(name, "opt.row0")) return ROLE_ROW0;
     return strncmp(name, "opt.lr.", 7) ? ROLE_CALLER : ROLE_LR;
 }
 
@@ -224,7 +225,8 @@ static void func_tables(em3_strbuf *sb, const em3_func *f) {
     }
     if (n.slots) {
         em3_sb_printf(sb, "static const em3_host_slot %s_slots[] = {\n", fn);
-        static const char *const roles[] = {"EM3_HOST_IN_CALLER", "EM3_HOST_IN_STEP", "EM3_HOST_IN_LR"};
+        static const char *const roles[] = {"EM3_HOST_IN_CALLER", "EM3_HOST_IN_STEP", "EM3_HOST_IN_LR",
+                                            "EM3_HOST_IN_ROW0"};
         for (int i = 0, k = 0; i < f->n_node; i++)
             if (f->node[i].op == EM3_OP_INPUT) {
                 input_role r = role_of(&f->node[i]);

@@ -126,24 +126,28 @@ static LLVMValueRef mix32(em3_cg *cg, LLVMValueRef h) {
     return LLVMBuildXor(cg->b, h, LLVMBuildLShr(cg->b, h, c16, ""), "");
 }
 
-/* out[i] = em3_dropout_keep(key, i, threshold) ? x[i] / (1 − p) : 0, key from the salt and
- * the step operand (an f32 scalar holding an integer) */
+/* out[i] = em3_dropout_keep(key, first + i, threshold) ? x[i] / (1 − p) : 0, key from the salt
+ * and the step operand, first = row0 · elements per row (both operands f32 scalars holding
+ * integers) */
 void cg_emit_dropout_train(em3_cg *cg, int id) {
     const em3_node *n = &cg->f->node[id];
     double p = em3_node_f(n, "p");
     uint32_t salt = (uint32_t)em3_node_i(n, "salt");
-    cg_kernel_begin(cg, id, "dropout_train", 3);
+    cg_kernel_begin(cg, id, "dropout_train", 4);
     LLVMValueRef step = LLVMBuildFPToUI(cg->b, cg_load(cg, EM3_DTYPE_F32, cg_kparam(cg, 2), cg_i64(cg, 0)), cg->i32, "");
+    LLVMValueRef row0 = LLVMBuildFPToUI(cg->b, cg_load(cg, EM3_DTYPE_F32, cg_kparam(cg, 3), cg_i64(cg, 0)), cg->i32, "");
+    int64_t per_row = em3_type_has_batch(&n->type) ? em3_type_numel(&n->type, 1) : 0;
+    LLVMValueRef first = LLVMBuildMul(cg->b, row0, LLVMConstInt(cg->i32, (unsigned long long)per_row, 0), "");
     LLVMValueRef key = mix32(cg, LLVMBuildAdd(cg->b, step, LLVMConstInt(cg->i32, 0x632be5abu, 0), ""));
     key = mix32(cg, LLVMBuildXor(cg->b, LLVMConstInt(cg->i32, salt * 0x9e3779b1u, 0), key, ""));
     LLVMValueRef threshold = LLVMConstInt(cg->i32, em3_dropout_threshold(p), 0), scale = cg_f32(cg, 1 / (1 - p));
     cg_loop l = cg_loop_begin(cg, cg_numel(cg, &n->type), "elems");
-    LLVMValueRef index = LLVMBuildTrunc(cg->b, l.i, cg->i32, "");
+    LLVMValueRef index = LLVMBuildAdd(cg->b, first, LLVMBuildTrunc(cg->b, l.i, cg->i32, ""), "");
     LLVMValueRef h = mix32(cg, LLVMBuildXor(cg->b, LLVMBuildMul(cg->b, index, LLVMConstInt(cg->i32, 0xcc9e2d51u, 0), ""), key, ""));
     LLVMValueRef x = LLVMBuildFMul(cg->b, cg_load(cg, EM3_DTYPE_F32, cg_kparam(cg, 1), l.i), scale, "");
     cg_store(cg, EM3_DTYPE_F32, cg_kparam(cg, 0), l.i,
              LLVMBuildSelect(cg->b, LLVMBuildICmp(cg->b, LLVMIntUGE, h, threshold, ""), x, cg_f32(cg, 0), ""));
     cg_loop_end(cg, &l);
-    int vals[3] = {id, n->in[0], n->in[1]};
-    cg_kernel_end(cg, vals, 3);
+    int vals[4] = {id, n->in[0], n->in[1], n->in[2]};
+    cg_kernel_end(cg, vals, 4);
 }

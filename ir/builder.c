@@ -35,12 +35,16 @@ int em3_b_input(em3_builder *b, const char *name, const em3_type *t) {
     return em3_b_node(b, &p, NULL, 0);
 }
 
-int em3_b_step(em3_builder *b) {
+/* The f32 scalar input `name`, made once per function. */
+static int scalar_input(em3_builder *b, const char *name) {
     for (int i = 0; i < b->f->n_node; i++)
-        if (b->f->node[i].op == EM3_OP_INPUT && !strcmp(b->f->node[i].attr[0].s, "opt.step")) return i;
+        if (b->f->node[i].op == EM3_OP_INPUT && !strcmp(b->f->node[i].attr[0].s, name)) return i;
     em3_type t = em3_type_make(EM3_DTYPE_F32, 0, NULL);
-    return em3_b_input(b, "opt.step", &t);
+    return em3_b_input(b, name, &t);
 }
+
+int em3_b_step(em3_builder *b) { return scalar_input(b, "opt.step"); }
+int em3_b_row0(em3_builder *b) { return scalar_input(b, "opt.row0"); }
 
 int em3_b_unary(em3_builder *b, em3_op op, int x) {
     em3_node p = em3_node_proto(op, b->loc);

@@ -20,6 +20,10 @@ int em3_b_input(em3_builder *b, const char *name, const em3_type *t);
 /* The training step, input "opt.step" (f32[], 1 at the first step; the runtime feeds it),
  * made once per function: Adam's bias correction and dropout's masks share it. */
 int em3_b_step(em3_builder *b);
+/* The call's first row within the step's batch, input "opt.row0" (f32[]; 0 unless the runtime
+ * runs the batch in parts — shards, ranks, a library's chunks), made once per function:
+ * dropout's masks are drawn over the whole batch, however it is split. */
+int em3_b_row0(em3_builder *b);
 int em3_b_unary(em3_builder *b, em3_op op, int x);
 int em3_b_binary(em3_builder *b, em3_op op, int x, int y);
 int em3_b_scale(em3_builder *b, int x, double s);                  /* x * s */

@@ -126,6 +126,7 @@ bool em3_op_operand_differentiable(em3_op op, int i) {
     if (f & EM3_OPF_NOGRAD_ALL) return false;
     if (i == 0 && (f & EM3_OPF_NOGRAD_IN0)) return false;
     if (i == 1 && (f & EM3_OPF_NOGRAD_IN1)) return false;
+    if (i == 2 && (f & EM3_OPF_NOGRAD_IN2)) return false;
     if (i == 3 && (f & EM3_OPF_NOGRAD_IN3)) return false;
     return true;
 }

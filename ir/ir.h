@@ -70,6 +70,7 @@ enum {
     EM3_OPF_NOGRAD_ALL = 1 << 3,  /* no operand receives a gradient */
     EM3_OPF_SIDE_EFFECT = 1 << 4, /* writes a global: never removed, ordered after its reads */
     EM3_OPF_NOGRAD_IN3 = 1 << 5,  /* operand 3 receives no gradient (attention's mask) */
+    EM3_OPF_NOGRAD_IN2 = 1 << 6,  /* operand 2 receives no gradient (dropout_train's row0) */
 };
 
 typedef enum {

@@ -67,14 +67,16 @@ bool shape_unary_float(const em3_func *f, const em3_node *n, const em3_type *in,
     return shape_unary_num(f, n, in, out, err, el);
 }
 
-/* dropout(x) and dropout_train(x, step): x's type; step an f32 scalar; 0 <= p < 1 */
+/* dropout(x) and dropout_train(x, step, row0): x's type; step and row0 f32 scalars; 0 <= p < 1 */
 bool shape_dropout(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out,
                    char *err, size_t el) {
     char b[EM3_TYPE_STR_MAX];
     double p = n->attr[0].f;
     if (!(p >= 0 && p < 1)) return fail(err, el, "%s needs 0 <= p < 1, got p = %g", em3_op_name(n->op), p);
-    if (n->n_in == 2 && (in[1].rank != 0 || !is_float(&in[1])))
-        return fail(err, el, "dropout_train's step must be an f32 scalar, got %s", TS(&in[1], b));
+    for (int i = 1; i < n->n_in; i++)
+        if (in[i].rank != 0 || !is_float(&in[i]))
+            return fail(err, el, "dropout_train's %s must be an f32 scalar, got %s", i == 1 ? "step" : "row0",
+                        TS(&in[i], b));
     return shape_unary_float(f, n, in, out, err, el);
 }
 

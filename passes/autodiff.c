@@ -67,10 +67,10 @@ static int accumulate(em3_builder *b, int g_old, int dx) {
 }
 
 /* @train starts as a copy of @forward in which each dropout(x) — x outside training — becomes
- * dropout_train(x, opt.step), salted with its position in @forward so that every site draws a
- * mask of its own. Returns where each forward value went. */
+ * dropout_train(x, opt.step, opt.row0), salted with its position in @forward so that every
+ * site draws a mask of its own. Returns where each forward value went. */
 static int *copy_forward(const em3_func *fwd, em3_func *tr) {
-    int *at = em3_xmalloc(sizeof(int) * (size_t)(fwd->n_node ? fwd->n_node : 1)), step = -1;
+    int *at = em3_xmalloc(sizeof(int) * (size_t)(fwd->n_node ? fwd->n_node : 1)), step = -1, row0 = -1;
     int in[64];
     for (int i = 0; i < fwd->n_node; i++) {
         const em3_node *n = &fwd->node[i];
@@ -81,12 +81,12 @@ static int *copy_forward(const em3_func *fwd, em3_func *tr) {
             continue;
         }
         em3_builder b = {tr, n->loc};
-        if (step < 0) step = em3_b_step(&b);
+        if (step < 0) step = em3_b_step(&b), row0 = em3_b_row0(&b);
         em3_node p = em3_node_proto(EM3_OP_DROPOUT_TRAIN, n->loc);
         em3_node_set_f(&p, "p", em3_node_f(n, "p"));
         em3_node_set_i(&p, "salt", i);
-        int ops[2] = {in[0], step};
-        at[i] = em3_b_node(&b, &p, ops, 2);
+        int ops[3] = {in[0], step, row0};
+        at[i] = em3_b_node(&b, &p, ops, 3);
     }
     return at;
 }

@@ -49,13 +49,13 @@ void vjp_sigmoid(em3_vjp *v) {
 void vjp_relu(em3_vjp *v) { chain(v, BIN(EM3_OP_GT, X(0), K(0))); }
 void vjp_gelu(em3_vjp *v) { v->dx[0] = BIN(EM3_OP_GELU_GRAD, X(0), v->dy); }
 void vjp_dropout(em3_vjp *v) { v->dx[0] = v->dy; }
-/* the same mask (same salt and step) applied to dy: nothing of the forward is kept */
+/* the same mask (same salt, step and row0) applied to dy: nothing of the forward is kept */
 void vjp_dropout_train(em3_vjp *v) {
     em3_node p = em3_node_proto(EM3_OP_DROPOUT_TRAIN, B->loc);
     em3_node_set_f(&p, "p", em3_node_f(v->n, "p"));
     em3_node_set_i(&p, "salt", em3_node_i(v->n, "salt"));
-    int in[2] = {v->dy, X(1)};
-    v->dx[0] = em3_b_node(B, &p, in, 2);
+    int in[3] = {v->dy, X(1), X(2)};
+    v->dx[0] = em3_b_node(B, &p, in, 3);
 }
 void vjp_softplus(em3_vjp *v) { chain(v, em3_b_unary(B, EM3_OP_SIGMOID, X(0))); }
 

@@ -189,12 +189,13 @@ int em3_host_run(em3_host *h, int fi, int64_t batch, const void *const *inputs, 
     float step = (float)(h->step + 1);
     for (int64_t first = 0; first < batch; first += max) {
         int64_t rows = batch - first < max ? batch - first : max;
+        float row0 = (float)first;
         for (int s = 0; s < f->n_slots; s++) {
             const em3_host_slot *sl = &f->slots[s];
             if (sl->role == EM3_HOST_IN_CALLER)
                 in[s] = (const char *)inputs[sl->index] + row_offset(&f->inputs[sl->index], first);
             else
-                in[s] = sl->role == EM3_HOST_IN_STEP ? &step : &lr;
+                in[s] = sl->role == EM3_HOST_IN_STEP ? &step : sl->role == EM3_HOST_IN_ROW0 ? (const void *)&row0 : &lr;
         }
         em3_frame fr = {.batch = rows, .arena = h->arena[fi], .global = h->global, .input = in, .output = out};
         if (f->fn(&fr)) return data_error(f, &fr, inputs, first, rows, err, errlen);

@@ -19,8 +19,9 @@ typedef struct {
 } em3_host_global;
 
 /* Who supplies an input of a compiled function: the caller, or the wrapper (the optimizer's
- * step counter and learning rates of a train step). */
-typedef enum { EM3_HOST_IN_CALLER, EM3_HOST_IN_STEP, EM3_HOST_IN_LR } em3_host_role;
+ * step counter and learning rates of a train step, and where the rows of a call start in the
+ * caller's batch when the wrapper splits it). */
+typedef enum { EM3_HOST_IN_CALLER, EM3_HOST_IN_STEP, EM3_HOST_IN_LR, EM3_HOST_IN_ROW0 } em3_host_role;
 
 typedef struct {
     em3_host_role role;

@@ -64,8 +64,9 @@ static bool all_ok(const em3_train_config *c, bool ok, char *err, size_t errlen)
 /* ---- inputs of a compiled function, fed from a split ------------------------------------ */
 
 /* FEED_GRAD: a combined gradient of data-parallel training, set by the loop before each run;
- * FEED_NEGATIVE: item ids sampled for an input declared `negative` */
-typedef enum { FEED_COLUMN, FEED_STEP, FEED_LR, FEED_GRAD, FEED_NEGATIVE } feed_kind;
+ * FEED_NEGATIVE: item ids sampled for an input declared `negative`; FEED_ROW0: where the rows
+ * of a run start in the step's batch (a shard's offset) */
+typedef enum { FEED_COLUMN, FEED_STEP, FEED_LR, FEED_GRAD, FEED_NEGATIVE, FEED_ROW0 } feed_kind;
 
 typedef struct {
     int n;
@@ -97,8 +98,8 @@ static bool feeder_init(feeder *fd, const em3_compiled_func *cf, const em3_datas
         const em3_node *in = cf->inputs[k];
         const char *name = em3_node_s(in, "name");
         fd->in[k].name = name;
-        if (!strcmp(name, "opt.step")) {
-            fd->kind[k] = FEED_STEP;
+        if (!strcmp(name, "opt.step") || !strcmp(name, "opt.row0")) {
+            fd->kind[k] = !strcmp(name, "opt.step") ? FEED_STEP : FEED_ROW0;
             fd->in[k].data = &fd->scalar[k];
             continue;
         }
@@ -154,11 +155,12 @@ static void feeder_free(feeder *fd) {
     em3_negative_sampler_free(fd->neg);
 }
 
-static void feeder_fill(feeder *fd, const int64_t *rows, int64_t n, int64_t step, const double *lr) {
+static void feeder_fill(feeder *fd, const int64_t *rows, int64_t n, int64_t row0, int64_t step, const double *lr) {
     for (int k = 0; k < fd->n; k++) {
         switch (fd->kind[k]) {
         case FEED_COLUMN: em3_column_gather(fd->col[k], rows, n, fd->buf[k]); break;
         case FEED_STEP: fd->scalar[k] = (float)step; break;
+        case FEED_ROW0: fd->scalar[k] = (float)row0; break;
         case FEED_LR: fd->scalar[k] = (float)lr[fd->group[k]]; break;
         case FEED_GRAD: break;
         case FEED_NEGATIVE: /* each negative input its own stream */
@@ -206,7 +208,7 @@ static bool evaluate_loss(em3_exec *x, const em3_dataset *ds, em3_split s, const
     for (int64_t b = lo; b < hi && ok; b++) {
         int64_t at = b * chunk, n = rows - at < chunk ? rows - at : chunk;
         for (int64_t i = 0; i < n; i++) idx[i] = at + i;
-        feeder_fill(&fd, idx, n, 0, NULL);
+        feeder_fill(&fd, idx, n, 0, 0, NULL);
         ok = em3_exec_run(x, "forward", n, fd.in, fd.n, err, errlen);
         const float *lp = ok ? em3_exec_output(x, "forward", "loss", NULL) : NULL;
         if (ok && !lp) ok = fail(err, errlen, "@forward has no output 'loss'");
@@ -252,7 +254,7 @@ bool em3_evaluate(em3_exec *x, const em3_dataset *ds, em3_split s, const em3_tra
     for (int64_t at = lo; at < hi && ok; at += chunk) {
         int64_t n = hi - at < chunk ? hi - at : chunk;
         for (int64_t i = 0; i < n; i++) idx[i] = at + i;
-        feeder_fill(&fd, idx, n, 0, NULL);
+        feeder_fill(&fd, idx, n, 0, 0, NULL);
         ok = em3_exec_run(x, "predict", n, fd.in, fd.n, err, errlen);
         em3_type t;
         const float *sc = ok ? em3_exec_output(x, "predict", c->score, &t) : NULL;
@@ -427,7 +429,7 @@ static bool load(loop *L, const char *file, em3_train_state *st, char *err, size
  * over every shard of every rank, then @update, unless the loss is not finite. */
 static bool step(loop *L, feeder *fd, const int64_t *rows, int64_t n, float *loss, char *err, size_t errlen) {
     if (!L->gs) {
-        feeder_fill(fd, rows, n, L->st.step + 1, L->st.lr);
+        feeder_fill(fd, rows, n, 0, L->st.step + 1, L->st.lr);
         if (!em3_exec_run(L->x, "train", n, fd->in, fd->n, err, errlen)) return false;
         *loss = *(const float *)em3_exec_output(L->x, "train", "loss", NULL);
         return true;
@@ -438,7 +440,7 @@ static bool step(loop *L, feeder *fd, const int64_t *rows, int64_t n, float *los
     for (int64_t s = rank_of(L->c) * per_rank; ok && s < (rank_of(L->c) + 1) * per_rank; s++) {
         int64_t lo = s * n / S, hi = (s + 1) * n / S;
         if (hi == lo) continue;
-        feeder_fill(fd, rows + lo, hi - lo, L->st.step + 1, L->st.lr);
+        feeder_fill(fd, rows + lo, hi - lo, lo, L->st.step + 1, L->st.lr);
         ok = em3_exec_run(L->x, "train", hi - lo, fd->in, fd->n, err, errlen);
         if (ok) em3_grad_sync_add(L->gs, hi - lo, (float)((double)(hi - lo) / (double)n));
     }
@@ -446,7 +448,7 @@ static bool step(loop *L, feeder *fd, const int64_t *rows, int64_t n, float *los
     int64_t batch;
     *loss = em3_grad_sync_combine(L->gs, &batch);
     if (!isfinite(*loss)) return true;
-    feeder_fill(&L->up, NULL, 0, L->st.step + 1, L->st.lr);
+    feeder_fill(&L->up, NULL, 0, 0, L->st.step + 1, L->st.lr);
     for (int k = 0; k < L->up.n; k++)
         if (L->up.kind[k] == FEED_GRAD) L->up.in[k].data = em3_grad_sync_input(L->gs, L->up.in[k].name);
     return em3_exec_run(L->x, "update", batch, L->up.in, L->up.n, err, errlen);

@@ -7,8 +7,9 @@
 #include "driver.h"
 
 static void flags_text(unsigned f, char *buf, size_t n) {
-    snprintf(buf, n, "%s%s%s%s%s%s", f & EM3_OPF_INPLACE ? "in-place " : "",
+    snprintf(buf, n, "%s%s%s%s%s%s%s", f & EM3_OPF_INPLACE ? "in-place " : "",
              f & EM3_OPF_NOGRAD_IN0 ? "no-grad(0) " : "", f & EM3_OPF_NOGRAD_IN1 ? "no-grad(1) " : "",
+             f & EM3_OPF_NOGRAD_IN2 ? "no-grad(2) " : "",
              f & EM3_OPF_NOGRAD_IN3 ? "no-grad(3) " : "", f & EM3_OPF_NOGRAD_ALL ? "no-grad(all) " : "",
              f & EM3_OPF_SIDE_EFFECT ? "side-effect " : "");
     size_t l = strlen(buf);

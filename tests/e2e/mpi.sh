@@ -43,6 +43,10 @@ SGD="--set optimizer=sgd --set lr=0.1 --set max_steps=20"
 one din1 "$SRC/models/din.em3" --data "$W/data" $SET $SGD --set deterministic=true --out "$W/din1"
 two din2 "$SRC/models/din.em3" --data "$W/data" $SET $SGD --out "$W/din2"
 near "$W/din1/last.ckpt" "$W/din2/last.ckpt" 1e-6 || { echo "FAIL: DIN on 2 ranks differs from 1 process"; exit 1; }
+#    and with dropout: each rank's rows get the masks one process draws for them (opt.row0)
+one dr1 "$SRC/models/din.em3" --data "$W/data" $SET $SGD --set mlp_dropout=0.3 --set deterministic=true --out "$W/dr1"
+two dr2 "$SRC/models/din.em3" --data "$W/data" $SET $SGD --set mlp_dropout=0.3 --out "$W/dr2"
+near "$W/dr1/last.ckpt" "$W/dr2/last.ckpt" 1e-6 || { echo "FAIL: DIN with dropout on 2 ranks differs from 1 process"; exit 1; }
 
 # 2. EM3-DIN, deterministic, SGD: 2 ranks = 2 shards bit for bit (the contrastive loss takes
 #    its in-batch negatives from the shard), and ≈ 1 process with the whole batch without it

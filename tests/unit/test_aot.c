@@ -293,8 +293,8 @@ static void *jit_global(jit_model *jm, const char *name) {
 static int64_t row_bytes(const em3_type *t) { return em3_type_has_batch(t) ? 4 * em3_type_numel(t, 1) : 0; }
 
 /* Runs `fn` with the caller's inputs in the library's order (the INPUT nodes without opt.*),
- * opt.step = step and every opt.lr.* = lr, in chunks of the maximum batch; copies the outputs
- * into out[k]. */
+ * opt.step = step, every opt.lr.* = lr and opt.row0 the chunk's first row, in chunks of the
+ * maximum batch; copies the outputs into out[k]. */
 static void jit_run(jit_model *jm, const char *fn, int64_t batch, void *const *inputs, float lr, float step, void **out) {
     const em3_compiled_func *cf = em3_jit_func(jm->j, fn);
     assert_non_null(cf);
@@ -302,10 +302,13 @@ static void jit_run(jit_model *jm, const char *fn, int64_t batch, void *const *i
     for (int64_t first = 0; first < batch; first += jm->max_batch) {
         int64_t rows = batch - first < jm->max_batch ? batch - first : jm->max_batch;
         const void *in[64];
+        float row0 = (float)first;
         for (int k = 0, c = 0; k < cf->n_inputs; k++) {
             const char *name = em3_node_s(cf->inputs[k], "name");
             if (!strcmp(name, "opt.step"))
                 in[k] = &step;
+            else if (!strcmp(name, "opt.row0"))
+                in[k] = &row0;
             else if (!strncmp(name, "opt.lr.", 7))
                 in[k] = &lr;
             else

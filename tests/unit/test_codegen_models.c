@@ -159,6 +159,8 @@ static int make_inputs(const em3_module *m, const char *func, int64_t batch, int
                 v[k] = (double)(float)lr;
             else if (!strcmp(name, "opt.step"))
                 v[k] = step;
+            else if (!strcmp(name, "opt.row0"))
+                v[k] = 0;
             else if (nd->type.dtype == EM3_DTYPE_I32)
                 v[k] = vocab ? floor(u * (double)vocab) : 0;
             else if (em3_node_i(nd, "label"))

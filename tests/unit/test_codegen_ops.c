@@ -245,8 +245,8 @@ static const op_row structural_rows[] = {
     {EM3_OP_SPMM, {"x:f32[40,7]"}, "graph=@g transpose=1", CLOSE},
     /* dropout_train: the mask is integer hashing (exactly the interpreter's: a wrong element is
      * off by |x|), then x·2 (exact) or x·(1/0.7) rounded once more than the interpreter's x/0.7 */
-    {EM3_OP_DROPOUT_TRAIN, {"x:f32[B,5,7]", "t:f32[]"}, "p=0.5 salt=3", EXACT},
-    {EM3_OP_DROPOUT_TRAIN, {"xG:f32[40,3]", "t:f32[]"}, "p=0.3 salt=12", ULP},
+    {EM3_OP_DROPOUT_TRAIN, {"x:f32[B,5,7]", "t:f32[]", "t:f32[]"}, "p=0.5 salt=3", EXACT},
+    {EM3_OP_DROPOUT_TRAIN, {"xG:f32[40,3]", "t:f32[]", "t:f32[]"}, "p=0.3 salt=12", ULP},
     /* gelu_grad on the shapes of its forward */
     {EM3_OP_GELU_GRAD, {"b:f32[B,5,7]", "x:f32[B,5,7]"}, "", CLOSE},
     /* optimizer updates, dense and sparse, with and without weight decay */

@@ -194,14 +194,16 @@ static void add_loss(gc_case *c, int node) {
 
 /* ---- the check ------------------------------------------------------------------------------- */
 
-/* Runs `func` with c's inputs, and opt.step = 1 (dropout's masks read it in @train). */
+/* Runs `func` with c's inputs, opt.step = 1 and opt.row0 = 0 (dropout's masks read them in
+ * @train). */
 static void run(em3_interp *it, const gc_case *c, const char *func) {
-    em3_interp_input in[MAX_DATA + 1];
+    em3_interp_input in[MAX_DATA + 2];
     for (int i = 0; i < c->n_in; i++) in[i] = (em3_interp_input){c->in[i].name, c->in[i].v};
-    static const double step = 1;
+    static const double step = 1, row0 = 0;
     in[c->n_in] = (em3_interp_input){"opt.step", &step};
+    in[c->n_in + 1] = (em3_interp_input){"opt.row0", &row0};
     char err[512] = "";
-    if (!em3_interp_run(it, func, c->batch, in, c->n_in + 1, err, sizeof err))
+    if (!em3_interp_run(it, func, c->batch, in, c->n_in + 2, err, sizeof err))
         fail_msg("@%s: %s", func, err);
 }
 
@@ -317,8 +319,8 @@ static const op_case cases[] = {
        everything) has the same loss in both; dropout_train written into @forward, with its
        step an input, is checked at drop rates where it zeroes about half or a quarter */
     {EM3_OP_DROPOUT, "f32[B,4]", "p=0", VAL_SIGNED, PRE_NONE},
-    {EM3_OP_DROPOUT_TRAIN, "f32[B,4] f32[]", "p=0.5 salt=7", VAL_SIGNED, PRE_NONE},
-    {EM3_OP_DROPOUT_TRAIN, "f32[3,5] f32[]", "p=0.25 salt=1", VAL_SIGNED, PRE_NONE},
+    {EM3_OP_DROPOUT_TRAIN, "f32[B,4] f32[] f32[]", "p=0.5 salt=7", VAL_SIGNED, PRE_NONE},
+    {EM3_OP_DROPOUT_TRAIN, "f32[3,5] f32[] f32[]", "p=0.25 salt=1", VAL_SIGNED, PRE_NONE},
     {EM3_OP_TANH, "f32[2,3]", "", VAL_SIGNED, PRE_NONE},
     {EM3_OP_SIGMOID, "f32[B,3]", "", VAL_SIGNED, PRE_NONE},
     {EM3_OP_SIGMOID, "f32[4]", "", VAL_SIGNED, PRE_NONE},

@@ -785,25 +785,32 @@ static void test_grad_kernels(void **state) {
 }
 
 /* dropout is x; dropout_train keeps each element with probability 1 − p, scaled by 1/(1 − p),
- * by a hash of (salt, step, index): the same mask for the same three, another for another
- * salt or step, independent of the values. The hash itself is pinned: changing it changes
- * every trained model. */
-static double dropout_run(double p, int64_t salt, double step, const double *x, int64_t n, double *out) {
+ * by a hash of (salt, step, index in the whole batch): the same mask for the same three,
+ * another for another salt or step, independent of the values, and rows run apart (from row
+ * row0 on, as a shard runs them) get the whole batch's mask. The hash itself is pinned:
+ * changing it changes every trained model. */
+static double dropout_rows(double p, int64_t salt, double step, double row0, int64_t batch, int64_t width,
+                           const double *x, double *out) {
     bld b = bld_new();
-    int xi = input(&b, "x", ty(F32, 2, B, n), 0), si = input(&b, "step", ty(F32, 0), 0);
+    int xi = input(&b, "x", ty(F32, 2, B, width), 0), si = input(&b, "step", ty(F32, 0), 0);
+    int ri = input(&b, "row0", ty(F32, 0), 0);
     em3_node d = proto(EM3_OP_DROPOUT_TRAIN);
     em3_node_set_f(&d, "p", p);
     em3_node_set_i(&d, "salt", salt);
-    em3_func_add_output(b.f, "y", add(&b, d, (int[]){xi, si}, 2));
+    em3_func_add_output(b.f, "y", add(&b, d, (int[]){xi, si, ri}, 3));
     em3_interp *it = interp_new(&b, EM3_PREC_F64);
-    em3_interp_input in[] = {{"x", x}, {"step", &step}};
-    run_ok(&b, it, 1, in, 2);
+    em3_interp_input in[] = {{"x", x}, {"step", &step}, {"row0", &row0}};
+    run_ok(&b, it, batch, in, 3);
     const double *y = em3_interp_output(it, "y", NULL);
     double kept = 0;
-    for (int64_t i = 0; i < n; i++) kept += (out[i] = y[i]) != 0;
+    for (int64_t i = 0; i < batch * width; i++) kept += (out[i] = y[i]) != 0;
     em3_interp_free(it);
     em3_module_free(b.m);
-    return kept / (double)n;
+    return kept / (double)(batch * width);
+}
+
+static double dropout_run(double p, int64_t salt, double step, const double *x, int64_t n, double *out) {
+    return dropout_rows(p, salt, step, 0, 1, n, x, out);
 }
 
 static void test_dropout(void **state) {
@@ -834,6 +841,9 @@ static void test_dropout(void **state) {
     }
     dropout_run(0, 3, 1, x, N, a);
     assert_memory_equal(a, x, sizeof(double) * N);
+    dropout_rows(0.5, 3, 2, 0, 8, N / 8, x, a); /* rows 5..7 apart, as the last shard of three */
+    dropout_rows(0.5, 3, 2, 5, 3, N / 8, x + 5 * (N / 8), c);
+    assert_memory_equal(a + 5 * (N / 8), c, sizeof(double) * 3 * (N / 8));
     free(x);
     free(a);
     free(c);

@@ -275,7 +275,7 @@ static em3_module *build_all_ops(void) {
     em3_node dtr = at(EM3_OP_DROPOUT_TRAIN, 17);
     em3_node_set_f(&dtr, "p", 0.3);
     em3_node_set_i(&dtr, "salt", 41);
-    add(f, dtr, 2, x, step);
+    add(f, dtr, 3, x, step, step);
 
     em3_func_add_output(f, "loss", loss);
     em3_func_add_output(f, "emb rows", g);
