@@ -124,6 +124,10 @@ static int teardown(void **state) {
     return 0;
 }
 
+/* The training library of EM3-DIN has dropout in its MLP, so that the library's dropout masks
+ * (opt.step and opt.row0 supplied by the wrapper) are compared with the JIT's. */
+#define EM3_DIN_DROPOUT "0.2"
+
 static int setup(void **state) {
     (void)state;
     T.em3_bin_dir = getenv("EM3_BINARY_DIR");
@@ -139,7 +143,7 @@ static int setup(void **state) {
         model_lib *lib;
         const char *name;
     } libs[] = {{"din", "", &T.din, "din"},
-                {"em3_din", "--train --max-batch=16", &T.em3_din, "em3_din"},
+                {"em3_din", "--train --max-batch=16 --set mlp_dropout=" EM3_DIN_DROPOUT, &T.em3_din, "em3_din"},
                 {"din", "--train", &T.din_train, "din_train"}};
     for (int i = 0; i < 3; i++) {
         char so[128], err[128];
@@ -254,7 +258,9 @@ static void jit_open(jit_model *jm, const model_lib *l, const char *model, bool 
     char path[512];
     snprintf(path, sizeof path, "%s/models/%s.em3", T.src, model);
     em3_diag *d = em3_diag_create(stderr);
-    jm->m = em3_frontend_compile(path, NULL, d);
+    em3_const_override dropout = {"mlp_dropout", EM3_DIN_DROPOUT, false};
+    em3_frontend_options fo = {.overrides = &dropout, .n_overrides = !strcmp(model, "em3_din")};
+    jm->m = em3_frontend_compile(path, &fo, d);
     assert_non_null(jm->m);
     if (train) {
         em3_pipeline *pl = em3_pipeline_create();
