@@ -208,7 +208,7 @@ class Vbpr(Peer):
     """models/vbpr.em3 (MMRec's vbpr.py): an item is [ID embedding; Linear(its features)], a user
     one embedding twice as wide; BPR + reg · EmbLoss on the batch's embeddings. No graph."""
 
-    def __init__(self, users, items, feats, train_u, train_i, d=64, reg=1e-4, dtype=torch.float32):
+    def __init__(self, users, items, feats, train_u, train_i, d=64, reg=3.0, dtype=torch.float32):
         super().__init__(dtype)
         self.reg = reg
         self.feats = torch.cat([f.to(dtype) for f in feats.values()], -1)
