@@ -136,8 +136,8 @@ void cg_emit_dropout_train(em3_cg *cg, int id) {
     cg_kernel_begin(cg, id, "dropout_train", 4);
     LLVMValueRef step = LLVMBuildFPToUI(cg->b, cg_load(cg, EM3_DTYPE_F32, cg_kparam(cg, 2), cg_i64(cg, 0)), cg->i32, "");
     LLVMValueRef row0 = LLVMBuildFPToUI(cg->b, cg_load(cg, EM3_DTYPE_F32, cg_kparam(cg, 3), cg_i64(cg, 0)), cg->i32, "");
-    int64_t per_row = em3_type_has_batch(&n->type) ? em3_type_numel(&n->type, 1) : 0;
-    LLVMValueRef first = LLVMBuildMul(cg->b, row0, LLVMConstInt(cg->i32, (unsigned long long)per_row, 0), "");
+    LLVMValueRef first =
+        LLVMBuildMul(cg->b, row0, LLVMConstInt(cg->i32, (unsigned long long)em3_dropout_first(&n->type, 1), 0), "");
     LLVMValueRef key = mix32(cg, LLVMBuildAdd(cg->b, step, LLVMConstInt(cg->i32, 0x632be5abu, 0), ""));
     key = mix32(cg, LLVMBuildXor(cg->b, LLVMConstInt(cg->i32, salt * 0x9e3779b1u, 0), key, ""));
     LLVMValueRef threshold = LLVMConstInt(cg->i32, em3_dropout_threshold(p), 0), scale = cg_f32(cg, 1 / (1 - p));

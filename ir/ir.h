@@ -136,6 +136,11 @@ static inline uint32_t em3_dropout_threshold(double p) {
 static inline bool em3_dropout_keep(uint32_t key, uint32_t index, uint32_t threshold) {
     return em3_dropout_mix(index * 0xcc9e2d51u ^ key) >= threshold;
 }
+/* The index in the whole batch of a call's first element, the call holding the batch's rows
+ * from row0 on (a value without the batch dimension: 0, every call sees all of it). */
+static inline int64_t em3_dropout_first(const em3_type *t, int64_t row0) {
+    return em3_type_has_batch(t) ? row0 * em3_type_numel(t, 1) : 0;
+}
 
 /* ---- nodes, functions, modules ------------------------------------------------------------ */
 

@@ -251,8 +251,7 @@ static bool ref_dropout_train(em3_run *r, int id) {
     double *out = out_of(r, id), p = em3_node_f(n, "p");
     uint32_t key = em3_dropout_key((uint32_t)em3_node_i(n, "salt"), (uint32_t)arg(r, id, 1)[0]);
     uint32_t threshold = em3_dropout_threshold(p);
-    /* indices in the whole batch: the call holds its rows from row0 on */
-    int64_t first = (int64_t)arg(r, id, 2)[0] * (em3_type_has_batch(&n->type) ? em3_type_numel(&n->type, 1) : 0);
+    int64_t first = em3_dropout_first(&n->type, (int64_t)arg(r, id, 2)[0]);
     dims d = dims_of(r, id);
     for (int64_t i = 0, e = numel(&d); i < e; i++)
         out[i] = em3_dropout_keep(key, (uint32_t)(first + i), threshold) ? x[i] / (1 - p) : 0.0;
