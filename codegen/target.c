@@ -5,6 +5,7 @@
 #include <llvm-c/Analysis.h>
 #include <llvm-c/Target.h>
 #include <llvm-c/Transforms/PassBuilder.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,18 +118,30 @@ bool em3_codegen_emit(const em3_module *m, const em3_codegen_options *o, em3_emi
     for (int i = 0; i < m->n_func; i++) plans[i] = em3_mem_plan_create(m->func[i], o->max_batch, !o->no_mem_reuse);
     LLVMContextRef ctx = LLVMContextCreate();
     LLVMModuleRef mod = cg_build_module(m, ctx, o, tm, kind == EM3_EMIT_LLVM, plans);
-    char tmp[4096], *err = NULL;
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    /* Emitted to memory and written through em3_afile: a failure leaves no partial output. */
+    char *err = NULL, *text = NULL;
+    LLVMMemoryBufferRef buf = NULL;
     bool ok;
     if (kind == EM3_EMIT_LLVM || kind == EM3_EMIT_LLVM_OPT)
-        ok = !LLVMPrintModuleToFile(mod, tmp, &err);
+        ok = (text = LLVMPrintModuleToString(mod)) != NULL;
     else
-        ok = !LLVMTargetMachineEmitToFile(tm, mod, tmp, kind == EM3_EMIT_ASM ? LLVMAssemblyFile : LLVMObjectFile, &err);
-    if (ok && rename(tmp, path)) ok = false, err = NULL;
-    if (!ok) {
-        em3_diag_error(d, (em3_loc){0}, "cannot write %s%s%s", path, err ? ": " : "", err ? err : "");
-        remove(tmp);
+        ok = !LLVMTargetMachineEmitToMemoryBuffer(tm, mod, kind == EM3_EMIT_ASM ? LLVMAssemblyFile : LLVMObjectFile,
+                                                  &err, &buf);
+    em3_afile *out = ok ? em3_afile_open(path) : NULL;
+    int e = ok && !out ? errno : 0;
+    if (out) {
+        if (text)
+            fputs(text, em3_afile_stream(out));
+        else
+            fwrite(LLVMGetBufferStart(buf), 1, LLVMGetBufferSize(buf), em3_afile_stream(out));
+        e = em3_afile_commit(out);
     }
+    if (!ok || e) {
+        em3_diag_error(d, (em3_loc){0}, "cannot write %s: %s", path, e ? strerror(e) : err ? err : "LLVM emitted nothing");
+        ok = false;
+    }
+    if (text) LLVMDisposeMessage(text);
+    if (buf) LLVMDisposeMemoryBuffer(buf);
     LLVMDisposeMessage(err);
     LLVMDisposeModule(mod);
     LLVMContextDispose(ctx);

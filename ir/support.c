@@ -1,11 +1,15 @@
-/* ir/support.c — assert, checked allocation, arena and string buffer (see support.h). */
+/* ir/support.c — assert, checked allocation, arena, string buffer and atomic output files (see
+ * support.h). */
+#define _GNU_SOURCE /* fopencookie */
 #include "support.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <errno.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 void em3_assert_fail(const char *file, int line, const char *cond, const char *fmt, ...) {
     fprintf(stderr, "%s:%d: internal error: assertion '%s' failed: ", file, line, cond);
@@ -136,6 +140,111 @@ void em3_format_double(char *out, size_t n, double v) {
         size_t l = strlen(out);
         if (l + 2 < n) memcpy(out + l, ".0", 3);
     }
+}
+
+struct em3_afile {
+    char *path, *tmp; /* tmp NULL: written in place */
+    int fd;
+    int error; /* the first write's errno: a FILE keeps only that an error happened */
+    FILE *f;
+};
+
+static void afile_free(em3_afile *a) {
+    free(a->path);
+    free(a->tmp);
+    free(a);
+}
+
+static ssize_t afile_write(void *cookie, const char *buf, size_t n) {
+    em3_afile *a = cookie;
+    for (size_t done = 0; done < n;) {
+        ssize_t k = write(a->fd, buf + done, n - done);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) {
+            if (!a->error) a->error = k < 0 ? errno : EIO;
+            return (ssize_t)done; /* never negative: stdio takes a short count as the error */
+        }
+        done += (size_t)k;
+    }
+    return (ssize_t)n;
+}
+
+static int afile_seek(void *cookie, off64_t *pos, int whence) {
+    off_t r = lseek(((em3_afile *)cookie)->fd, (off_t)*pos, whence);
+    if (r < 0) return -1;
+    *pos = r;
+    return 0;
+}
+
+static int afile_close(void *cookie) { return close(((em3_afile *)cookie)->fd); }
+
+em3_afile *em3_afile_open(const char *path) {
+    em3_afile *a = em3_xcalloc(1, sizeof *a);
+    struct stat st;
+    bool exists = stat(path, &st) == 0;
+    if ((exists && !S_ISREG(st.st_mode)) || !strncmp(path, "/dev/", 5) || !strncmp(path, "/proc/", 6)) {
+        /* a terminal, pipe or device: nothing to rename over; and -o /dev/stdout redirected to
+           a file (> out, >> out) is written through the shell's descriptor, not replaced */
+        a->fd = open(path, O_WRONLY | O_CLOEXEC);
+    } else {
+        /* through a symbolic link the file it points to is replaced, not the link */
+        char *real = exists ? realpath(path, NULL) : NULL;
+        a->path = real ? real : em3_xstrdup(path);
+        a->tmp = em3_xmalloc(strlen(a->path) + 16);
+        sprintf(a->tmp, "%s.tmp.XXXXXX", a->path);
+        a->fd = mkstemp(a->tmp);
+        /* mkstemp's 0600 would make every output private to its writer */
+        if (a->fd >= 0 && fchmod(a->fd, 0644) != 0) {
+            close(a->fd);
+            a->fd = -1;
+        }
+    }
+    cookie_io_functions_t io = {.write = afile_write, .seek = afile_seek, .close = afile_close};
+    if (a->fd >= 0 && (a->f = fopencookie(a, "wb", io))) return a;
+    int e = errno;
+    if (a->fd >= 0) close(a->fd);
+    if (a->tmp) unlink(a->tmp);
+    afile_free(a);
+    errno = e;
+    return NULL;
+}
+
+FILE *em3_afile_stream(em3_afile *a) { return a->f; }
+
+/* Makes the rename itself durable. Best effort: some file systems refuse fsync on a folder,
+ * and the file is complete in place either way. */
+static void sync_dir_of(const char *path) {
+    char *d = em3_xstrdup(path);
+    char *slash = strrchr(d, '/');
+    if (slash) *slash = 0;
+    int fd = open(slash ? (*d ? d : "/") : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+    free(d);
+}
+
+int em3_afile_commit(em3_afile *a) {
+    int e = fflush(a->f) != 0 || ferror(a->f) ? (a->error ? a->error : EIO) : 0;
+    if (!e && a->tmp && fsync(a->fd) != 0) e = errno;
+    if (fclose(a->f) != 0 && !e) e = errno;
+    if (a->tmp) {
+        if (!e && rename(a->tmp, a->path) != 0) e = errno;
+        if (e)
+            unlink(a->tmp);
+        else
+            sync_dir_of(a->path);
+    }
+    afile_free(a);
+    return e;
+}
+
+void em3_afile_abort(em3_afile *a) {
+    if (!a) return;
+    fclose(a->f);
+    if (a->tmp) unlink(a->tmp);
+    afile_free(a);
 }
 
 bool em3_mkdir_p(const char *path) {

@@ -1,5 +1,6 @@
 /* ir/support.h — the few helpers every layer shares: the internal-invariant assert, checked
- * allocation, a bump arena for IR lifetime data, and a growable string buffer. */
+ * allocation, a bump arena for IR lifetime data, a growable string buffer, and output files
+ * that appear whole or not at all. */
 #ifndef EM3_SUPPORT_H
 #define EM3_SUPPORT_H
 
@@ -7,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define EM3_VERSION "0.1.0"
 
@@ -54,6 +56,20 @@ void em3_sb_free(em3_strbuf *sb);
 
 /* mkdir -p: creates `path` and its missing parents; false (errno set) on failure. */
 bool em3_mkdir_p(const char *path);
+
+/* An output file that a reader never sees half written, even across a crash or a full disk:
+ * the bytes go to a temporary file beside `path` (a unique name, so concurrent writers of one
+ * path do not collide), and commit renames it over `path` only after every write, the flush and
+ * the fsync succeeded. Open returns NULL with errno set; commit returns 0 or the first errno
+ * (a write error the stream recorded included) and removes the temporary on failure; abort
+ * removes it. Both free the handle. A path that exists but is not a regular file (a terminal,
+ * a pipe), or is under /dev or /proc (/dev/stdout), is written in place; through a symbolic link, the file it points to is
+ * replaced and the link kept. */
+typedef struct em3_afile em3_afile;
+em3_afile *em3_afile_open(const char *path);
+FILE *em3_afile_stream(em3_afile *a);
+int em3_afile_commit(em3_afile *a);
+void em3_afile_abort(em3_afile *a);
 
 /* Shortest "%g" text that reads back to the same double: IR dumps must round-trip exactly. */
 void em3_format_double(char *out, size_t n, double v);

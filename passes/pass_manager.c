@@ -91,12 +91,13 @@ static bool dump_to_dir(const em3_pass_options *o, int index, const char *name, 
                               strerror(errno));
     char path[4096];
     snprintf(path, sizeof path, "%s/%02d-%s.ir", o->dump_dir, index, name);
-    FILE *f = fopen(path, "w");
-    if (!f) return em3_diag_error(d, (em3_loc){0}, "cannot write %s: %s", path, strerror(errno));
-    em3_module_print(m, f, o->print_flags);
-    bool ok = fclose(f) == 0;
-    if (!ok) em3_diag_error(d, (em3_loc){0}, "cannot write %s: %s", path, strerror(errno));
-    return ok;
+    em3_afile *a = em3_afile_open(path);
+    int e = a ? 0 : errno;
+    if (a) {
+        em3_module_print(m, em3_afile_stream(a), o->print_flags);
+        e = em3_afile_commit(a);
+    }
+    return e ? em3_diag_error(d, (em3_loc){0}, "cannot write %s: %s", path, strerror(e)) : true;
 }
 
 bool em3_pipeline_run(em3_pipeline *pl, em3_module *m, const em3_pass_options *opt, em3_diag *d) {

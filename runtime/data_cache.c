@@ -198,26 +198,17 @@ bool em3_data_fingerprint(const em3_data_spec *s, em3_source_stamp **stamps, int
 /* ---- writing ------------------------------------------------------------------------------------- */
 
 struct em3_cache_writer {
-    char *path, *tmp;
-    int fd;
+    char *path;
+    em3_afile *out;
+    FILE *f;
     uint64_t off;
-    int error; /* the first errno, kept until commit reports it */
     em3_strbuf manifest;
 };
 
+/* A failed write is recorded by the stream and reported by the commit. */
 static void put(em3_cache_writer *w, const void *data, size_t n) {
-    const char *p = data;
-    while (!w->error && n > 0) {
-        ssize_t k = write(w->fd, p, n);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) {
-            w->error = k < 0 ? errno : EIO;
-            break;
-        }
-        p += k;
-        n -= (size_t)k;
-        w->off += (uint64_t)k;
-    }
+    fwrite(data, 1, n, w->f);
+    w->off += n;
 }
 
 static void pad(em3_cache_writer *w) {
@@ -226,19 +217,15 @@ static void pad(em3_cache_writer *w) {
 }
 
 em3_cache_writer *em3_cache_begin(const char *path, char *err, size_t errlen) {
-    em3_cache_writer *w = em3_xcalloc(1, sizeof *w);
-    w->path = em3_xstrdup(path);
-    w->tmp = em3_xmalloc(strlen(path) + 16);
-    sprintf(w->tmp, "%s.tmp.XXXXXX", path);
-    w->fd = mkstemp(w->tmp);
-    if (w->fd < 0) {
-        em3_data_fail(err, errlen, "%s: cannot create the cache: %s", w->tmp, strerror(errno));
-        free(w->tmp);
-        free(w->path);
-        free(w);
+    em3_afile *out = em3_afile_open(path);
+    if (!out) {
+        em3_data_fail(err, errlen, "%s: cannot create the cache: %s", path, strerror(errno));
         return NULL;
     }
-    fchmod(w->fd, 0644);
+    em3_cache_writer *w = em3_xcalloc(1, sizeof *w);
+    w->path = em3_xstrdup(path);
+    w->out = out;
+    w->f = em3_afile_stream(out);
     char header[HEADER_BYTES] = {0}; /* written for real by commit */
     put(w, header, sizeof header);
     em3_sb_printf(&w->manifest, "em3-data-cache %d\n", CACHE_VERSION);
@@ -264,7 +251,7 @@ bool em3_cache_add_column(em3_cache_writer *w, int split, const em3_column *c, c
     for (int i = 0; i < 4; i++) em3_sb_printf(&w->manifest, " %lld", (long long)(i < c->rank ? c->dim[i] : 0));
     em3_sb_printf(&w->manifest, " %" PRIu64 " %" PRIu64 " %016" PRIx64 "\n", off, bytes,
                   em3_xxh64(c->data, bytes, 0));
-    return !w->error;
+    return !ferror(w->f);
 }
 
 bool em3_cache_add_vocab(em3_cache_writer *w, const char *name, char *const *tokens, int64_t n) {
@@ -289,15 +276,13 @@ bool em3_cache_add_vocab(em3_cache_writer *w, const char *name, char *const *tok
     free(offsets);
     em3_sb_printf(&w->manifest, "vocab %s %lld %" PRIu64 " %" PRIu64 " %016" PRIx64 "\n", name,
                   (long long)n, off, bytes, em3_xxh64_digest(&h));
-    return !w->error;
+    return !ferror(w->f);
 }
 
 void em3_cache_abort(em3_cache_writer *w) {
     if (!w) return;
-    close(w->fd);
-    unlink(w->tmp);
+    em3_afile_abort(w->out);
     em3_sb_free(&w->manifest);
-    free(w->tmp);
     free(w->path);
     free(w);
 }
@@ -311,17 +296,6 @@ static void make_header(unsigned char *h, uint64_t moff, uint64_t mlen, uint64_t
     memcpy(h + 8, v, sizeof v);
     uint64_t hh = em3_xxh64(h, 48, 0);
     memcpy(h + 48, &hh, 8);
-}
-
-static bool sync_dir_of(const char *path) {
-    char *d = em3_xstrdup(path);
-    char *slash = strrchr(d, '/');
-    if (slash) *slash = 0;
-    int fd = open(slash ? (*d ? d : "/") : ".", O_RDONLY | O_DIRECTORY);
-    bool ok = fd >= 0 && fsync(fd) == 0;
-    if (fd >= 0) close(fd);
-    free(d);
-    return ok;
 }
 
 bool em3_cache_commit(em3_cache_writer *w, const char *name, const char *label, const char *group,
@@ -339,45 +313,29 @@ bool em3_cache_commit(em3_cache_writer *w, const char *name, const char *label, 
     put(w, m->data, m->len);
     unsigned char header[HEADER_BYTES];
     make_header(header, moff, m->len, em3_xxh64(m->data, m->len, 0), w->off);
-    if (!w->error && pwrite(w->fd, header, sizeof header, 0) != (ssize_t)sizeof header) w->error = errno ? errno : EIO;
-    if (!w->error && fsync(w->fd) != 0) w->error = errno;
-    if (close(w->fd) != 0 && !w->error) w->error = errno;
-    w->fd = -1;
-    if (!w->error && rename(w->tmp, w->path) != 0) w->error = errno;
-    if (!w->error && !sync_dir_of(w->path)) w->error = errno ? errno : EIO;
-    int e = w->error;
+    /* the header goes first, now that it is known */
+    int e = fseeko(w->f, 0, SEEK_SET) == 0 ? 0 : errno;
     if (e) {
-        unlink(w->tmp);
-        em3_data_fail(err, errlen, "%s: cannot write the cache: %s", w->path, strerror(e));
+        em3_afile_abort(w->out);
+    } else {
+        fwrite(header, 1, sizeof header, w->f);
+        e = em3_afile_commit(w->out);
     }
+    if (e) em3_data_fail(err, errlen, "%s: cannot write the cache: %s", w->path, strerror(e));
     em3_sb_free(m);
-    free(w->tmp);
     free(w->path);
     free(w);
     return !e;
 }
 
 bool em3_write_file_atomic(const char *path, const void *data, size_t n, char *err, size_t errlen) {
-    em3_cache_writer *w = em3_xcalloc(1, sizeof *w);
-    char *tmp = em3_xmalloc(strlen(path) + 16);
-    sprintf(tmp, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp), e = 0;
-    if (fd < 0) {
-        e = errno;
-    } else {
-        *w = (em3_cache_writer){.fd = fd};
-        fchmod(fd, 0644);
-        put(w, data, n);
-        e = w->error;
-        if (!e && fsync(fd) != 0) e = errno;
-        if (close(fd) != 0 && !e) e = errno;
-        if (!e && rename(tmp, path) != 0) e = errno;
-        if (e) unlink(tmp);
+    em3_afile *out = em3_afile_open(path);
+    int e = out ? 0 : errno;
+    if (out) {
+        fwrite(data, 1, n, em3_afile_stream(out));
+        e = em3_afile_commit(out);
     }
-    free(w);
-    free(tmp);
-    if (e) return em3_data_fail(err, errlen, "%s: cannot write: %s", path, strerror(e));
-    return true;
+    return e ? em3_data_fail(err, errlen, "%s: cannot write: %s", path, strerror(e)) : true;
 }
 
 /* ---- reading ---------------------------------------------------------------------------------- */

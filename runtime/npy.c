@@ -354,18 +354,6 @@ static char *make_header(const char *descr, int rank, const int64_t *shape, size
     return h;
 }
 
-static bool write_all(int fd, const void *buf, size_t n) {
-    const char *p = buf;
-    while (n > 0) {
-        ssize_t k = write(fd, p, n);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) return false;
-        p += k;
-        n -= (size_t)k;
-    }
-    return true;
-}
-
 static bool write_array(const char *path, em3_npy_dtype t, int rank, const int64_t *shape,
                         const void *data, char *err, size_t el) {
     if (rank < 0 || rank > EM3_NPY_MAX_RANK) return fail(err, el, path, "rank %d", rank);
@@ -377,22 +365,15 @@ static bool write_array(const char *path, em3_npy_dtype t, int rank, const int64
         return fail(err, el, path, "the array is too large");
     size_t hlen;
     char *header = make_header(dtypes[t].descr, rank, shape, &hlen);
-    char *tmp = em3_xmalloc(strlen(path) + 16);
-    sprintf(tmp, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp), e = 0; /* e: the first error, kept past the cleanup's calls */
-    if (fd < 0) {
-        e = errno;
-    } else {
-        errno = 0;
-        if (fchmod(fd, 0644) != 0 || !write_all(fd, header, hlen) ||
-            !write_all(fd, data, (size_t)bytes) || fsync(fd) != 0)
-            e = errno ? errno : EIO;
-        if (close(fd) != 0 && !e) e = errno;
-        if (!e && rename(tmp, path) != 0) e = errno;
-        if (e) unlink(tmp);
+    em3_afile *out = em3_afile_open(path);
+    int e = out ? 0 : errno;
+    if (out) {
+        FILE *f = em3_afile_stream(out);
+        fwrite(header, 1, hlen, f);
+        fwrite(data, 1, (size_t)bytes, f);
+        e = em3_afile_commit(out);
     }
     if (e) fail(err, el, path, "cannot write: %s", strerror(e));
-    free(tmp);
     free(header);
     return !e;
 }

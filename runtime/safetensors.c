@@ -523,34 +523,6 @@ static void json_string(em3_strbuf *sb, const char *s) {
     em3_sb_putc(sb, '"');
 }
 
-static bool write_all(int fd, const void *buf, size_t n) {
-    const char *p = buf;
-    while (n > 0) {
-        ssize_t k = write(fd, p, n);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) return false;
-        p += k;
-        n -= (size_t)k;
-    }
-    return true;
-}
-
-/* fsync of the folder makes the rename itself durable. */
-static void sync_dir(const char *path) {
-    char *dir = em3_xstrdup(path);
-    char *slash = strrchr(dir, '/');
-    if (slash)
-        slash[slash == dir] = 0;
-    else
-        strcpy(dir, ".");
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-    free(dir);
-}
-
 bool em3_st_write(const char *path, const em3_st_tensor *t, int n, const em3_st_meta *meta,
                   int n_meta, char *err, size_t errlen) {
     em3_strbuf h = {0};
@@ -588,26 +560,16 @@ bool em3_st_write(const char *path, const em3_st_tensor *t, int n, const em3_st_
     while ((8 + h.len) % 8) em3_sb_putc(&h, ' '); /* the data start 8-byte aligned */
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)h.len >> (8 * i));
-    char *tmp = em3_xmalloc(strlen(path) + 16);
-    sprintf(tmp, "%s.tmp.XXXXXX", path);
-    int e = 0; /* the first error, kept past the cleanup's calls */
-    int fd = ok ? mkstemp(tmp) : -1;
-    if (ok && fd < 0) {
-        e = errno;
-    } else if (ok) {
-        errno = 0;
-        bool w = fchmod(fd, 0644) == 0 && write_all(fd, len8, 8) && write_all(fd, h.data, h.len);
-        for (int i = 0; w && i < n; i++) w = write_all(fd, t[i].data, (size_t)bytes[i]);
-        if (!w || fsync(fd) != 0) e = errno ? errno : EIO;
-        if (close(fd) != 0 && !e) e = errno;
-        if (!e && rename(tmp, path) != 0) e = errno;
-        if (e)
-            unlink(tmp);
-        else
-            sync_dir(path);
+    em3_afile *out = ok ? em3_afile_open(path) : NULL;
+    if (ok && !out) ok = fail(err, errlen, path, "cannot write: %s", strerror(errno));
+    if (ok) {
+        FILE *f = em3_afile_stream(out);
+        fwrite(len8, 1, 8, f);
+        fwrite(h.data, 1, h.len, f);
+        for (int i = 0; i < n; i++) fwrite(t[i].data, 1, (size_t)bytes[i], f);
+        int e = em3_afile_commit(out);
+        if (e) ok = fail(err, errlen, path, "cannot write: %s", strerror(e));
     }
-    if (e) ok = fail(err, errlen, path, "cannot write: %s", strerror(e));
-    free(tmp);
     free(bytes);
     em3_sb_free(&h);
     return ok;

@@ -57,8 +57,14 @@ int em3_cmd_check(int argc, char **argv) {
 
 enum { OPT_PASSES = 256, OPT_PAA, OPT_PA, OPT_PC, OPT_DUMP, OPT_LOC, OPT_FUNC, OPT_EMIT, OPT_MAX_BATCH, OPT_STATS };
 
-/* The module compiled to `kind`, into out_path or (through a temporary file, since LLVM writes
- * files) onto standard output. */
+/* Commits an output opened with em3_afile (NULL: standard output, nothing to do); the exit
+ * status. */
+static int commit_output(em3_afile *a, const char *path) {
+    int e = a ? em3_afile_commit(a) : 0;
+    if (e) fprintf(stderr, "em3: error: cannot write %s: %s\n", path, strerror(e));
+    return e ? 1 : 0;
+}
+
 /* --emit=dot: a Graphviz graph of one function (@train, else the first, unless --func). */
 static int write_dot(const em3_module *m, const char *func, const char *out_path) {
     const em3_func *f = func ? em3_module_find_func(m, func) : em3_module_find_func(m, "train");
@@ -67,13 +73,13 @@ static int write_dot(const em3_module *m, const char *func, const char *out_path
         fprintf(stderr, "em3: error: no function to draw\n");
         return 1;
     }
-    FILE *out = out_path ? fopen(out_path, "w") : stdout;
-    if (!out) {
+    em3_afile *a = out_path ? em3_afile_open(out_path) : NULL;
+    if (out_path && !a) {
         perror(out_path);
         return 1;
     }
-    em3_func_print_dot(f, out);
-    return out_path && fclose(out) ? 1 : 0;
+    em3_func_print_dot(f, a ? em3_afile_stream(a) : stdout);
+    return commit_output(a, out_path);
 }
 
 /* --dump-dir also receives what lowering does: every function's memory plan, and the LLVM IR
@@ -81,23 +87,25 @@ static int write_dot(const em3_module *m, const char *func, const char *out_path
 static int dump_lowering(const em3_module *m, const em3_codegen_options *co, const char *dir, em3_diag *d) {
     char path[4096];
     snprintf(path, sizeof path, "%s/memory-plan.txt", dir);
-    FILE *f = fopen(path, "w");
-    if (!f) {
+    em3_afile *a = em3_afile_open(path);
+    if (!a) {
         perror(path);
         return 1;
     }
     for (int i = 0; i < m->n_func; i++) {
         em3_mem_plan *p = em3_mem_plan_create(m->func[i], co->max_batch, !co->no_mem_reuse);
-        em3_mem_plan_print(m->func[i], p, f);
+        em3_mem_plan_print(m->func[i], p, em3_afile_stream(a));
         em3_mem_plan_free(p);
     }
-    if (fclose(f)) return 1;
+    if (commit_output(a, path)) return 1;
     em3_codegen_options o = *co;
     o.dump_dir = dir;
     snprintf(path, sizeof path, "%s/llvm-opt.ll", dir);
     return em3_codegen_emit(m, &o, EM3_EMIT_LLVM_OPT, path, d) ? 0 : 1;
 }
 
+/* The module compiled to `kind`, into out_path or (through a temporary file, since LLVM writes
+ * files) onto standard output. */
 static int write_emitted(const em3_module *m, const em3_codegen_options *o, em3_emit_kind kind,
                          const char *out_path, em3_diag *d) {
     if (out_path) return em3_codegen_emit(m, o, kind, out_path, d) ? 0 : 1;
@@ -118,40 +126,24 @@ static int write_emitted(const em3_module *m, const em3_codegen_options *o, em3_
     return status;
 }
 
-/* Writes through a temporary file renamed into place, so that a failure leaves no partial
- * output behind. */
+/* Writes through em3_afile, so that a failure leaves no partial output behind. */
 static int write_ir(const em3_module *m, const char *func, const char *out_path, unsigned flags) {
-    FILE *out = stdout;
-    char tmp[4096];
-    if (out_path) {
-        snprintf(tmp, sizeof tmp, "%s.tmp", out_path);
-        if (!(out = fopen(tmp, "w"))) {
-            perror(out_path);
-            return 1;
-        }
+    em3_func *f = func ? em3_module_find_func(m, func) : NULL;
+    if (func && !f) {
+        fprintf(stderr, "em3: error: no function @%s in the module\n", func);
+        return 1;
     }
-    if (func) {
-        em3_func *f = em3_module_find_func(m, func);
-        if (!f) {
-            fprintf(stderr, "em3: error: no function @%s in the module\n", func);
-            if (out_path) {
-                fclose(out);
-                remove(tmp);
-            }
-            return 1;
-        }
+    em3_afile *a = out_path ? em3_afile_open(out_path) : NULL;
+    if (out_path && !a) {
+        perror(out_path);
+        return 1;
+    }
+    FILE *out = a ? em3_afile_stream(a) : stdout;
+    if (f)
         em3_func_print(f, out, flags);
-    } else {
+    else
         em3_module_print(m, out, flags);
-    }
-    if (out_path) {
-        if (fclose(out) || rename(tmp, out_path)) {
-            perror(out_path);
-            remove(tmp);
-            return 1;
-        }
-    }
-    return 0;
+    return commit_output(a, out_path);
 }
 
 /* --stats: per function (or only `func`), its nodes, its nodes by fusion kind and op, and the

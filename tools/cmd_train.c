@@ -132,15 +132,13 @@ static em3_exec *executor(const em3_module *m, em3_jit *j, uint64_t seed) {
     return x;
 }
 
+/* False with errno set when the file cannot be written in full. */
 static bool write_file(const char *path, void (*fill)(FILE *, const void *), const void *ctx) {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return false;
-    fill(f, ctx);
-    bool ok = fclose(f) == 0 && rename(tmp, path) == 0;
-    if (!ok) remove(tmp);
-    return ok;
+    em3_afile *a = em3_afile_open(path);
+    if (!a) return false;
+    fill(em3_afile_stream(a), ctx);
+    errno = em3_afile_commit(a);
+    return !errno;
 }
 
 static void fill_config(FILE *f, const void *rc) { em3_run_config_write(rc, f); }
@@ -456,15 +454,15 @@ int em3_cmd_predict(int argc, char **argv) {
     const char *out = a.out;
     em3_split split = a.split;
     scoring s = {0};
-    char err[1024], tmp[4096];
+    char err[1024];
     int status = 1;
-    snprintf(tmp, sizeof tmp, "%s.tmp", out);
-    FILE *f = NULL;
+    em3_afile *file = NULL;
     if (!open_run(&s, a.run, a.data, a.ckpt, err, sizeof err)) {
         user_error("%s", err);
-    } else if (!(f = fopen(tmp, "w"))) {
+    } else if (!(file = em3_afile_open(out))) {
         user_error("cannot write %s: %s", out, strerror(errno));
     } else {
+        FILE *f = em3_afile_stream(file);
         const em3_compiled_func *pf = em3_exec_func(s.x, "predict");
         int64_t rows = em3_dataset_rows(s.ds, split), chunk = s.rc.train.eval_batch_size;
         bool ok = true;
@@ -509,10 +507,12 @@ int em3_cmd_predict(int argc, char **argv) {
         }
         for (int k = 0; k < pf->n_inputs; k++) free(bufs[k]);
         free(idx);
-        if (fclose(f) || !ok || rename(tmp, out)) {
-            if (ok) user_error("cannot write %s: %s", out, strerror(errno));
-            remove(tmp);
-        } else {
+        int e = 0;
+        if (!ok)
+            em3_afile_abort(file);
+        else if ((e = em3_afile_commit(file)))
+            user_error("cannot write %s: %s", out, strerror(e));
+        else {
             fprintf(stderr, "wrote %lld rows to %s\n", (long long)rows, out);
             status = 0;
         }

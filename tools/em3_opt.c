@@ -84,29 +84,20 @@ static char *read_all(const char *path, size_t *len) {
     return buf;
 }
 
-/* Writes to PATH.tmp and renames it over PATH, so a failure never leaves a partial file. */
+/* Writes through em3_afile, so a failure never leaves a partial file. */
 static bool write_module(const char *path, const em3_module *m, unsigned flags) {
     if (!strcmp(path, "-")) {
         em3_module_print(m, stdout, flags);
         return true;
     }
-    size_t n = strlen(path) + 5;
-    char *tmp = em3_xmalloc(n);
-    snprintf(tmp, n, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    bool ok = f != NULL;
-    if (ok) {
-        em3_module_print(m, f, flags);
-        ok = !ferror(f);
-        ok = (fclose(f) == 0) && ok;
-        ok = ok && rename(tmp, path) == 0;
+    em3_afile *a = em3_afile_open(path);
+    int e = a ? 0 : errno;
+    if (a) {
+        em3_module_print(m, em3_afile_stream(a), flags);
+        e = em3_afile_commit(a);
     }
-    if (!ok) {
-        fprintf(stderr, "em3-opt: cannot write %s: %s\n", path, strerror(errno));
-        remove(tmp);
-    }
-    free(tmp);
-    return ok;
+    if (e) fprintf(stderr, "em3-opt: cannot write %s: %s\n", path, strerror(e));
+    return !e;
 }
 
 enum {

@@ -1,6 +1,7 @@
 /* tests/unit/test_npy.c — the .npy reader and writer: round trips, every header form NumPy
  * writes (versions, key orders, quoting), every dtype read with the float16 conversion at its
- * edges, and malformed files, each of which must be an error naming the file. */
+ * edges, and malformed files, each of which must be an error naming the file; and em3_afile,
+ * the atomic output every writer goes through, under a write that fails midway. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,13 +10,17 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ir/support.h"
 #include "runtime/npy.h"
 
 static char dir[64];
@@ -156,6 +161,89 @@ static void test_write_is_atomic(void **state) {
     const int64_t bad[] = {-1};
     assert_false(em3_npy_write_f64(in_dir("bad.npy"), 1, bad, one, err, sizeof err));
     assert_non_null(strstr(err, "bad shape"));
+}
+
+static int files_named(const char *part) {
+    int files = 0;
+    DIR *d = opendir(dir);
+    for (struct dirent *e; (e = readdir(d));) files += strstr(e->d_name, part) != NULL;
+    closedir(d);
+    return files;
+}
+
+static char *slurp(const char *path) {
+    static char buf[64];
+    FILE *f = fopen(path, "rb");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f) fclose(f);
+    buf[n] = 0;
+    return buf;
+}
+
+/* A write that fails midway (here the file size limit, as a full disk would) must leave the
+ * old file as it was and no temporary behind, and say why. */
+static void test_atomic_output(void **state) {
+    (void)state;
+    em3_afile *a = em3_afile_open(in_dir("a.txt"));
+    assert_non_null(a);
+    fputs("old", em3_afile_stream(a));
+    assert_int_equal(em3_afile_commit(a), 0);
+    struct stat st;
+    assert_int_equal(stat(in_dir("a.txt"), &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0644);
+
+    a = em3_afile_open(in_dir("a.txt")); /* abandoned: nothing changes */
+    fputs("new", em3_afile_stream(a));
+    em3_afile_abort(a);
+    assert_string_equal(slurp(in_dir("a.txt")), "old");
+    assert_int_equal(files_named("a.txt"), 1);
+
+    struct rlimit old_limit, small;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old_limit), 0);
+    small = old_limit;
+    small.rlim_cur = 4096;
+    void (*old_handler)(int) = signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &small), 0);
+    static char big[1 << 16];
+    a = em3_afile_open(in_dir("a.txt"));
+    fwrite(big, 1, sizeof big, em3_afile_stream(a));
+    int e = em3_afile_commit(a);
+    char err[512];
+    const int64_t shape[] = {(int64_t)sizeof big / 8};
+    bool npy_ok = em3_npy_write_f64(in_dir("a.npy"), 1, shape, (const double *)big, err, sizeof err);
+    setrlimit(RLIMIT_FSIZE, &old_limit);
+    signal(SIGXFSZ, old_handler);
+    assert_int_equal(e, EFBIG);
+    assert_string_equal(slurp(in_dir("a.txt")), "old");
+    assert_int_equal(files_named("a.txt"), 1);
+    assert_false(npy_ok);
+    assert_non_null(strstr(err, "cannot write"));
+    assert_int_equal(files_named("a.npy"), 0);
+
+    /* through a link the target is replaced; a device is written in place and stays one */
+    assert_int_equal(symlink("a.txt", in_dir("link.txt")), 0);
+    a = em3_afile_open(in_dir("link.txt"));
+    fputs("via link", em3_afile_stream(a));
+    assert_int_equal(em3_afile_commit(a), 0);
+    assert_string_equal(slurp(in_dir("a.txt")), "via link");
+    assert_int_equal(lstat(in_dir("link.txt"), &st), 0);
+    assert_true(S_ISLNK(st.st_mode));
+    a = em3_afile_open("/dev/null");
+    assert_non_null(a);
+    fputs("nothing", em3_afile_stream(a));
+    assert_int_equal(em3_afile_commit(a), 0);
+    assert_int_equal(stat("/dev/null", &st), 0);
+    assert_true(S_ISCHR(st.st_mode));
+    if ((a = em3_afile_open("/dev/full"))) { /* a full disk, where the device exists */
+        fputs("x", em3_afile_stream(a));
+        assert_int_equal(em3_afile_commit(a), ENOSPC);
+    }
+
+    errno = 0; /* a folder that does not exist */
+    char path[300];
+    snprintf(path, sizeof path, "%s/no/such/a.txt", dir);
+    assert_null(em3_afile_open(path));
+    assert_int_equal(errno, ENOENT);
 }
 
 /* ---- header forms ---------------------------------------------------------------------------- */
@@ -392,6 +480,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trips),
         cmocka_unit_test(test_write_is_atomic),
+        cmocka_unit_test(test_atomic_output),
         cmocka_unit_test(test_header_forms),
         cmocka_unit_test(test_float16),
         cmocka_unit_test(test_integer_and_bool_dtypes),
