@@ -1,5 +1,6 @@
 /* tools/run_config.c — the table of training options (see run_config.h). One row per key:
- * its type, where it lives, its meaning; parsing, writing, reading and help all walk it. */
+ * its type, where it lives, its meaning and the values it admits; parsing, checking, writing,
+ * reading and help all walk it. */
 #include "run_config.h"
 
 #include <errno.h>
@@ -15,6 +16,7 @@ typedef struct {
     kind k;
     size_t off;
     const char *help;
+    const char *range; /* numbers: "[lo, hi)" in interval notation, "inf" unbounded; NULL: any */
 } option;
 
 #define T(f) offsetof(em3_run_config, train.f)
@@ -22,41 +24,41 @@ typedef struct {
 #define R(f) offsetof(em3_run_config, f)
 
 static const option options[] = {
-    {"epochs", K_INT, T(epochs), "passes over the training split"},
-    {"batch_size", K_INT, T(batch_size), "training rows per step"},
-    {"eval_batch_size", K_INT, T(eval_batch_size), "rows per evaluation call"},
-    {"max_steps", K_INT, T(max_steps), "stop after this many steps in all (0: no limit)"},
+    {"epochs", K_INT, T(epochs), "passes over the training split", "[0, inf)"},
+    {"batch_size", K_INT, T(batch_size), "training rows per step", "[1, inf)"},
+    {"eval_batch_size", K_INT, T(eval_batch_size), "rows per evaluation call", "[1, inf)"},
+    {"max_steps", K_INT, T(max_steps), "stop after this many steps in all (0: no limit)", "[0, inf)"},
     {"seed", K_INT, T(seed), "seed of the initial weights and of every permutation"},
     {"deterministic", K_BOOL, T(deterministic), "one thread, fixed reduction order: bit-identical reruns"},
-    {"shards", K_INT, T(shards), "data-parallel: each batch as this many shards, gradients combined (0: one per rank)"},
+    {"shards", K_INT, T(shards), "data-parallel: each batch as this many shards, gradients combined (0: one per rank)", "[0, inf)"},
     {"optimizer", K_OPTIM, O(kind), "sgd, momentum, adam, adamw or adagrad"},
-    {"lr", K_FLOAT, O(lr), "learning rate of the default parameter group"},
-    {"beta1", K_FLOAT, O(beta1), "Adam's first-moment decay"},
-    {"beta2", K_FLOAT, O(beta2), "Adam's second-moment decay"},
-    {"eps", K_FLOAT, O(eps), "Adam's / Adagrad's epsilon"},
-    {"momentum", K_FLOAT, O(momentum), "SGD momentum"},
-    {"weight_decay", K_FLOAT, O(weight_decay), "L2 weight decay (decoupled for adamw)"},
-    {"clip_norm", K_FLOAT, O(clip_norm), "clip the global gradient norm to this (0: off)"},
+    {"lr", K_FLOAT, O(lr), "learning rate of the default parameter group", "[0, inf)"},
+    {"beta1", K_FLOAT, O(beta1), "Adam's first-moment decay", "[0, 1)"},
+    {"beta2", K_FLOAT, O(beta2), "Adam's second-moment decay", "[0, 1)"},
+    {"eps", K_FLOAT, O(eps), "Adam's / Adagrad's epsilon", "(0, inf)"},
+    {"momentum", K_FLOAT, O(momentum), "SGD momentum", "[0, 1)"},
+    {"weight_decay", K_FLOAT, O(weight_decay), "L2 weight decay (decoupled for adamw)", "[0, inf)"},
+    {"clip_norm", K_FLOAT, O(clip_norm), "clip the global gradient norm to this (0: off)", "[0, inf)"},
     {"lazy", K_BOOL, O(lazy), "update only the touched rows of embedding tables"},
-    {"adagrad_init", K_FLOAT, O(adagrad_init), "Adagrad's initial accumulator value"},
+    {"adagrad_init", K_FLOAT, O(adagrad_init), "Adagrad's initial accumulator value", "[0, inf)"},
     {"monitor", K_STR, T(monitor), "early-stopping monitor: default (auc; -loss without labels; recall@20 for\n                         top-K models), auc, gauc, -logloss, -loss, recall@K, ndcg@K, precision@K,\n                         or a sum like gauc+0.5*auc"},
-    {"patience", K_INT, T(patience), "evaluations without improvement before stopping (0: never)"},
-    {"lr_factor", K_FLOAT, T(lr_factor), "reduce-on-plateau factor"},
-    {"lr_patience", K_INT, T(lr_patience), "evaluations without improvement before reducing rates (0: off)"},
-    {"min_lr", K_FLOAT, T(min_lr), "reduce-on-plateau floor"},
-    {"eval_every", K_INT, T(eval_every), "evaluate every N steps (0: after each epoch)"},
-    {"checkpoint_every", K_INT, T(checkpoint_every), "also checkpoint every N steps (0: at evaluations)"},
-    {"log_every", K_INT, T(log_every), "a log record every N steps"},
+    {"patience", K_INT, T(patience), "evaluations without improvement before stopping (0: never)", "[0, inf)"},
+    {"lr_factor", K_FLOAT, T(lr_factor), "reduce-on-plateau factor", "(0, 1]"},
+    {"lr_patience", K_INT, T(lr_patience), "evaluations without improvement before reducing rates (0: off)", "[0, inf)"},
+    {"min_lr", K_FLOAT, T(min_lr), "reduce-on-plateau floor", "[0, inf)"},
+    {"eval_every", K_INT, T(eval_every), "evaluate every N steps (0: after each epoch)", "[0, inf)"},
+    {"checkpoint_every", K_INT, T(checkpoint_every), "also checkpoint every N steps (0: at evaluations)", "[0, inf)"},
+    {"log_every", K_INT, T(log_every), "a log record every N steps", "[0, inf)"},
     {"eval_test", K_BOOL, T(eval_test), "evaluate the test split with the best weights at the end"},
     {"score", K_STR, T(score), "the output of @predict the metrics score"},
-    {"max_batch", K_INT, R(max_batch), "rows the compiled code is planned for (0: the larger batch size)"},
+    {"max_batch", K_INT, R(max_batch), "rows the compiled code is planned for (0: the larger batch size)", "[0, inf)"},
     {"opt_level", K_INT, R(opt_level), "compiler optimisation level, 0 or 2"},
     {"no_mem_reuse", K_BOOL, R(no_mem_reuse), "give every value its own memory (debugging)"},
     {"perf_map", K_BOOL, R(perf_map), "write /tmp/perf-PID.map: `perf report` then names the compiled kernels"},
     {"init", K_STR, R(init), "start the parameters from these weights (a checkpoint or safetensors file)"},
     {"init_map", K_STR, R(init_map), "renames for init, FROM:TO name prefixes: content.:em3.content."},
     {"items_only", K_BOOL, R(items_only), "train on the item tables alone, ids 1..n-1 (em3 pretrain)"},
-    {"items_valid", K_FLOAT, R(items_valid), "with items_only: the fraction of items held out to validate"},
+    {"items_valid", K_FLOAT, R(items_valid), "with items_only: the fraction of items held out to validate", "[0, 1)"},
 };
 enum { N_OPTIONS = sizeof options / sizeof *options };
 
@@ -97,6 +99,13 @@ static bool parse_float(const char *v, double *out) {
     return true;
 }
 
+/* Whether x lies in the interval `range` ("[0, 1)", "(0, inf)"). */
+static bool in_range(double x, const char *range) {
+    char *p;
+    double lo = strtod(range + 1, &p), hi = strtod(p + 1, &p);
+    return (range[0] == '[' ? x >= lo : x > lo) && (*p == ']' ? x <= hi : x < hi);
+}
+
 static bool parse_bool(const char *v, bool *out) {
     if (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes")) return *out = true, true;
     if (!strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "no")) return *out = false, true;
@@ -125,6 +134,10 @@ bool em3_run_config_set(em3_run_config *rc, const char *key, const char *value, 
         case K_STR: *(const char **)at = keep(rc, value); break;
         case K_OPTIM: ok = em3_optim_kind_parse(value, at); break;
         }
+        if (ok && o->range && !in_range(o->k == K_INT ? (double)*(int64_t *)at : *(double *)at, o->range)) {
+            snprintf(err, errlen, "--set %s=%s: must be in %s", key, value, o->range);
+            return false;
+        }
         if (!ok)
             snprintf(err, errlen, "--set %s=%s: expected %s", key, value,
                      o->k == K_INT ? "an integer" : o->k == K_FLOAT ? "a number"
@@ -145,8 +158,8 @@ bool em3_run_config_set(em3_run_config *rc, const char *key, const char *value, 
             g->pattern = keep(rc, value);
             return true;
         }
-        if (!parse_float(value, &x)) {
-            snprintf(err, errlen, "--set %s=%s: expected a number", key, value);
+        if (!parse_float(value, &x) || x < 0) {
+            snprintf(err, errlen, "--set %s=%s: expected a number %s", key, value, "not below 0");
             return false;
         }
         *(key[0] == 'l' ? &g->lr : &g->weight_decay) = x;
@@ -176,12 +189,12 @@ bool em3_run_config_finish(em3_run_config *rc, char *err, size_t errlen) {
         t->groups[t->n_groups++] = (em3_lr_group){g->name, g->lr};
     }
     rc->optim.groups = rc->groups;
-    if (t->batch_size < 1 || t->eval_batch_size < 1 || t->epochs < 0) {
-        snprintf(err, errlen, "batch sizes must be positive and epochs not negative");
+    if (t->shards > t->batch_size) {
+        snprintf(err, errlen, "shards must be between 0 (one per rank) and batch_size (%lld)", (long long)t->batch_size);
         return false;
     }
-    if (t->shards < 0 || t->shards > t->batch_size) {
-        snprintf(err, errlen, "shards must be between 0 (one per rank) and batch_size (%lld)", (long long)t->batch_size);
+    if (rc->opt_level != 0 && rc->opt_level != 2) {
+        snprintf(err, errlen, "opt_level must be 0 or 2");
         return false;
     }
     if (rc->max_batch == 0) rc->max_batch = t->batch_size > t->eval_batch_size ? t->batch_size : t->eval_batch_size;
@@ -255,7 +268,9 @@ bool em3_run_config_read(em3_run_config *rc, const char *path, char *err, size_t
 }
 
 void em3_run_config_help(FILE *out) {
-    for (int i = 0; i < N_OPTIONS; i++) fprintf(out, "      %-18s %s\n", options[i].key, options[i].help);
+    for (int i = 0; i < N_OPTIONS; i++)
+        fprintf(out, "      %-18s %s%s%s\n", options[i].key, options[i].help, options[i].range ? ", in " : "",
+                options[i].range ? options[i].range : "");
     fprintf(out, "      %-18s %s\n", "group.NAME", "a parameter group: an fnmatch pattern over parameter names");
     fprintf(out, "      %-18s %s\n", "lr.NAME, wd.NAME", "the group's learning rate and weight decay");
     fprintf(out, "      %-18s %s\n", "OTHER", "any other key is a model constant (e.g. d=32)");

@@ -2,7 +2,8 @@
 # tests/e2e/train.sh — em3 train / eval / predict end to end on generated data: a run folder
 # with every file, metrics in a plausible band, a NaN loss stopping training with the step
 # named and the last good checkpoint intact, a corrupt checkpoint refused and not
-# overwritten, a run folder never trained into twice, an undefined monitor refused, and (when
+# overwritten, a run folder never trained into twice, an undefined monitor refused, options
+# outside their ranges refused, and (when
 # ../shared/data is present) DIN on the real FuxiCTR CTR samples.
 # Usage: train.sh EM3_BINARY SOURCE_DIR WORK_DIR
 set -eu
@@ -63,6 +64,18 @@ if "$EM3" train "$SRC/models/din.em3" --data "$W/oneclass" --out "$W/oneclass-ru
 grep -q "monitor 'auc': auc is undefined on the valid split (a single class" "$W/out.txt" \
     || fail "no clear message for a valid split of one class"
 
+# an option outside its range is a usage error (exit 2) naming the key and the range; nothing
+# is trained and no run folder is made
+for bad in "lr=-0.1|[0, inf)" "beta2=1|[0, 1)" "eps=0|(0, inf)" "lr_factor=2|(0, 1]" "batch_size=0|[1, inf)"; do
+    set +e
+    "$EM3" train "$SRC/models/din.em3" --data "$W/data" --out "$W/bad" $SET --set "${bad%%|*}" >"$W/out.txt" 2>&1
+    status=$?
+    set -e
+    [ "$status" -eq 2 ] || fail "--set ${bad%%|*}: exit status $status, not 2"
+    grep -qF -- "--set ${bad%%|*}: must be in ${bad#*|}" "$W/out.txt" || fail "--set ${bad%%|*}: no message with the range"
+    [ ! -e "$W/bad" ] || fail "--set ${bad%%|*} made a run folder"
+done
+
 REAL="$SRC/../shared/data/ctr-samples/fuxictr-tiny-csv"
 if [ -d "$REAL" ]; then
     "$EM3" train "$SRC/tests/data/fuxictr_tiny_din.em3" --data "$SRC/tests/data/fuxictr_tiny_csv.yaml" \
@@ -72,4 +85,4 @@ if [ -d "$REAL" ]; then
 else
     echo "note: $REAL is absent; the real-data run is skipped"
 fi
-echo "ok: train, eval, predict, NaN stop, corrupt checkpoint, taken run folder, undefined monitor"
+echo "ok: train, eval, predict, NaN stop, corrupt checkpoint, taken run folder, undefined monitor, option ranges"
