@@ -654,9 +654,12 @@ static void exec_for(elab *e, scope *s, instance *in, const ast *st, ctx_kind ct
     }
 }
 
+/* `output NAME = expr` also binds NAME, as an assignment would: later statements may use it
+ * (a poisoned value too, so that one error is not reported again as an unknown name). */
 static void exec_output(elab *e, scope *s, const ast *st) {
     value v = eval(e, s, st->a);
     int id = as_tensor(e, &v, -1, st->a->loc);
+    if (strcmp(st->str, "loss")) scope_bind(e, s, st->str, id < 0 ? v_error() : v_tensor(id), st->loc);
     if (id < 0) return;
     for (int i = 0; i < e->n_out; i++)
         if (!strcmp(e->out[i].name, st->str)) {

@@ -6,9 +6,11 @@
  * (runtime/comm.h): rank 0 names and writes the run folder, every rank trains. */
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysinfo.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -124,10 +126,31 @@ static em3_jit *jit(const em3_module *m, const em3_run_config *rc, em3_diag *d, 
     return j;
 }
 
-static em3_exec *executor(const em3_module *m, em3_jit *j, uint64_t seed) {
+/* The executor of the compiled module, or NULL with a message when its tables and workspaces
+ * need more memory than the machine has (RAM and swap): a user's size constants, not a crash
+ * in the middle of initialising 4 TB of weights. */
+static em3_exec *executor(const em3_module *m, em3_jit *j, uint64_t seed, char *err, size_t errlen) {
     em3_compiled_func *fs = em3_xcalloc((size_t)m->n_func, sizeof(*fs));
-    for (int i = 0; i < m->n_func; i++) fs[i] = *em3_jit_func(j, m->func[i]->name);
-    em3_exec *x = em3_exec_create(m, fs, m->n_func, seed);
+    double tables = 0, work = 0, precompute = 0; /* a precompute arena lives while its cache fills */
+    for (int g = 0; g < m->n_global; g++)
+        if (m->global[g].kind != EM3_GLOBAL_GRAPH) tables += 4.0 * (double)em3_type_numel(&m->global[g].type, 1);
+    for (int i = 0; i < m->n_func; i++) {
+        fs[i] = *em3_jit_func(j, m->func[i]->name);
+        if (strncmp(fs[i].name, "precompute.", 11))
+            work += (double)fs[i].arena_bytes;
+        else
+            precompute = fmax(precompute, (double)fs[i].arena_bytes);
+    }
+    work += precompute;
+    struct sysinfo si;
+    double have = sysinfo(&si) == 0 ? ((double)si.totalram + (double)si.totalswap) * si.mem_unit : INFINITY;
+    em3_exec *x = NULL;
+    if (tables + work > have)
+        snprintf(err, errlen, "model %s needs %.1f GB of memory (parameters, optimizer state and data tables "
+                 "%.1f GB, workspaces %.1f GB) and this machine has %.1f GB: make its tables smaller",
+                 m->name, (tables + work) / 1e9, tables / 1e9, work / 1e9, have / 1e9);
+    else
+        x = em3_exec_create(m, fs, m->n_func, seed);
     free(fs); /* copied by the executor; what they point to belongs to the jit */
     return x;
 }
@@ -274,9 +297,9 @@ static int train_command(int argc, char **argv, const char *cmd) {
     if (m && em3_dataset_label(ds)) /* evaluation scores @predict; @forward's loss is for label-free runs */
         em3_module_remove_func(m, em3_module_find_func(m, "forward"));
     em3_jit *j = m ? jit(m, &rc, d, leader ? stderr : NULL) : NULL;
-    em3_exec *x = j ? executor(m, j, rc.train.seed) : NULL;
+    em3_exec *x = j ? executor(m, j, rc.train.seed, err, sizeof err) : NULL;
     int loaded, total;
-    if (!ds) {
+    if (!ds || (j && !x)) {
         user_error("%s%s", who, err);
     } else if (x && !em3_exec_bind_dataset(x, ds, err, sizeof err)) {
         user_error("%s%s", who, err);
@@ -365,8 +388,8 @@ static bool open_run(scoring *s, const char *run, const char *data, const char *
     }
     if (ok) ok = (s->j = jit(s->m, &s->rc, s->d, NULL)) != NULL;
     if (ok) {
-        s->x = executor(s->m, s->j, s->rc.train.seed);
-        ok = em3_exec_bind_dataset(s->x, s->ds, err, errlen);
+        s->x = executor(s->m, s->j, s->rc.train.seed, err, errlen);
+        ok = s->x && em3_exec_bind_dataset(s->x, s->ds, err, errlen);
     }
     if (ok) {
         char file[64];

@@ -3,7 +3,7 @@
 # with every file, metrics in a plausible band, a NaN loss stopping training with the step
 # named and the last good checkpoint intact, a corrupt checkpoint refused and not
 # overwritten, a run folder never trained into twice, an undefined monitor refused, options
-# outside their ranges refused, and (when
+# outside their ranges refused, a model larger than the machine refused, and (when
 # ../shared/data is present) DIN on the real FuxiCTR CTR samples.
 # Usage: train.sh EM3_BINARY SOURCE_DIR WORK_DIR
 set -eu
@@ -76,6 +76,26 @@ for bad in "lr=-0.1|[0, inf)" "beta2=1|[0, 1)" "eps=0|(0, inf)" "lr_factor=2|(0,
     [ ! -e "$W/bad" ] || fail "--set ${bad%%|*} made a run folder"
 done
 
+# a model whose tables cannot fit in memory (300 x 1e9 weights): a message with the sizes, no
+# run folder, never an allocation failure halfway through initialising them
+cat >"$W/big.em3" <<'EOF'
+model big {
+    input item : i32[B] vocab 300
+    label click : f32[B]
+    param wide : f32[300, 1000000000] = zeros
+    fn forward() {
+        logit = sum(gather(wide, item), -1)
+        output score = sigmoid(logit)
+        loss = bce_with_logits(logit, click)
+    }
+}
+EOF
+if "$EM3" train "$W/big.em3" --data "$W/data" --out "$W/big" --no-progress >"$W/out.txt" 2>&1; then
+    fail "trained a model larger than the machine"
+fi
+grep -q "model big needs .* GB of memory .* and this machine has" "$W/out.txt" || fail "no message for a model too large"
+[ ! -e "$W/big" ] || fail "a model too large made a run folder"
+
 REAL="$SRC/../shared/data/ctr-samples/fuxictr-tiny-csv"
 if [ -d "$REAL" ]; then
     "$EM3" train "$SRC/tests/data/fuxictr_tiny_din.em3" --data "$SRC/tests/data/fuxictr_tiny_csv.yaml" \
@@ -85,4 +105,4 @@ if [ -d "$REAL" ]; then
 else
     echo "note: $REAL is absent; the real-data run is skipped"
 fi
-echo "ok: train, eval, predict, NaN stop, corrupt checkpoint, taken run folder, undefined monitor, option ranges"
+echo "ok: train, eval, predict, NaN stop, corrupt checkpoint, taken run folder, undefined monitor, option ranges, a model too large"
