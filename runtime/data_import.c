@@ -628,6 +628,40 @@ static int64_t *table_rows(importer *im, int64_t items, int64_t table_rows_n) {
     return row;
 }
 
+/* ---- normalizers --------------------------------------------------------------------------------- */
+
+/* Fits each numeric feature's normalizer on its train values and rescales every split in place,
+ * as scikit-learn's scalers do (StandardScaler: the population standard deviation; a constant
+ * feature keeps scale 1). Statistics in double; the result rounded to f32 once. */
+static bool normalize(importer *im) {
+    const em3_data_spec *s = im->s;
+    for (int i = 0; i < s->n_feat; i++) {
+        const em3_feature_spec *f = &s->feat[i];
+        feat_state *fs = &im->fs[i];
+        if (f->normalizer == EM3_NORM_NONE) continue;
+        int64_t n = fs->rows[EM3_SPLIT_TRAIN] * fs->elems;
+        if (n == 0)
+            return em3_data_fail(im->err, im->errlen, "%s:%d: normalizer of '%s': the train split is empty, "
+                                 "nothing to fit it on", s->origin, f->line, f->name);
+        const float *x = fs->data[EM3_SPLIT_TRAIN];
+        double lo = x[0], hi = x[0], sum = 0, sq = 0;
+        for (int64_t k = 0; k < n; k++) {
+            lo = fmin(lo, x[k]), hi = fmax(hi, x[k]);
+            sum += x[k];
+        }
+        double mean = sum / (double)n;
+        for (int64_t k = 0; k < n; k++) sq += (x[k] - mean) * (x[k] - mean);
+        double shift = f->normalizer == EM3_NORM_STANDARD ? mean : lo;
+        double scale = f->normalizer == EM3_NORM_STANDARD ? sqrt(sq / (double)n) : hi - lo;
+        if (!(scale > 0)) scale = 1;
+        for (int sp = 0; sp < EM3_SPLIT_COUNT; sp++) {
+            float *v = fs->data[sp];
+            for (int64_t k = 0; k < fs->rows[sp] * fs->elems; k++) v[k] = (float)((v[k] - shift) / scale);
+        }
+    }
+    return true;
+}
+
 /* ---- the import -------------------------------------------------------------------------------- */
 
 static int64_t vocab_of(const importer *im, int i) {
@@ -727,7 +761,7 @@ bool em3_data_import(const em3_data_spec *s, const char *cache_path, const em3_s
             ok = em3_data_fail(err, errlen, "%s:%d: the vocabulary of '%s' outgrows 32-bit ids", s->origin,
                                f->line, f->name);
     }
-    ok = ok && scan(&im, false) && finish_tables(&im, tables);
+    ok = ok && scan(&im, false) && normalize(&im) && finish_tables(&im, tables);
     if (ok && !quiet) {
         fprintf(stderr, "em3: %s: imported", s->name);
         for (int sp = 0; sp < EM3_SPLIT_COUNT; sp++)

@@ -27,6 +27,10 @@ typedef enum {
     EM3_ENC_IDENTITY, /* the source holds integer ids already: id + id_offset */
 } em3_encoding;
 
+/* A numeric feature's scaling, fitted on the train split and applied to every split, as
+ * FuxiCTR's normalizer (scikit-learn's scalers). */
+typedef enum { EM3_NORM_NONE, EM3_NORM_STANDARD, EM3_NORM_MINMAX } em3_normalizer;
+
 typedef struct {
     char *name;   /* as the model's inputs name it */
     char *source; /* the source column (CSV header, array name) it is read from */
@@ -42,6 +46,7 @@ typedef struct {
     char splitter;      /* sequence / embedding: separator inside a CSV field */
     int64_t dim;        /* embedding: floats per row (0: from the data) */
     double fill_na;     /* numeric: value of an empty field */
+    em3_normalizer normalizer; /* numeric */
     int line;           /* where the YAML declares it (0: synthesised) */
 } em3_feature_spec;
 

@@ -249,6 +249,7 @@ static bool parse_feature(yctx *y, em3_data_spec *s, yaml_node_t *map, bool labe
     bool active = true, ok = true;
     static const char *const encodings[] = {"vocab", "identity", NULL};
     static const char *const paddings[] = {"pre", "post", NULL};
+    static const char *const normalizers[] = {"none", "StandardScaler", "MinMaxScaler", NULL};
     for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
         yaml_node_t *k = node(y, p->key), *v = node(y, p->value);
         const char *key;
@@ -273,6 +274,11 @@ static bool parse_feature(yctx *y, em3_data_spec *s, yaml_node_t *map, bool labe
         else if (!strcmp(key, "share_embedding")) ok = get_string(y, v, key, &f.share_name);
         else if (!strcmp(key, "embedding_dim")) ok = get_int(y, v, key, 1, &f.dim);
         else if (!strcmp(key, "fill_na")) ok = get_double(y, v, key, &f.fill_na);
+        else if (!strcmp(key, "normalizer")) {
+            int e = 0;
+            ok = get_choice(y, v, key, normalizers, &e);
+            f.normalizer = (em3_normalizer)e;
+        }
         else if (!in_list(key, fuxictr_feature_keys)) ok = yfail(y, k, "unknown key '%s' in a %s", key, label ? "label_col" : "feature");
         if (!ok) break;
     }
@@ -290,6 +296,8 @@ static bool parse_feature(yctx *y, em3_data_spec *s, yaml_node_t *map, bool labe
         ok = yfail(y, map, "splitter applies to sequence and embedding features only");
     if (ok && f.kind != EM3_COL_SEQUENCE && (f.max_len || f.pad_post))
         ok = yfail(y, map, "max_len and padding apply to sequence features only");
+    if (ok && f.kind != EM3_COL_NUMERIC && f.normalizer != EM3_NORM_NONE)
+        ok = yfail(y, map, "normalizer applies to numeric features only");
     if (f.kind != EM3_COL_EMBEDDING) f.dim = 0; /* FuxiCTR's embedding width: the model's business */
     if (ok && names->type == YAML_SEQUENCE_NODE) {
         if (f.source) ok = yfail(y, map, "column applies to a single name, not a list");

@@ -155,6 +155,20 @@ static void feeder_free(feeder *fd) {
     em3_negative_sampler_free(fd->neg);
 }
 
+bool em3_train_check(const em3_exec *x, const em3_dataset *ds, const em3_train_config *c, char *err, size_t errlen) {
+    static const char *const funcs[] = {"train", "predict", "forward"};
+    static const em3_split splits[] = {EM3_SPLIT_TRAIN, EM3_SPLIT_VALID, EM3_SPLIT_VALID};
+    for (int i = 0; i < 3; i++) {
+        const em3_compiled_func *f = em3_exec_func(x, funcs[i]);
+        if (!f) continue;
+        feeder fd;
+        bool ok = feeder_init(&fd, f, ds, splits[i], c, 1, err, errlen);
+        feeder_free(&fd);
+        if (!ok) return false;
+    }
+    return true;
+}
+
 static void feeder_fill(feeder *fd, const int64_t *rows, int64_t n, int64_t row0, int64_t step, const double *lr) {
     for (int k = 0; k < fd->n; k++) {
         switch (fd->kind[k]) {

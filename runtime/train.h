@@ -69,6 +69,11 @@ typedef struct {
 bool em3_evaluate(em3_exec *x, const em3_dataset *ds, em3_split s, const em3_train_config *c,
                   em3_eval_result *out, char *err, size_t errlen);
 
+/* Whether the dataset feeds every input of the functions em3_train and em3_evaluate run — its
+ * columns, their types and vocabularies, the learning rates of the parameter groups — so that
+ * a mismatch is reported before a run folder is made, not at the first step. */
+bool em3_train_check(const em3_exec *x, const em3_dataset *ds, const em3_train_config *c, char *err, size_t errlen);
+
 /* Runs (or, with `resume`, continues) training. Progress and the final table go to `log`.
  * Returns false on errors (data, NaN loss, I/O) with a message in `err`; the last good
  * checkpoint is then intact. */

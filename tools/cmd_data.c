@@ -173,6 +173,13 @@ static void print_column(const em3_dataset *ds, const em3_column *c, int width, 
     printf("  %-*s %-12s %-12s", width, c->name, em3_col_kind_name(c->kind), shape);
     if (c->vocab) printf(" vocab %lld", (long long)c->vocab);
     if (c->shares) printf(" (shares %s)", c->shares);
+    if (c->kind == EM3_COL_NUMERIC && c->rows) { /* what a normalizer (or its absence) left */
+        const float *x = c->data;
+        double lo = x[0], hi = x[0], sum = 0, sq = 0;
+        for (int64_t r = 0; r < c->rows; r++) lo = fmin(lo, x[r]), hi = fmax(hi, x[r]), sum += x[r];
+        for (int64_t r = 0; r < c->rows; r++) sq += (x[r] - sum / (double)c->rows) * (x[r] - sum / (double)c->rows);
+        printf("train mean %.4g, std %.4g, range [%.4g, %.4g]", sum / (double)c->rows, sqrt(sq / (double)c->rows), lo, hi);
+    }
     const char *t1 = em3_dataset_token(ds, c->name, 1);
     if (t1 && !c->shares) {
         printf(", tokens '%s'", t1);

@@ -301,7 +301,7 @@ static int train_command(int argc, char **argv, const char *cmd) {
     int loaded, total;
     if (!ds || (j && !x)) {
         user_error("%s%s", who, err);
-    } else if (x && !em3_exec_bind_dataset(x, ds, err, sizeof err)) {
+    } else if (x && (!em3_exec_bind_dataset(x, ds, err, sizeof err) || !em3_train_check(x, ds, &rc.train, err, sizeof err))) {
         user_error("%s%s", who, err);
     } else if (x && !resume && *rc.init &&
                !em3_checkpoint_init(x, rc.init, rc.init_map, &loaded, &total, err, sizeof err)) {

@@ -76,6 +76,13 @@ for bad in "lr=-0.1|[0, inf)" "beta2=1|[0, 1)" "eps=0|(0, inf)" "lr_factor=2|(0,
     [ ! -e "$W/bad" ] || fail "--set ${bad%%|*} made a run folder"
 done
 
+# a vocabulary smaller than the data's ids is found before the run folder is made
+if "$EM3" train "$SRC/models/din.em3" --data "$W/data" --out "$W/vocab" $SET --set items=10 >"$W/out.txt" 2>&1; then
+    fail "trained with a vocabulary smaller than the data's"
+fi
+grep -q "input item has vocabulary 10 in the model but ids up to 299" "$W/out.txt" || fail "no message for the vocabulary"
+[ ! -e "$W/vocab" ] || fail "a vocabulary mismatch left a run folder"
+
 # a model whose tables cannot fit in memory (300 x 1e9 weights): a message with the sizes, no
 # run folder, never an allocation failure halfway through initialising them
 cat >"$W/big.em3" <<'EOF'
@@ -105,4 +112,4 @@ if [ -d "$REAL" ]; then
 else
     echo "note: $REAL is absent; the real-data run is skipped"
 fi
-echo "ok: train, eval, predict, NaN stop, corrupt checkpoint, taken run folder, undefined monitor, option ranges, a model too large"
+echo "ok: train, eval, predict, NaN stop, corrupt checkpoint, taken run folder, undefined monitor, option ranges, a vocabulary mismatch, a model too large"

@@ -313,6 +313,44 @@ static void test_csv_dataset(void **state) {
     em3_dataset_free(ds);
 }
 
+/* normalizer: fitted on train (fill_na values included), applied to every split, as
+ * scikit-learn's scalers: train prices 1.5, 2.5, -1 (empty), 3.5; valid 0. */
+static void test_normalizers(void **state) {
+    (void)state;
+    put_toy();
+    static const struct {
+        const char *name;
+        double train0, valid0;
+    } cases[] = {
+        {"StandardScaler", (1.5 - 1.625) / 1.6723860, (0 - 1.625) / 1.6723860}, /* std: sqrt(2.796875) */
+        {"MinMaxScaler", 2.5 / 4.5, 1 / 4.5},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char yaml[1024], err[1024];
+        snprintf(yaml, sizeof yaml, "%s", toy_yaml);
+        char *at = strstr(yaml, "fill_na: -1}");
+        snprintf(at, sizeof yaml - (size_t)(at - yaml), "fill_na: -1, normalizer: %s}%s", cases[i].name,
+                 strstr(toy_yaml, "fill_na: -1}") + strlen("fill_na: -1}"));
+        put("toy.yaml", yaml);
+        em3_dataset *ds = open_ds(in_dir("toy.yaml"), err, sizeof err);
+        if (!ds) fail_msg("%s: %s", cases[i].name, err);
+        const float *train = floats(ds, EM3_SPLIT_TRAIN, "price"), *valid = floats(ds, EM3_SPLIT_VALID, "price");
+        assert_float_equal(train[0], cases[i].train0, 1e-6);
+        assert_float_equal(valid[0], cases[i].valid0, 1e-6);
+        double mean = (train[0] + train[1] + train[2] + train[3]) / 4;
+        if (i == 0) assert_float_equal(mean, 0, 1e-6);
+        em3_dataset_free(ds);
+    }
+    put("bad.yaml", "train_data: t.csv\nfeature_cols:\n  - {name: a, type: categorical, normalizer: MinMaxScaler}\n");
+    char err[1024] = "";
+    assert_null(em3_data_spec_load(in_dir("bad.yaml"), err, sizeof err));
+    assert_non_null(strstr(err, "bad.yaml:3:"));
+    assert_non_null(strstr(err, "normalizer applies to numeric features only"));
+    put("bad.yaml", "train_data: t.csv\nfeature_cols:\n  - {name: a, type: numeric, normalizer: Zscore}\n");
+    assert_null(em3_data_spec_load(in_dir("bad.yaml"), err, sizeof err));
+    assert_non_null(strstr(err, "StandardScaler"));
+}
+
 /* Bad data: every message names the file and the 1-based line. */
 static void test_csv_errors(void **state) {
     (void)state;
@@ -1067,6 +1105,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_yaml_errors, make_dir, remove_dir),
         cmocka_unit_test_setup_teardown(test_csv_reader, make_dir, remove_dir),
         cmocka_unit_test_setup_teardown(test_csv_dataset, make_dir, remove_dir),
+        cmocka_unit_test_setup_teardown(test_normalizers, make_dir, remove_dir),
         cmocka_unit_test_setup_teardown(test_csv_errors, make_dir, remove_dir),
         cmocka_unit_test_setup_teardown(test_npy_folder_and_tables, make_dir, remove_dir),
         cmocka_unit_test_setup_teardown(test_npz, make_dir, remove_dir),
