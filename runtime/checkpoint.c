@@ -115,11 +115,20 @@ bool em3_checkpoint_load(em3_exec *x, const char *path, em3_train_state *s, char
                     t->dtype == (gl->type.dtype == EM3_DTYPE_I32 ? EM3_MODEL_I32 : EM3_MODEL_F32);
         for (int d = 0; fits && d < t->rank; d++) fits = t->shape[d] == gl->type.dim[d];
         if (!fits) {
-            char ty[EM3_TYPE_STR_MAX];
-            ok = (snprintf(err, errlen, "checkpoint %s %s tensor %s of type %s: it was written for "
-                                        "another model or configuration",
-                           path, t ? "has a differently shaped" : "lacks", gl->name,
-                           em3_type_str(&gl->type, ty, sizeof ty)), false);
+            char want[EM3_TYPE_STR_MAX], have[EM3_TYPE_STR_MAX] = "";
+            em3_type_str(&gl->type, want, sizeof want);
+            if (t && t->rank <= EM3_MAX_RANK) {
+                em3_type h = em3_type_make(t->dtype == EM3_MODEL_I32 ? EM3_DTYPE_I32 : EM3_DTYPE_F32, t->rank, t->shape);
+                em3_type_str(&h, have, sizeof have);
+            }
+            if (t)
+                snprintf(err, errlen, "checkpoint %s holds %s as %s%s, the model as %s: it was written for another "
+                         "model or configuration", path, gl->name, have, t->dtype == EM3_MODEL_I32 || t->dtype ==
+                         EM3_MODEL_F32 ? "" : " (another dtype)", want);
+            else
+                snprintf(err, errlen, "checkpoint %s lacks %s (the model's %s): it was written for another model "
+                         "or configuration", path, gl->name, want);
+            ok = false;
             break;
         }
     }

@@ -7,6 +7,7 @@
 #include "train.h"
 
 #include <cblas.h>
+#include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <math.h>
@@ -557,6 +558,21 @@ static void progress(loop *L, double loss, bool force) {
                 (long long)eta / 60, (long long)eta % 60);
 }
 
+/* A write interrupted by a kill leaves its temporary (em3_afile's NAME.tmp.XXXXXX) in the run
+ * folder; the resumed run removes them, since nothing but this run writes there. */
+static void remove_stale_temps(const char *dir) {
+    DIR *d = opendir(dir);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        const char *t = strstr(e->d_name, ".tmp.");
+        if (!t || strlen(t) != strlen(".tmp.XXXXXX")) continue;
+        char *p = em3_xmalloc(strlen(dir) + strlen(e->d_name) + 2);
+        sprintf(p, "%s/%s", dir, e->d_name);
+        unlink(p);
+        free(p);
+    }
+    if (d) closedir(d);
+}
+
 bool em3_train(em3_exec *x, const em3_dataset *ds, const em3_train_config *c, bool resume,
                FILE *log, char *err, size_t errlen) {
     const em3_compiled_func *tf = em3_exec_func(x, "train");
@@ -580,6 +596,7 @@ bool em3_train(em3_exec *x, const em3_dataset *ds, const em3_train_config *c, bo
     L.st.n_lr = c->n_groups;
     for (int g = 0; g < c->n_groups; g++) L.st.lr[g] = c->groups[g].lr;
     if (resume) {
+        if (leader) remove_stale_temps(c->out_dir);
         if (!load(&L, "last.ckpt", &L.st, err, errlen)) return false;
         fprintf(log, "resuming at epoch %lld, batch %lld (step %lld)\n", (long long)L.st.epoch + 1,
                 (long long)L.st.batch, (long long)L.st.step);

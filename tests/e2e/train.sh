@@ -27,6 +27,11 @@ awk -v a="$auc" 'BEGIN { exit !(a > 0.55 && a <= 1) }' || fail "valid AUC $auc i
 "$EM3" predict "$W/run" -o "$W/scores.csv" 2>/dev/null || fail "em3 predict"
 [ "$(wc -l <"$W/scores.csv")" -eq 201 ] || fail "predict wrote $(wc -l <"$W/scores.csv") lines, not 201"
 
+# resuming with another model size: both shapes named
+if "$EM3" train --resume "$W/run" --set d=16 --no-progress >"$W/out.txt" 2>&1; then fail "resumed with d=16"; fi
+grep -q "holds user_id.table as f32\[100, 8\], the model as f32\[100, 16\]" "$W/out.txt" \
+    || fail "no message naming both shapes"
+
 # SGD with an absurd rate: the loss overflows; training stops naming the step
 if "$EM3" train "$SRC/models/din.em3" --data "$W/data" --out "$W/nan" $SET --set optimizer=sgd \
        --set lr=1e30 --set epochs=2 --set checkpoint_every=1 >"$W/out.txt" 2>&1; then
