@@ -1,7 +1,8 @@
 #!/bin/sh
-# bench/data_parallel.sh — data-parallel training on this machine (docs/training.md): DIN's
-# samples/s in 1 process, in 1 process computing 2 shards and on 2 MPI ranks (best of 3); the
-# CPU time of a step in 1 process and on 2 ranks; the bytes rank 0 receives per step as the
+# bench/data_parallel.sh — data-parallel training on this machine (docs/training.md): DIN's and
+# EM3-DIN's samples/s in 1 process, in 1 process computing 2 shards one after the other, in 1
+# process computing them on 2 threads (threads=2) and on 2 MPI ranks (best of 3); the CPU
+# time of a DIN step in 1 process and on 2 ranks; the bytes rank 0 receives per step as the
 # item table grows from 10^4 to 10^7 rows, with embedding rows exchanged sparsely (lazy=true)
 # or the table's gradient summed densely (lazy=false). Prints Markdown tables. The machine is
 # shared: run it twice and compare.
@@ -17,27 +18,31 @@ MPI="mpirun --oversubscribe --allow-run-as-root -np 2"
 # a run's time for its steps (no evaluation inside: max_steps ends the run before the epoch)
 steps_time() { sed -n 's/^trained \([0-9]*\) steps in \([0-9.]*\) s.*/\1 \2/p' "$1"; }
 
-# samples/s of one run of DIN, in the way $1 names
-din_rate() {
+# samples/s of one run of model $2, in the way $1 names
+rate() {
     rm -rf "$W/run"
-    set -- "$1" "$SRC/models/din.em3" --data "$W/data" --set batch_size=256 --set max_steps=200 --no-progress --out "$W/run"
+    set -- "$1" "$SRC/models/$2.em3" --data "$W/data" --set batch_size=256 --set max_steps=200 --no-progress --out "$W/run"
     case $1 in
     1) shift; "$EM3" train "$@" >"$W/log" 2>&1 ;;
     s) shift; "$EM3" train "$@" --set shards=2 >"$W/log" 2>&1 ;;
+    t) shift; "$EM3" train "$@" --set threads=2 >"$W/log" 2>&1 ;;
     2) shift; $MPI "$EM3" train "$@" >"$W/log" 2>&1 ;;
     esac
     steps_time "$W/log" | awk '{ printf "%.0f", $1 * 256 / $2 }'
 }
 
-echo "| DIN, batch 256, 200 steps, best of 3 | 1 process | 1 process, shards=2 | 2 ranks |"
-echo "|---|---|---|---|"
-best1=0 bests=0 best2=0
-for round in 1 2 3; do # interleaved, so that load from elsewhere falls on all three alike
-    r=$(din_rate 1); [ "$r" -gt "$best1" ] && best1=$r
-    r=$(din_rate s); [ "$r" -gt "$bests" ] && bests=$r
-    r=$(din_rate 2); [ "$r" -gt "$best2" ] && best2=$r
+echo "| batch 256, 200 steps, samples/s, best of 3 | 1 process | 1 process, shards=2 | 1 process, threads=2 | 2 ranks |"
+echo "|---|---|---|---|---|"
+for model in din em3_din; do
+    best1=0 bests=0 bestt=0 best2=0
+    for round in 1 2 3; do # interleaved, so that load from elsewhere falls on all four alike
+        r=$(rate 1 $model); [ "$r" -gt "$best1" ] && best1=$r
+        r=$(rate s $model); [ "$r" -gt "$bests" ] && bests=$r
+        r=$(rate t $model); [ "$r" -gt "$bestt" ] && bestt=$r
+        r=$(rate 2 $model); [ "$r" -gt "$best2" ] && best2=$r
+    done
+    echo "| $model | $best1 | $bests | $bestt | $best2 |"
 done
-echo "| samples/s | $best1 | $bests | $best2 |"
 
 # CPU seconds per step, which load from elsewhere changes less than wall time: the CPU time of
 # a 300-step run minus a 100-step run's (compilation and set-up cancel), over 200 steps; one

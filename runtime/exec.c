@@ -23,6 +23,7 @@ struct em3_exec {
     em3_graph **graph; /* per graph global: its matrices, built by em3_exec_bind_dataset */
     exec_func *fn;
     int n_fn;
+    bool worker; /* em3_exec_worker: globals and graphs are its parent's */
 };
 
 static void *aligned(size_t bytes) {
@@ -32,6 +33,20 @@ static void *aligned(size_t bytes) {
         abort();
     }
     return p;
+}
+
+/* The functions' descriptors (copied) and each one's arena and argument arrays. */
+static void set_funcs(em3_exec *x, const em3_compiled_func *funcs, int n_funcs) {
+    x->n_fn = n_funcs;
+    x->fn = em3_xcalloc((size_t)(n_funcs ? n_funcs : 1), sizeof(exec_func));
+    for (int i = 0; i < n_funcs; i++) {
+        x->fn[i].desc = funcs[i];
+        x->fn[i].cf = &x->fn[i].desc;
+        /* a cache function's arena lives only while em3_exec_precompute runs */
+        if (strncmp(funcs[i].name, "precompute.", 11)) x->fn[i].arena = aligned((size_t)funcs[i].arena_bytes);
+        x->fn[i].output = em3_xcalloc((size_t)(funcs[i].n_outputs + 1), sizeof(void *));
+        x->fn[i].input = em3_xcalloc((size_t)(funcs[i].n_inputs + 1), sizeof(void *));
+    }
 }
 
 em3_exec *em3_exec_create(const em3_module *m, const em3_compiled_func *funcs, int n_funcs,
@@ -49,22 +64,24 @@ em3_exec *em3_exec_create(const em3_module *m, const em3_compiled_func *funcs, i
         memset(x->global[g], 0, bytes);
         if (m->global[g].kind != EM3_GLOBAL_DATA) em3_init_global(&m->global[g], seed, x->global[g], sizeof(float));
     }
-    x->n_fn = n_funcs;
-    x->fn = em3_xcalloc((size_t)(n_funcs ? n_funcs : 1), sizeof(exec_func));
-    for (int i = 0; i < n_funcs; i++) {
-        x->fn[i].desc = funcs[i];
-        x->fn[i].cf = &x->fn[i].desc;
-        /* a cache function's arena lives only while em3_exec_precompute runs */
-        if (strncmp(funcs[i].name, "precompute.", 11)) x->fn[i].arena = aligned((size_t)funcs[i].arena_bytes);
-        x->fn[i].output = em3_xcalloc((size_t)(funcs[i].n_outputs + 1), sizeof(void *));
-        x->fn[i].input = em3_xcalloc((size_t)(funcs[i].n_inputs + 1), sizeof(void *));
-    }
+    set_funcs(x, funcs, n_funcs);
     return x;
+}
+
+em3_exec *em3_exec_worker(em3_exec *x) {
+    EM3_ASSERT(!x->worker, "a worker of a worker");
+    em3_exec *w = em3_xcalloc(1, sizeof(*w));
+    *w = (em3_exec){.m = x->m, .global = x->global, .graph = x->graph, .worker = true};
+    em3_compiled_func *fs = em3_xcalloc((size_t)(x->n_fn ? x->n_fn : 1), sizeof(*fs));
+    for (int i = 0; i < x->n_fn; i++) fs[i] = x->fn[i].desc;
+    set_funcs(w, fs, x->n_fn);
+    free(fs);
+    return w;
 }
 
 void em3_exec_free(em3_exec *x) {
     if (!x) return;
-    for (int g = 0; g < x->m->n_global; g++) {
+    for (int g = 0; g < x->m->n_global && !x->worker; g++) {
         if (x->owned[g]) free(x->global[g]);
         em3_graph_free(x->graph[g]);
     }
@@ -74,9 +91,11 @@ void em3_exec_free(em3_exec *x) {
         free(x->fn[i].input);
     }
     free(x->fn);
-    free(x->global);
-    free(x->owned);
-    free(x->graph);
+    if (!x->worker) {
+        free(x->global);
+        free(x->owned);
+        free(x->graph);
+    }
     free(x);
 }
 

@@ -13,6 +13,11 @@ typedef struct em3_exec em3_exec;
 em3_exec *em3_exec_create(const em3_module *m, const em3_compiled_func *funcs, int n_funcs,
                           uint64_t seed);
 void em3_exec_free(em3_exec *x);
+/* A second executor of x's functions for another thread: x's globals and graphs (shared, not
+ * copied), arenas and arguments of its own, so that it can run a function while x runs one.
+ * Nothing may write a global meanwhile (data-parallel @train only reads them). Freed with
+ * em3_exec_free before x. */
+em3_exec *em3_exec_worker(em3_exec *x);
 
 const em3_module *em3_exec_module(const em3_exec *x);
 /* The storage of global `name` (numel elements of its dtype), or NULL. */

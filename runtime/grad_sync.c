@@ -29,7 +29,6 @@ typedef struct {
 } sparse_grad;
 
 struct em3_grad_sync {
-    em3_exec *x;
     em3_comm *c;
     bool ordered;
     dense_grad *dense;
@@ -52,7 +51,6 @@ em3_grad_sync *em3_grad_sync_create(em3_exec *x, em3_comm *c, bool ordered) {
     const em3_compiled_func *up = em3_exec_func(x, "update");
     EM3_ASSERT(up && em3_exec_func(x, "train"), "data-parallel training needs @train and @update");
     em3_grad_sync *g = em3_xcalloc(1, sizeof *g);
-    g->x = x;
     g->c = c;
     g->ordered = ordered;
     g->dense = em3_xcalloc((size_t)up->n_inputs + 1, sizeof(dense_grad));
@@ -153,7 +151,7 @@ static void append(em3_grad_sync *g, const void *p, int64_t bytes) {
     g->send_len += bytes;
 }
 
-void em3_grad_sync_add(em3_grad_sync *g, int64_t rows, float weight) {
+void em3_grad_sync_add(em3_grad_sync *g, const em3_exec *from, int64_t rows, float weight) {
     /* dense: into a fresh buffer per shard (ordered), or accumulated */
     int p = g->ordered ? g->n_part : 0;
     bool fresh = g->ordered || g->n_part == 0;
@@ -164,12 +162,12 @@ void em3_grad_sync_add(em3_grad_sync *g, int64_t rows, float weight) {
     float *buf = g->part[p];
     for (int i = 0; i < g->n_dense; i++) {
         em3_type t;
-        const float *v = em3_exec_output(g->x, "train", g->dense[i].name, &t);
+        const float *v = em3_exec_output(from, "train", g->dense[i].name, &t);
         EM3_ASSERT(v && em3_type_numel(&t, rows) == g->dense[i].n, "@train's %s", g->dense[i].name);
         float *dst = buf + g->dense[i].off;
         for (int64_t k = 0; k < g->dense[i].n; k++) dst[k] = fresh ? weight * v[k] : dst[k] + weight * v[k];
     }
-    const float *loss = em3_exec_output(g->x, "train", "loss", NULL);
+    const float *loss = em3_exec_output(from, "train", "loss", NULL);
     EM3_ASSERT(loss, "@train has no loss");
     buf[g->total - 1] = fresh ? weight * *loss : buf[g->total - 1] + weight * *loss;
     g->n_part++;
@@ -177,8 +175,8 @@ void em3_grad_sync_add(em3_grad_sync *g, int64_t rows, float weight) {
     for (int i = 0; i < g->n_sparse; i++) {
         sparse_grad *s = &g->sparse[i];
         em3_type t;
-        const int32_t *ids = em3_exec_output(g->x, "train", s->ids_name, &t);
-        const float *r = em3_exec_output(g->x, "train", s->rows_name, NULL);
+        const int32_t *ids = em3_exec_output(from, "train", s->ids_name, &t);
+        const float *r = em3_exec_output(from, "train", s->rows_name, NULL);
         EM3_ASSERT(ids && r, "@train has no %s", s->ids_name);
         merge(s, ids, r, em3_type_numel(&t, rows), weight);
         append(g, &s->n, sizeof s->n);

@@ -21,9 +21,10 @@ void em3_grad_sync_free(em3_grad_sync *g);
 
 /* Starts a step. */
 void em3_grad_sync_begin(em3_grad_sync *g);
-/* Takes the gradients and loss of @train's last run (on `rows` rows), weighted by `weight`
- * (the shard's rows over the global batch's). Shards are added in their global order. */
-void em3_grad_sync_add(em3_grad_sync *g, int64_t rows, float weight);
+/* Takes the gradients and loss of @train's last run in `from` (the executor, or a worker of
+ * it, that ran the shard: on `rows` rows), weighted by `weight` (the shard's rows over the
+ * global batch's). Shards are added in their global order. */
+void em3_grad_sync_add(em3_grad_sync *g, const em3_exec *from, int64_t rows, float weight);
 /* Combines the shards of every rank (a collective). Returns the loss of the global batch; sets
  * *update_batch to the batch @update must be called with. */
 float em3_grad_sync_combine(em3_grad_sync *g, int64_t *update_batch);

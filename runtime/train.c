@@ -23,12 +23,13 @@
 #include "init.h"
 #include "interactions.h"
 #include "metrics.h"
+#include "pool.h"
 
 em3_train_config em3_train_defaults(void) {
     em3_train_config c = {.epochs = 3, .batch_size = 256, .eval_batch_size = 1024, .seed = 1,
                           .n_groups = 1, .monitor = "default", .patience = 2, .lr_factor = 0.5,
                           .lr_patience = 0, .min_lr = 1e-6, .log_every = 100, .eval_test = true,
-                          .score = "score", .progress = true};
+                          .score = "score", .progress = true, .threads = 1};
     c.groups[0] = (em3_lr_group){"default", 1e-3};
     return c;
 }
@@ -408,6 +409,12 @@ typedef struct {
     int64_t steps_per_epoch;
     em3_grad_sync *gs; /* data-parallel: the gradients of the step's shards (else NULL) */
     feeder up;         /* ... and @update's inputs */
+    /* c->threads > 1: shards run side by side, thread t with executor wx[t] (wx[0] = x) and
+       feeder wfd[t] */
+    em3_pool *pool;
+    em3_exec **wx;
+    feeder *wfd;
+    int blas_wave, blas_serial; /* OpenBLAS threads while a wave runs, and otherwise */
 } loop;
 
 /* Written by rank 0 alone. */
@@ -439,6 +446,29 @@ static bool load(loop *L, const char *file, em3_train_state *st, char *err, size
     return true;
 }
 
+#define EM3_MAX_THREADS 64
+
+/* A wave of a data-parallel step: shards s0, s0 + 1, … side by side, shard s0 + t on thread t. */
+typedef struct {
+    loop *L;
+    const int64_t *rows;
+    int64_t n, s0;
+    feeder *fd; /* thread 0's, without a pool */
+    bool ok[EM3_MAX_THREADS];
+    char err[EM3_MAX_THREADS][256];
+} wave;
+
+static void shard_task(void *ctx, int t) {
+    wave *w = ctx;
+    loop *L = w->L;
+    int64_t S = L->c->shards, s = w->s0 + t, lo = s * w->n / S, hi = (s + 1) * w->n / S;
+    w->ok[t] = true;
+    if (hi == lo) return;
+    feeder *fd = L->wfd ? &L->wfd[t] : w->fd;
+    feeder_fill(fd, w->rows + lo, hi - lo, lo, L->st.step + 1, L->st.lr);
+    w->ok[t] = em3_exec_run(L->wx ? L->wx[t] : L->x, "train", hi - lo, fd->in, fd->n, w->err[t], sizeof w->err[t]);
+}
+
 /* One step on the global batch rows[0, n): through @train alone, or data-parallel — @train on
  * each of this rank's shards (shard s holds rows [s·n/S, (s+1)·n/S)), the gradients combined
  * over every shard of every rank, then @update, unless the loss is not finite. */
@@ -449,15 +479,28 @@ static bool step(loop *L, feeder *fd, const int64_t *rows, int64_t n, float *los
         *loss = *(const float *)em3_exec_output(L->x, "train", "loss", NULL);
         return true;
     }
-    int64_t S = L->c->shards, per_rank = S / ranks(L->c);
+    int64_t S = L->c->shards, per_rank = S / ranks(L->c), first = rank_of(L->c) * per_rank;
+    int T = L->pool ? em3_pool_threads(L->pool) : 1;
     bool ok = true;
     em3_grad_sync_begin(L->gs);
-    for (int64_t s = rank_of(L->c) * per_rank; ok && s < (rank_of(L->c) + 1) * per_rank; s++) {
-        int64_t lo = s * n / S, hi = (s + 1) * n / S;
-        if (hi == lo) continue;
-        feeder_fill(fd, rows + lo, hi - lo, lo, L->st.step + 1, L->st.lr);
-        ok = em3_exec_run(L->x, "train", hi - lo, fd->in, fd->n, err, errlen);
-        if (ok) em3_grad_sync_add(L->gs, hi - lo, (float)((double)(hi - lo) / (double)n));
+    /* waves of T shards side by side, each added in shard order once all of the wave are done,
+       so the sums, and the bits, do not depend on T */
+    for (int64_t s0 = first; ok && s0 < first + per_rank; s0 += T) {
+        wave w = {.L = L, .rows = rows, .n = n, .s0 = s0, .fd = fd};
+        int tasks = (int)(first + per_rank - s0 < T ? first + per_rank - s0 : T);
+        if (L->pool) { /* OpenBLAS on the cores each thread has; all of them again for the rest */
+            openblas_set_num_threads(L->blas_wave);
+            em3_pool_run(L->pool, shard_task, &w, tasks);
+            openblas_set_num_threads(L->blas_serial);
+        } else {
+            shard_task(&w, 0);
+        }
+        for (int t = 0; ok && t < tasks; t++) {
+            int64_t lo = (s0 + t) * n / S, hi = (s0 + t + 1) * n / S;
+            if (hi == lo) continue;
+            if (!(ok = w.ok[t])) snprintf(err, errlen, "%s", w.err[t]);
+            else em3_grad_sync_add(L->gs, L->wx ? L->wx[t] : L->x, hi - lo, (float)((double)(hi - lo) / (double)n));
+        }
     }
     if (!all_ok(L->c, ok, err, errlen)) return false;
     int64_t batch;
@@ -558,6 +601,44 @@ static void progress(loop *L, double loss, bool force) {
                 (long long)eta / 60, (long long)eta % 60);
 }
 
+/* Threads for the shards of a step: a worker executor and a feeder each, and OpenBLAS on
+ * the cores left to each. @train must only read the globals (with @update apart it does). */
+static bool start_threads(loop *L, char *err, size_t errlen) {
+    const em3_train_config *c = L->c;
+    int T = (int)c->threads;
+    EM3_ASSERT(T <= EM3_MAX_THREADS && c->shards / ranks(c) >= T, "%d threads for %lld shards on %d ranks", T,
+               (long long)c->shards, ranks(c));
+    const em3_func *f = em3_module_find_func(em3_exec_module(L->x), "train");
+    for (int i = 0; f && i < f->n_node; i++)
+        EM3_ASSERT(!(em3_op_flags(f->node[i].op) & EM3_OPF_SIDE_EFFECT), "@train writes a global (node %d)", i);
+    L->pool = em3_pool_create(T);
+    L->wx = em3_xcalloc((size_t)T, sizeof *L->wx);
+    L->wfd = em3_xcalloc((size_t)T, sizeof *L->wfd);
+    L->wx[0] = L->x;
+    bool ok = true;
+    for (int t = 0; t < T; t++) {
+        if (t) L->wx[t] = em3_exec_worker(L->x);
+        if (ok) ok = feeder_init(&L->wfd[t], em3_exec_func(L->x, "train"), L->ds, EM3_SPLIT_TRAIN, c,
+                                 (c->batch_size + c->shards - 1) / c->shards, err, errlen);
+    }
+    int cores = (int)sysconf(_SC_NPROCESSORS_ONLN) / (c->comm ? em3_comm_local_size(c->comm) : 1);
+    L->blas_serial = c->deterministic || cores < 1 ? 1 : cores;
+    L->blas_wave = c->deterministic || cores / T < 1 ? 1 : cores / T;
+    return ok;
+}
+
+static void stop_threads(loop *L) {
+    if (!L->pool) return;
+    for (int t = 0; t < em3_pool_threads(L->pool); t++) {
+        feeder_free(&L->wfd[t]);
+        if (t) em3_exec_free(L->wx[t]);
+    }
+    em3_pool_free(L->pool);
+    free(L->wfd);
+    free(L->wx);
+    L->pool = NULL;
+}
+
 /* A write interrupted by a kill leaves its temporary (em3_afile's NAME.tmp.XXXXXX) in the run
  * folder; the resumed run removes them, since nothing but this run writes there. */
 static void remove_stale_temps(const char *dir) {
@@ -630,6 +711,7 @@ bool em3_train(em3_exec *x, const em3_dataset *ds, const em3_train_config *c, bo
         EM3_ASSERT(c->comm, "data-parallel training without a communicator");
         L.gs = em3_grad_sync_create(x, c->comm, c->deterministic);
     }
+    if (ok && parallel && c->threads > 1) ok = start_threads(&L, err, errlen);
     int64_t *perm = em3_xmalloc(sizeof(int64_t) * (size_t)rows);
     L.steps_per_epoch = (rows + bs - 1) / bs;
     L.t_start = L.t_last = now();
@@ -726,6 +808,7 @@ bool em3_train(em3_exec *x, const em3_dataset *ds, const em3_train_config *c, bo
         feeder_free(&L.up);
         em3_grad_sync_free(L.gs);
     }
+    stop_threads(&L);
     fclose(L.jsonl);
     fclose(L.csv);
     return ok;

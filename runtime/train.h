@@ -47,6 +47,7 @@ typedef struct {
      * batch is cut into `shards` (0: one per rank), each rank runs @train on its share and the
      * gradients are combined before @update. Only rank 0 writes the run folder. */
     int64_t shards;
+    int64_t threads;         /* shards of a rank run this many at a time, on threads of its own */
     em3_comm *comm;          /* the job's ranks (NULL: one process) */
 } em3_train_config;
 

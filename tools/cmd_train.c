@@ -271,12 +271,16 @@ static int train_command(int argc, char **argv, const char *cmd) {
         return 2;
     }
     em3_comm *comm = em3_comm_create(err, sizeof err);
-    int64_t shards = comm && rc.train.shards ? rc.train.shards : comm ? em3_comm_size(comm) : 1;
+    int64_t shards = comm && rc.train.shards ? rc.train.shards : comm ? em3_comm_size(comm) * rc.train.threads : 1;
     int code = 0;
     if (!comm) code = user_error("%s", err);
     else if (shards % em3_comm_size(comm))
         code = em3_usage_error(cmd, "shards=%lld cannot be split evenly over %d ranks", (long long)shards,
                                em3_comm_size(comm));
+    else if (shards / em3_comm_size(comm) < rc.train.threads)
+        code = em3_usage_error(cmd, "threads=%lld needs at least %lld shards per rank, not %lld",
+                               (long long)rc.train.threads, (long long)rc.train.threads,
+                               (long long)(shards / em3_comm_size(comm)));
     else if (!choose_out_dir(&rc, comm, resume != NULL, outbuf, sizeof outbuf)) code = 1;
     if (code) {
         em3_comm_free(comm);

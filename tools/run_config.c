@@ -30,6 +30,7 @@ static const option options[] = {
     {"max_steps", K_INT, T(max_steps), "stop after this many steps in all (0: no limit)", "[0, inf)"},
     {"seed", K_INT, T(seed), "seed of the initial weights and of every permutation"},
     {"deterministic", K_BOOL, T(deterministic), "one thread, fixed reduction order: bit-identical reruns"},
+    {"threads", K_INT, T(threads), "data-parallel threads in each process: its shards run this many at a time (needs shards ≥ threads × ranks; 0 shards: that many)", "[1, 64]"},
     {"shards", K_INT, T(shards), "data-parallel: each batch as this many shards, gradients combined (0: one per rank)", "[0, inf)"},
     {"optimizer", K_OPTIM, O(kind), "sgd, momentum, adam, adamw or adagrad"},
     {"lr", K_FLOAT, O(lr), "learning rate of the default parameter group", "[0, inf)"},

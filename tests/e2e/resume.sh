@@ -1,5 +1,6 @@
 #!/bin/sh
-# tests/e2e/resume.sh — exactness: in deterministic mode a run with memory reuse off, a run
+# tests/e2e/resume.sh — exactness: in deterministic mode a run with memory reuse off, shards
+# on 2 threads (DIN, EM3-DIN) against the same shards in turn, a run
 # stopped early and resumed, and a run killed with SIGKILL at arbitrary moments (also while
 # writing a checkpoint) and resumed each time, all end with checkpoints byte-identical to an
 # uninterrupted run's.
@@ -16,6 +17,16 @@ train() { "$EM3" train "$SRC/models/din.em3" --data "$W/data" $SET "$@" >"$W/log
 train --out "$W/full"
 train --out "$W/noreuse" --set no_mem_reuse=true
 cmp "$W/full/last.ckpt" "$W/noreuse/last.ckpt" || { echo "FAIL: memory reuse changes the results"; exit 1; }
+# shards on 2 threads (threads=2) compute what they compute one after the other, bit for bit:
+# DIN, and EM3-DIN with dropout (attention kernels, LoRA, the cache, CIC)
+train --out "$W/shards" --set shards=4
+train --out "$W/threads" --set shards=4 --set threads=2
+cmp "$W/shards/last.ckpt" "$W/threads/last.ckpt" || { echo "FAIL: threads=2 differs from shards in turn"; exit 1; }
+for t in 1 2; do
+    "$EM3" train "$SRC/models/em3_din.em3" --data "$W/data" $SET --set epochs=1 --set mlp_dropout=0.2 \
+        --set shards=2 --set threads=$t --out "$W/em3-t$t" >"$W/log.txt" 2>&1 || { cat "$W/log.txt"; exit 1; }
+done
+cmp "$W/em3-t1/last.ckpt" "$W/em3-t2/last.ckpt" || { echo "FAIL: EM3-DIN on 2 threads differs"; exit 1; }
 train --out "$W/split" --set max_steps=33
 "$EM3" train --resume "$W/split" --set max_steps=0 --no-progress >"$W/log.txt" 2>&1
 cmp "$W/full/last.ckpt" "$W/split/last.ckpt" || { echo "FAIL: stop at step 33 + resume differs"; exit 1; }
@@ -40,4 +51,4 @@ done
 wait $! || { echo "FAIL: the last resume did not finish:"; cat "$W/log.txt"; exit 1; }
 cmp "$W/full/last.ckpt" "$W/killed/last.ckpt" || { echo "FAIL: killed $kills times + resumed differs"; exit 1; }
 ls "$W/killed"/*.tmp.* 2>/dev/null && { echo "FAIL: temporary files left behind"; exit 1; }
-echo "ok: memory reuse changes nothing; resume is exact (stopped once; killed $kills times)"
+echo "ok: memory reuse and threads change nothing; resume is exact (stopped once; killed $kills times)"

@@ -81,6 +81,11 @@ for bad in "lr=-0.1|[0, inf)" "beta2=1|[0, 1)" "eps=0|(0, inf)" "lr_factor=2|(0,
     [ ! -e "$W/bad" ] || fail "--set ${bad%%|*} made a run folder"
 done
 
+# threads need a shard each
+if "$EM3" train "$SRC/models/din.em3" --data "$W/data" --out "$W/thr" $SET --set threads=2 --set shards=1 \
+       >"$W/out.txt" 2>&1; then fail "threads=2 ran with one shard"; fi
+grep -q "threads=2 needs at least 2 shards per rank, not 1" "$W/out.txt" || fail "no message for threads without shards"
+
 # a vocabulary smaller than the data's ids is found before the run folder is made
 if "$EM3" train "$SRC/models/din.em3" --data "$W/data" --out "$W/vocab" $SET --set items=10 >"$W/out.txt" 2>&1; then
     fail "trained with a vocabulary smaller than the data's"
