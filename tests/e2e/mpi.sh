@@ -1,6 +1,7 @@
 #!/bin/sh
 # tests/e2e/mpi.sh — data-parallel training under mpirun (docs/training.md): 2 ranks with local
-# batch B/2 against 1 process with batch B, for DIN, EM3-DIN and FREEDOM (top-K); a rank
+# batch B/2 against 1 process with batch B, for DIN, EM3-DIN and FREEDOM (top-K); 2 ranks of
+# 2 threads against 4 shards in turn; a rank
 # killed mid-training stops the job with a message, and the run resumes from its last
 # checkpoint on 2 ranks or on 1, exactly; metrics over 2 ranks equal 1's.
 # The batches repeat embedding ids across the ranks: 300 items, 64 rows of 21 ids per batch,
@@ -57,6 +58,10 @@ one ems "$SRC/models/em3_din.em3" --data "$W/data" $SET $EM3SET --set shards=2 -
 two em2 "$SRC/models/em3_din.em3" --data "$W/data" $SET $EM3SET --out "$W/em2"
 cmp "$W/ems/last.ckpt" "$W/em2/last.ckpt" || { echo "FAIL: EM3-DIN on 2 ranks differs from 2 shards"; exit 1; }
 near "$W/em1/last.ckpt" "$W/em2/last.ckpt" 1e-6 || { echo "FAIL: EM3-DIN on 2 ranks differs from 1 process"; exit 1; }
+#    2 ranks × 2 threads = 4 shards in turn in 1 process, bit for bit
+one em4 "$SRC/models/em3_din.em3" --data "$W/data" $SET $EM3SET --set shards=4 --out "$W/em4"
+two em22 "$SRC/models/em3_din.em3" --data "$W/data" $SET $EM3SET --set shards=4 --set threads=2 --out "$W/em22"
+cmp "$W/em4/last.ckpt" "$W/em22/last.ckpt" || { echo "FAIL: EM3-DIN on 2 ranks x 2 threads differs from 4 shards"; exit 1; }
 
 # 3. FREEDOM (a top-K model: graphs, sampled negatives, full-ranking metrics), SGD: 2 ranks = 2
 #    shards bit for bit, and ≈ 1 process (each row's negatives are its own, however the batch
