@@ -643,16 +643,9 @@ static bool normalize(importer *im) {
         if (n == 0)
             return em3_data_fail(im->err, im->errlen, "%s:%d: normalizer of '%s': the train split is empty, "
                                  "nothing to fit it on", s->origin, f->line, f->name);
-        const float *x = fs->data[EM3_SPLIT_TRAIN];
-        double lo = x[0], hi = x[0], sum = 0, sq = 0;
-        for (int64_t k = 0; k < n; k++) {
-            lo = fmin(lo, x[k]), hi = fmax(hi, x[k]);
-            sum += x[k];
-        }
-        double mean = sum / (double)n;
-        for (int64_t k = 0; k < n; k++) sq += (x[k] - mean) * (x[k] - mean);
-        double shift = f->normalizer == EM3_NORM_STANDARD ? mean : lo;
-        double scale = f->normalizer == EM3_NORM_STANDARD ? sqrt(sq / (double)n) : hi - lo;
+        em3_float_stats st = em3_float_stats_of(fs->data[EM3_SPLIT_TRAIN], n);
+        double shift = f->normalizer == EM3_NORM_STANDARD ? st.mean : st.min;
+        double scale = f->normalizer == EM3_NORM_STANDARD ? st.std : st.max - st.min;
         if (!(scale > 0)) scale = 1;
         for (int sp = 0; sp < EM3_SPLIT_COUNT; sp++) {
             float *v = fs->data[sp];

@@ -3,6 +3,7 @@
  * fingerprint matches and the cache verifies, import otherwise; then serve columns, item tables,
  * vocabularies and cold-item tests from the mapped cache. */
 #include <errno.h>
+#include <math.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -337,6 +338,19 @@ const char *em3_dataset_token(const em3_dataset *ds, const char *column, int64_t
         if (!strcmp(v->name, owner)) return id >= 0 && id < v->count ? v->blob + v->offsets[id] : NULL;
     }
     return NULL;
+}
+
+em3_float_stats em3_float_stats_of(const float *x, int64_t n) {
+    EM3_ASSERT(n > 0, "statistics of %lld values", (long long)n);
+    em3_float_stats st = {.min = x[0], .max = x[0]};
+    for (int64_t k = 0; k < n; k++) {
+        st.min = fmin(st.min, x[k]), st.max = fmax(st.max, x[k]);
+        st.mean += x[k];
+    }
+    st.mean /= (double)n;
+    for (int64_t k = 0; k < n; k++) st.std += (x[k] - st.mean) * (x[k] - st.mean);
+    st.std = sqrt(st.std / (double)n);
+    return st;
 }
 
 void em3_column_gather(const em3_column *c, const int64_t *rows, int64_t n, void *out) {

@@ -96,6 +96,13 @@ const char *em3_dataset_token(const em3_dataset *ds, const char *column, int64_t
  * from the permutation of an epoch. */
 void em3_column_gather(const em3_column *c, const int64_t *rows, int64_t n, void *out);
 
+/* Summary of n > 0 floats, in double: what a numeric feature's normalizer is fitted on and
+ * what `em3 data info` shows (std: the population standard deviation, as scikit-learn's). */
+typedef struct {
+    double mean, std, min, max;
+} em3_float_stats;
+em3_float_stats em3_float_stats_of(const float *x, int64_t n);
+
 /* ---- the built-in generated dataset (docs/data.md describes its generative model) ---- */
 
 typedef enum { EM3_GEN_TINY, EM3_GEN_SMALL, EM3_GEN_DEFAULT, EM3_GEN_LARGE, EM3_GEN_COUNT } em3_gen_size;

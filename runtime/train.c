@@ -409,8 +409,8 @@ typedef struct {
     int64_t steps_per_epoch;
     em3_grad_sync *gs; /* data-parallel: the gradients of the step's shards (else NULL) */
     feeder up;         /* ... and @update's inputs */
-    /* c->threads > 1: shards run side by side, thread t with executor wx[t] (wx[0] = x) and
-       feeder wfd[t] */
+    /* data-parallel: shards run `threads` at a time, thread t with executor wx[t] (wx[0] = x,
+       the others its workers) and feeder wfd[t] */
     em3_pool *pool;
     em3_exec **wx;
     feeder *wfd;
@@ -453,7 +453,6 @@ typedef struct {
     loop *L;
     const int64_t *rows;
     int64_t n, s0;
-    feeder *fd; /* thread 0's, without a pool */
     bool ok[EM3_MAX_THREADS];
     char err[EM3_MAX_THREADS][256];
 } wave;
@@ -464,9 +463,9 @@ static void shard_task(void *ctx, int t) {
     int64_t S = L->c->shards, s = w->s0 + t, lo = s * w->n / S, hi = (s + 1) * w->n / S;
     w->ok[t] = true;
     if (hi == lo) return;
-    feeder *fd = L->wfd ? &L->wfd[t] : w->fd;
+    feeder *fd = &L->wfd[t];
     feeder_fill(fd, w->rows + lo, hi - lo, lo, L->st.step + 1, L->st.lr);
-    w->ok[t] = em3_exec_run(L->wx ? L->wx[t] : L->x, "train", hi - lo, fd->in, fd->n, w->err[t], sizeof w->err[t]);
+    w->ok[t] = em3_exec_run(L->wx[t], "train", hi - lo, fd->in, fd->n, w->err[t], sizeof w->err[t]);
 }
 
 /* One step on the global batch rows[0, n): through @train alone, or data-parallel — @train on
@@ -480,26 +479,23 @@ static bool step(loop *L, feeder *fd, const int64_t *rows, int64_t n, float *los
         return true;
     }
     int64_t S = L->c->shards, per_rank = S / ranks(L->c), first = rank_of(L->c) * per_rank;
-    int T = L->pool ? em3_pool_threads(L->pool) : 1;
+    int T = em3_pool_threads(L->pool);
     bool ok = true;
     em3_grad_sync_begin(L->gs);
     /* waves of T shards side by side, each added in shard order once all of the wave are done,
        so the sums, and the bits, do not depend on T */
     for (int64_t s0 = first; ok && s0 < first + per_rank; s0 += T) {
-        wave w = {.L = L, .rows = rows, .n = n, .s0 = s0, .fd = fd};
+        wave w = {.L = L, .rows = rows, .n = n, .s0 = s0};
         int tasks = (int)(first + per_rank - s0 < T ? first + per_rank - s0 : T);
-        if (L->pool) { /* OpenBLAS on the cores each thread has; all of them again for the rest */
-            openblas_set_num_threads(L->blas_wave);
-            em3_pool_run(L->pool, shard_task, &w, tasks);
-            openblas_set_num_threads(L->blas_serial);
-        } else {
-            shard_task(&w, 0);
-        }
+        /* OpenBLAS on the cores each thread has; all of them again for the rest */
+        if (T > 1) openblas_set_num_threads(L->blas_wave);
+        em3_pool_run(L->pool, shard_task, &w, tasks);
+        if (T > 1) openblas_set_num_threads(L->blas_serial);
         for (int t = 0; ok && t < tasks; t++) {
             int64_t lo = (s0 + t) * n / S, hi = (s0 + t + 1) * n / S;
             if (hi == lo) continue;
             if (!(ok = w.ok[t])) snprintf(err, errlen, "%s", w.err[t]);
-            else em3_grad_sync_add(L->gs, L->wx ? L->wx[t] : L->x, hi - lo, (float)((double)(hi - lo) / (double)n));
+            else em3_grad_sync_add(L->gs, L->wx[t], hi - lo, (float)((double)(hi - lo) / (double)n));
         }
     }
     if (!all_ok(L->c, ok, err, errlen)) return false;
@@ -601,8 +597,9 @@ static void progress(loop *L, double loss, bool force) {
                 (long long)eta / 60, (long long)eta % 60);
 }
 
-/* Threads for the shards of a step: a worker executor and a feeder each, and OpenBLAS on
- * the cores left to each. @train must only read the globals (with @update apart it does). */
+/* The threads that run a data-parallel step's shards (one: the caller alone): a worker
+ * executor and a feeder each, and OpenBLAS on the cores left to each. With more than one,
+ * @train must only read the globals (with @update apart it does). */
 static bool start_threads(loop *L, char *err, size_t errlen) {
     const em3_train_config *c = L->c;
     int T = (int)c->threads;
@@ -711,7 +708,7 @@ bool em3_train(em3_exec *x, const em3_dataset *ds, const em3_train_config *c, bo
         EM3_ASSERT(c->comm, "data-parallel training without a communicator");
         L.gs = em3_grad_sync_create(x, c->comm, c->deterministic);
     }
-    if (ok && parallel && c->threads > 1) ok = start_threads(&L, err, errlen);
+    if (ok && parallel) ok = start_threads(&L, err, errlen);
     int64_t *perm = em3_xmalloc(sizeof(int64_t) * (size_t)rows);
     L.steps_per_epoch = (rows + bs - 1) / bs;
     L.t_start = L.t_last = now();

@@ -174,11 +174,8 @@ static void print_column(const em3_dataset *ds, const em3_column *c, int width, 
     if (c->vocab) printf(" vocab %lld", (long long)c->vocab);
     if (c->shares) printf(" (shares %s)", c->shares);
     if (c->kind == EM3_COL_NUMERIC && c->rows) { /* what a normalizer (or its absence) left */
-        const float *x = c->data;
-        double lo = x[0], hi = x[0], sum = 0, sq = 0;
-        for (int64_t r = 0; r < c->rows; r++) lo = fmin(lo, x[r]), hi = fmax(hi, x[r]), sum += x[r];
-        for (int64_t r = 0; r < c->rows; r++) sq += (x[r] - sum / (double)c->rows) * (x[r] - sum / (double)c->rows);
-        printf("train mean %.4g, std %.4g, range [%.4g, %.4g]", sum / (double)c->rows, sqrt(sq / (double)c->rows), lo, hi);
+        em3_float_stats st = em3_float_stats_of(c->data, c->rows);
+        printf("train mean %.4g, std %.4g, range [%.4g, %.4g]", st.mean, st.std, st.min, st.max);
     }
     const char *t1 = em3_dataset_token(ds, c->name, 1);
     if (t1 && !c->shares) {
