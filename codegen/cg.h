@@ -1,7 +1,9 @@
 /* codegen/cg.h — internal to codegen: the state of lowering one IR function into LLVM IR, and
  * the emitter interface named in ir/ops.def's emit column. Each node becomes a kernel: an
  * internal LLVM function whose buffers are `noalias` pointers and whose trip counts are
- * static except for the batch size, called from the function's body in schedule order. */
+ * static except for the symbolic sizes (the batch B and a batch's distinct-id counts Us), called
+ * from the function's body in schedule order. The body keeps the symbols' values in a stack
+ * array, the env (B, U1, …), whose pointer every kernel takes: `unique` writes its count there. */
 #ifndef EM3_CG_H
 #define EM3_CG_H
 
@@ -19,13 +21,14 @@ typedef struct em3_cg {
     const em3_func *f;
     const em3_mem_plan *plan;
     /* the function being built */
-    LLVMValueRef fn, frame, batch;
+    LLVMValueRef fn, frame, env;
     LLVMValueRef *ptr; /* per value: its buffer in `fn` (NULL until materialised) */
     LLVMBasicBlockRef fail; /* returns 1: a kernel reported a data error */
     /* common types */
     LLVMTypeRef i1, i32, i64, f32, ptr_t, void_t;
     /* the kernel being built, and where the function body resumes after it */
-    LLVMValueRef kfn, kbatch;
+    LLVMValueRef kfn, kenv;
+    LLVMValueRef ksym[EM3_MAX_SYMBOLS]; /* the symbols' values loaded in the kernel, on first use */
     int knode;
     LLVMBasicBlockRef body_block;
     /* kernels built so far, by signature (shared between nodes and functions) */
@@ -43,7 +46,7 @@ typedef void em3_emit_fn(em3_cg *cg, int id);
 /* ---- building kernels (lower.c) ---- */
 
 /* Begins kernel `name` for node `id` taking n buffers as noalias pointers; inside,
- * cg_kparam(cg, i) is buffer i and cg->kbatch the batch size. cg_kernel_end(vals) emits the
+ * cg_kparam(cg, i) is buffer i and cg_sym(cg, s) the value of symbol s (0: B). cg_kernel_end(vals) emits the
  * call from the function body with the buffers of values vals[0..n) (by convention the
  * node's own result first). */
 void cg_kernel_begin(em3_cg *cg, int id, const char *name, int n);
@@ -80,7 +83,11 @@ void cg_loop_end(em3_cg *cg, cg_loop *l);
 
 LLVMValueRef cg_i64(em3_cg *cg, int64_t v);
 LLVMValueRef cg_f32(em3_cg *cg, double v);
-/* The size of dimension d of a type (k·B → k·batch) inside the current kernel. */
+/* The value of symbol s (0: the batch B, s: Us) inside the current kernel, as an i64. */
+LLVMValueRef cg_sym(em3_cg *cg, int s);
+/* The env slot of symbol s inside the current kernel (for `unique`, which sets it). */
+LLVMValueRef cg_sym_slot(em3_cg *cg, int s);
+/* The size of dimension d of a type (k·B → k·batch, k·Us → k·Us) inside the current kernel. */
 LLVMValueRef cg_dim(em3_cg *cg, const em3_type *t, int d);
 LLVMValueRef cg_numel(em3_cg *cg, const em3_type *t);
 LLVMTypeRef cg_elem(em3_cg *cg, em3_dtype dt);

@@ -62,9 +62,9 @@ void cg_emit_slice(em3_cg *cg, int id) {
 }
 
 /* Loads ids[i] as i64, failing the kernel unless 0 <= id < rows. */
-static LLVMValueRef checked_id(em3_cg *cg, LLVMValueRef ids, LLVMValueRef i, int64_t rows) {
+static LLVMValueRef checked_id(em3_cg *cg, LLVMValueRef ids, LLVMValueRef i, LLVMValueRef rows) {
     LLVMValueRef id = LLVMBuildSExt(cg->b, cg_load(cg, EM3_DTYPE_I32, ids, i), cg->i64, "id");
-    LLVMValueRef bad = LLVMBuildICmp(cg->b, LLVMIntUGE, id, cg_i64(cg, rows), "");
+    LLVMValueRef bad = LLVMBuildICmp(cg->b, LLVMIntUGE, id, rows, "");
     LLVMValueRef fn = cg->kfn;
     LLVMBasicBlockRef fail = LLVMAppendBasicBlockInContext(cg->ctx, fn, "bad_id");
     LLVMBasicBlockRef ok = LLVMAppendBasicBlockInContext(cg->ctx, fn, "id_ok");
@@ -87,7 +87,7 @@ void cg_emit_gather(em3_cg *cg, int id) {
     int64_t width = row_width(tt);
     cg_kernel_begin(cg, id, "gather", 3);
     cg_loop l = cg_loop_begin(cg, cg_numel(cg, it), "ids");
-    LLVMValueRef row = checked_id(cg, cg_kparam(cg, 2), l.i, tt->dim[0]);
+    LLVMValueRef row = checked_id(cg, cg_kparam(cg, 2), l.i, cg_dim(cg, tt, 0));
     copy_run(cg, n->type.dtype, cg_kparam(cg, 0), LLVMBuildNSWMul(cg->b, l.i, cg_i64(cg, width), ""), cg_kparam(cg, 1),
              LLVMBuildNSWMul(cg->b, row, cg_i64(cg, width), ""), cg_i64(cg, width));
     cg_loop_end(cg, &l);
@@ -103,7 +103,7 @@ void cg_emit_scatter_add(em3_cg *cg, int id) {
     LLVMValueRef out = cg_kparam(cg, 0), src = cg_kparam(cg, 3);
     copy_run(cg, n->type.dtype, out, cg_i64(cg, 0), cg_kparam(cg, 1), cg_i64(cg, 0), cg_numel(cg, tt));
     cg_loop l = cg_loop_begin(cg, cg_numel(cg, it), "ids");
-    LLVMValueRef row = LLVMBuildNSWMul(cg->b, checked_id(cg, cg_kparam(cg, 2), l.i, tt->dim[0]), cg_i64(cg, width), "");
+    LLVMValueRef row = LLVMBuildNSWMul(cg->b, checked_id(cg, cg_kparam(cg, 2), l.i, cg_dim(cg, tt, 0)), cg_i64(cg, width), "");
     LLVMValueRef from = LLVMBuildNSWMul(cg->b, l.i, cg_i64(cg, width), "");
     cg_loop k = cg_loop_begin(cg, cg_i64(cg, width), "row");
     LLVMValueRef at = LLVMBuildNSWAdd(cg->b, row, k.i, "");
@@ -114,6 +114,36 @@ void cg_emit_scatter_add(em3_cg *cg, int id) {
     cg_loop_end(cg, &l);
     int vals[4] = {id, n->in[0], n->in[1], n->in[2]};
     cg_kernel_end(cg, vals, 4);
+}
+
+/* unique: the runtime sorts; its count becomes the symbol's value for the kernels after it
+ * (this kernel reads only the ids' size, never the symbol it sets) */
+void cg_emit_unique(em3_cg *cg, int id) {
+    const em3_node *n = &cg->f->node[id];
+    cg_kernel_begin(cg, id, "unique", 2);
+    LLVMTypeRef p[3] = {cg->ptr_t, cg->i64, cg->ptr_t};
+    LLVMValueRef a[3] = {cg_kparam(cg, 1), cg_numel(cg, &cg->f->node[n->in[0]].type), cg_kparam(cg, 0)};
+    LLVMBuildStore(cg->b, cg_call(cg, "em3_rt_unique", cg->i64, p, 3, a), cg_sym_slot(cg, (int)em3_node_i(n, "sym")));
+    int vals[2] = {id, n->in[0]};
+    cg_kernel_end(cg, vals, 2);
+}
+
+/* index_of: fails with the position and the id that the distinct ids lack */
+void cg_emit_index_of(em3_cg *cg, int id) {
+    const em3_node *n = &cg->f->node[id];
+    cg_kernel_begin(cg, id, "index_of", 3);
+    LLVMTypeRef p[5] = {cg->ptr_t, cg->i64, cg->ptr_t, cg->i64, cg->ptr_t};
+    LLVMValueRef a[5] = {cg_kparam(cg, 1), cg_numel(cg, &n->type), cg_kparam(cg, 2),
+                         cg_dim(cg, &cg->f->node[n->in[1]].type, 0), cg_kparam(cg, 0)};
+    LLVMValueRef bad = cg_call(cg, "em3_rt_index_of", cg->i64, p, 5, a);
+    LLVMBasicBlockRef fail = LLVMAppendBasicBlockInContext(cg->ctx, cg->kfn, "missing");
+    LLVMBasicBlockRef ok = LLVMAppendBasicBlockInContext(cg->ctx, cg->kfn, "found");
+    LLVMBuildCondBr(cg->b, LLVMBuildICmp(cg->b, LLVMIntSGE, bad, cg_i64(cg, 0), ""), fail, ok);
+    LLVMPositionBuilderAtEnd(cg->b, fail);
+    cg_kernel_fail(cg, bad, LLVMBuildSExt(cg->b, cg_load(cg, EM3_DTYPE_I32, cg_kparam(cg, 1), bad), cg->i64, ""));
+    LLVMPositionBuilderAtEnd(cg->b, ok);
+    int vals[3] = {id, n->in[0], n->in[1]};
+    cg_kernel_end(cg, vals, 3);
 }
 
 /* em3_dropout_mix (ir/ir.h), the same operations on i32 */

@@ -8,19 +8,30 @@
 #include "cg.h"
 #include "ir/program.h"
 
-/* c · B^p: a dimension or stride that may depend on the batch size; c == 0 is zero. */
+/* c · B^p[0] · U1^p[1] ⋯: a dimension or stride that may depend on the symbolic sizes; c == 0
+ * is zero. */
 typedef struct {
     int64_t c;
-    int p;
+    int p[EM3_MAX_SYMBOLS];
 } mono;
 
-static mono dim_mono(int64_t d) { return d < 0 ? (mono){-d, 1} : (mono){d, 0}; }
-static mono mono_mul(mono a, mono b) { return (mono){a.c * b.c, a.p + b.p}; }
-static bool mono_eq(mono a, mono b) { return a.c == b.c && (a.c == 0 || a.p == b.p); }
+static mono dim_mono(int64_t d) {
+    mono m = {em3_dim_coef(d), {0}};
+    if (d < 0) m.p[em3_dim_sym(d)] = 1;
+    return m;
+}
+static mono mono_mul(mono a, mono b) {
+    a.c *= b.c;
+    for (int s = 0; s < EM3_MAX_SYMBOLS; s++) a.p[s] += b.p[s];
+    return a;
+}
+static bool mono_eq(mono a, mono b) { return a.c == b.c && (a.c == 0 || !memcmp(a.p, b.p, sizeof a.p)); }
+static bool mono_is_one(mono a) { return mono_eq(a, (mono){1, {0}}); }
 
 static LLVMValueRef mono_value(em3_cg *cg, mono m) {
     LLVMValueRef v = cg_i64(cg, m.c);
-    for (int i = 0; i < m.p && m.c; i++) v = LLVMBuildNSWMul(cg->b, v, cg->kbatch, "");
+    for (int s = 0; s < EM3_MAX_SYMBOLS && m.c; s++)
+        for (int i = 0; i < m.p[s]; i++) v = LLVMBuildNSWMul(cg->b, v, cg_sym(cg, s), "");
     return v;
 }
 
@@ -69,7 +80,7 @@ void cg_walk(em3_cg *cg, const em3_type *shape, const em3_type *const *operands,
     for (int i = 0; i < r; i++) dims[i] = dim_mono(shape->dim[i]);
     for (int k = 0; k < n; k++) {
         const em3_type *t = operands[k];
-        mono rs[EM3_MAX_RANK], acc = {1, 0};
+        mono rs[EM3_MAX_RANK], acc = {1, {0}};
         for (int j = t->rank - 1; j >= 0; j--) {
             rs[j] = acc;
             acc = mono_mul(acc, dim_mono(t->dim[j]));
@@ -77,12 +88,12 @@ void cg_walk(em3_cg *cg, const em3_type *shape, const em3_type *const *operands,
         for (int i = 0; i < r; i++) {
             int j = perms && perms[k] ? (int)perms[k][i] : i - (r - t->rank);
             bool bcast = j < 0 || (!(perms && perms[k]) && t->dim[j] == 1 && shape->dim[i] != 1);
-            strides[k][i] = bcast ? (mono){0, 0} : rs[j];
+            strides[k][i] = bcast ? (mono){0, {0}} : rs[j];
         }
     }
     /* merge from the inside out; static dimensions of 1 vanish */
     for (int i = r - 1; i >= 0; i--) {
-        if (dims[i].c == 1 && dims[i].p == 0) continue;
+        if (mono_is_one(dims[i])) continue;
         if (w.rank > 0) {
             int in = w.rank - 1; /* the dimension just inside, stored innermost-first */
             bool merge = true;

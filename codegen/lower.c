@@ -21,12 +21,35 @@ LLVMValueRef cg_i64(em3_cg *cg, int64_t v) { return LLVMConstInt(cg->i64, (unsig
 LLVMValueRef cg_f32(em3_cg *cg, double v) { return LLVMConstReal(cg->f32, v); }
 LLVMTypeRef cg_elem(em3_cg *cg, em3_dtype dt) { return dt == EM3_DTYPE_I32 ? cg->i32 : cg->f32; }
 
-static LLVMValueRef cur_batch(em3_cg *cg) { return cg->kfn ? cg->kbatch : cg->batch; }
+LLVMValueRef cg_sym_slot(em3_cg *cg, int s) {
+    EM3_ASSERT(cg->kfn, "symbols are read inside kernels");
+    LLVMValueRef idx = cg_i64(cg, s);
+    return LLVMBuildInBoundsGEP2(cg->b, cg->i64, cg->kenv, &idx, 1, "");
+}
+
+/* Loaded once per kernel, in its entry block: every later use is dominated, and a kernel
+ * that calls `unique` reads no symbol after setting it. */
+LLVMValueRef cg_sym(em3_cg *cg, int s) {
+    if (cg->ksym[s]) return cg->ksym[s];
+    LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b);
+    LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(cg->kfn);
+    LLVMValueRef first = LLVMGetFirstInstruction(entry);
+    if (first)
+        LLVMPositionBuilderBefore(cg->b, first);
+    else
+        LLVMPositionBuilderAtEnd(cg->b, entry);
+    char name[8] = "B";
+    if (s) snprintf(name, sizeof name, "U%d", s);
+    cg->ksym[s] = LLVMBuildLoad2(cg->b, cg->i64, cg_sym_slot(cg, s), name);
+    LLVMPositionBuilderAtEnd(cg->b, here);
+    return cg->ksym[s];
+}
 
 LLVMValueRef cg_dim(em3_cg *cg, const em3_type *t, int d) {
-    if (!em3_dim_has_batch(t->dim[d])) return cg_i64(cg, t->dim[d]);
-    if (t->dim[d] == EM3_DIM_BATCH) return cur_batch(cg);
-    return LLVMBuildNSWMul(cg->b, cur_batch(cg), cg_i64(cg, -t->dim[d]), "");
+    int64_t v = t->dim[d];
+    if (!em3_dim_has_batch(v)) return cg_i64(cg, v);
+    LLVMValueRef s = cg_sym(cg, em3_dim_sym(v));
+    return em3_dim_coef(v) == 1 ? s : LLVMBuildNSWMul(cg->b, s, cg_i64(cg, em3_dim_coef(v)), "");
 }
 
 LLVMValueRef cg_numel(em3_cg *cg, const em3_type *t) {
@@ -134,7 +157,7 @@ void cg_kernel_begin(em3_cg *cg, int id, const char *name, int n) {
     LLVMTypeRef params[40];
     EM3_ASSERT(n + 2 <= 40, "kernel with %d buffers", n);
     for (int i = 0; i < n; i++) params[i] = cg->ptr_t;
-    params[n] = cg->i64;
+    params[n] = cg->ptr_t;
     params[n + 1] = cg->ptr_t;
     char fname[128];
     snprintf(fname, sizeof fname, "%s.k%d.%s", cg->f->name, id, name);
@@ -143,7 +166,8 @@ void cg_kernel_begin(em3_cg *cg, int id, const char *name, int n) {
     for (int i = 0; i < n; i++) add_attr(cg, cg->kfn, (unsigned)i + 1, "nocapture");
     add_attr(cg, cg->kfn, LLVMAttributeFunctionIndex, "nounwind");
     add_attr(cg, cg->kfn, LLVMAttributeFunctionIndex, "noinline");
-    cg->kbatch = LLVMGetParam(cg->kfn, (unsigned)n);
+    cg->kenv = LLVMGetParam(cg->kfn, (unsigned)n);
+    memset(cg->ksym, 0, sizeof cg->ksym);
     cg->body_block = LLVMGetInsertBlock(cg->b);
     cg->knode = id;
     LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, cg->kfn, "entry"));
@@ -235,7 +259,7 @@ void cg_kernel_end(em3_cg *cg, const int *vals, int n) {
         LLVMValueRef off = cg_i64(cg, cg->plan->scratch_offset[cg->knode]);
         args[k++] = LLVMBuildInBoundsGEP2(cg->b, LLVMInt8TypeInContext(cg->ctx), arena, &off, 1, "scratch");
     }
-    args[k] = cg->batch;
+    args[k] = cg->env;
     args[k + 1] = cg->frame;
     LLVMValueRef st = LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(kfn), kfn, args, (unsigned)k + 2, "");
     /* kernels are shared between nodes: the call site names the node that failed */
@@ -303,7 +327,9 @@ static void lower_func(em3_cg *cg, const em3_func *f, const em3_mem_plan *plan) 
     LLVMPositionBuilderAtEnd(cg->b, cg->fail);
     LLVMBuildRet(cg->b, LLVMConstInt(cg->i32, 1, 0));
     LLVMPositionBuilderAtEnd(cg->b, entry);
-    cg->batch = LLVMBuildLoad2(cg->b, cg->i64, frame_field(cg, cg->frame, 0), "batch");
+    LLVMTypeRef env_t = LLVMArrayType2(cg->i64, EM3_MAX_SYMBOLS);
+    cg->env = LLVMBuildAlloca(cg->b, env_t, "env");
+    LLVMBuildStore(cg->b, LLVMBuildLoad2(cg->b, cg->i64, frame_field(cg, cg->frame, 0), "batch"), cg->env);
     LLVMBuildBr(cg->b, start);
     LLVMPositionBuilderAtEnd(cg->b, start);
     for (int i = 0; i < f->n_node; i++) emitters[f->node[i].op](cg, i);

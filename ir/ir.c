@@ -44,19 +44,54 @@ bool em3_type_has_batch(const em3_type *t) {
     return false;
 }
 
+bool em3_type_has_uniq(const em3_type *t) {
+    for (int i = 0; i < t->rank; i++)
+        if (em3_dim_sym(t->dim[i]) > 0) return true;
+    return false;
+}
+
+int64_t em3_dim_size(int64_t d, int64_t batch) {
+    EM3_ASSERT(em3_dim_sym(d) <= 0, "dimension in U%d sized by the batch alone", em3_dim_sym(d));
+    return d < 0 ? -d * batch : d;
+}
+
+bool em3_dims_product(const int64_t *d, int n, int64_t *out) {
+    int64_t k = 1;
+    int sym = -1;
+    for (int i = 0; i < n; i++) {
+        if (d[i] < 0) {
+            if (sym >= 0) return false;
+            sym = em3_dim_sym(d[i]);
+        }
+        k *= em3_dim_coef(d[i]);
+    }
+    *out = sym >= 0 ? em3_dim_make(sym, k) : k;
+    return true;
+}
+
 int64_t em3_type_numel(const em3_type *t, int64_t batch) {
     int64_t n = 1;
     for (int i = 0; i < t->rank; i++) n *= em3_dim_size(t->dim[i], batch);
     return n;
 }
 
+int64_t em3_type_numel_at(const em3_type *t, const int64_t *sym) {
+    int64_t n = 1;
+    for (int i = 0; i < t->rank; i++) n *= em3_dim_eval(t->dim[i], sym);
+    return n;
+}
+
 char *em3_dim_str(int64_t d, char *buf, size_t n) {
-    if (d == EM3_DIM_BATCH)
-        snprintf(buf, n, "B");
-    else if (d < 0)
-        snprintf(buf, n, "B*%lld", (long long)-d);
-    else
+    int s = em3_dim_sym(d);
+    int64_t k = em3_dim_coef(d);
+    char sym[4] = {'B'};
+    if (s > 0) sym[0] = 'U', sym[1] = (char)('0' + s);
+    if (d >= 0)
         snprintf(buf, n, "%lld", (long long)d);
+    else if (k == 1)
+        snprintf(buf, n, "%s", sym);
+    else
+        snprintf(buf, n, "%s*%lld", sym, (long long)k);
     return buf;
 }
 
@@ -325,6 +360,14 @@ bool em3_init_kind_parse(const char *s, em3_init_kind *out) {
 }
 
 /* ---- functions -------------------------------------------------------------------------------- */
+
+void em3_func_symbols(const em3_func *f, int64_t batch, int64_t sym[EM3_MAX_SYMBOLS]) {
+    memset(sym, 0, sizeof(int64_t) * EM3_MAX_SYMBOLS);
+    sym[0] = batch;
+    for (int i = 0; i < f->n_node; i++)
+        if (f->node[i].op == EM3_OP_UNIQUE)
+            sym[em3_node_i(&f->node[i], "sym")] = em3_type_numel(&f->node[f->node[i].in[0]].type, batch);
+}
 
 const em3_node *em3_func_node(const em3_func *f, int id) {
     EM3_ASSERT(id >= 0 && id < f->n_node, "value %%%d out of range (%d nodes)", id, f->n_node);

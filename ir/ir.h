@@ -16,15 +16,38 @@
 typedef enum { EM3_DTYPE_F32, EM3_DTYPE_I32, EM3_DTYPE_COUNT } em3_dtype;
 
 #define EM3_MAX_RANK 8
-/* A dimension is a positive size, or a static multiple of the symbolic batch size B:
- * -k stands for k·B (printed "B" for k = 1, "B*k" otherwise), so that [B, 50, 64] can be
- * viewed as [B*50, 64] — the shape a history of 50 items per row takes when its items are
- * processed as one batch, and the shape of a weight gradient's contraction. */
+/* A dimension is a positive size, or a static multiple of a symbolic size: the batch B, or
+ * U1 … U7, the count of distinct ids within a batch that a `unique` node defines (its attribute
+ * sym), at most the count of those ids. -k stands for k·B (printed "B" for k = 1, "B*k"
+ * otherwise), so that [B, 50, 64] can be viewed as [B*50, 64] — the shape a history of 50 items
+ * per row takes when its items are processed as one batch, and the shape of a weight gradient's
+ * contraction; -(s·2⁴⁰ + k) stands for k·Us ("U1", "U1*8"). Symbols never mix: a reshape keeps
+ * each one's power, a concat joins multiples of one symbol. Code that sizes memory takes every
+ * Us at its bound (em3_func_symbols); code that loops takes the count of the batch at hand. */
 #define EM3_DIM_BATCH (-1)
+#define EM3_MAX_SYMBOLS 8 /* B and U1 … U7 */
+#define EM3_DIM_SYM_SHIFT 40
 
 static inline bool em3_dim_has_batch(int64_t d) { return d < 0; }
-static inline int64_t em3_dim_size(int64_t d, int64_t batch) { return d < 0 ? -d * batch : d; }
-/* "64", "B", "B*50" into buf; returns buf. */
+/* The symbol of a symbolic dimension: 0 for B, s for Us. */
+static inline int em3_dim_sym(int64_t d) { return d < 0 ? (int)(-d >> EM3_DIM_SYM_SHIFT) : -1; }
+/* k of k·B or k·Us; a static size itself. */
+static inline int64_t em3_dim_coef(int64_t d) {
+    return d < 0 ? -d & (((int64_t)1 << EM3_DIM_SYM_SHIFT) - 1) : d;
+}
+static inline int64_t em3_dim_make(int sym, int64_t k) {
+    return -(((int64_t)sym << EM3_DIM_SYM_SHIFT) + k);
+}
+/* The size of d with the symbols' values sym[0] = B, sym[s] = Us. */
+static inline int64_t em3_dim_eval(int64_t d, const int64_t *sym) {
+    return d < 0 ? em3_dim_coef(d) * sym[em3_dim_sym(d)] : d;
+}
+/* The size of a dimension that can hold B but no Us. */
+int64_t em3_dim_size(int64_t d, int64_t batch);
+/* The product of n dimensions as one dimension, when that is expressible — at most one of them
+ * symbolic ([B, 50] → B*50, [U1, 8] → U1*8); false otherwise. */
+bool em3_dims_product(const int64_t *d, int n, int64_t *out);
+/* "64", "B", "B*50", "U1*8" into buf; returns buf. */
 char *em3_dim_str(int64_t d, char *buf, size_t n);
 
 typedef struct {
@@ -38,8 +61,12 @@ bool em3_dtype_parse(const char *s, em3_dtype *out);
 em3_type em3_type_make(em3_dtype dt, int rank, const int64_t *dims);
 bool em3_type_eq(const em3_type *a, const em3_type *b);
 bool em3_type_has_batch(const em3_type *t);
-/* Element count with B taken as `batch`. */
+/* Element count with B taken as `batch` (the type holds no Us). */
 int64_t em3_type_numel(const em3_type *t, int64_t batch);
+/* Element count with the symbols' values sym[0] = B, sym[s] = Us. */
+int64_t em3_type_numel_at(const em3_type *t, const int64_t *sym);
+/* Whether the type has a dimension in some Us. */
+bool em3_type_has_uniq(const em3_type *t);
 /* "f32[B, 64]"; returns `buf`. */
 char *em3_type_str(const em3_type *t, char *buf, size_t n);
 #define EM3_TYPE_STR_MAX 160
@@ -269,6 +296,10 @@ void em3_func_toposort(em3_func *f);
  * f's order, returning those outputs. */
 em3_func *em3_func_slice(em3_func *f, const char *name, const char *const *outputs, int n_outputs);
 const em3_node *em3_func_node(const em3_func *f, int id);
+/* The symbols' values at their largest for batch size `batch`: sym[0] = batch, sym[s] the
+ * element count of the ids that f's `unique` node of symbol s reads (0 when f has none), so
+ * that a buffer sized with them holds the value of any batch of at most `batch` rows. */
+void em3_func_symbols(const em3_func *f, int64_t batch, int64_t sym[EM3_MAX_SYMBOLS]);
 
 /* ---- shape rules (ir/shape.c), used by em3_func_add and the verifier ------------------------ */
 

@@ -392,6 +392,16 @@ static bool parse_dtype(parser *p, em3_dtype *out, const char *what) {
     return expected(p, "%s", what);
 }
 
+/* The symbol the current word names: 0 for "B", s for "U1" … "U7"; -1 otherwise. */
+static int symbol_word(const parser *p) {
+    if (is_word(p, "B")) return 0;
+    for (int s = 1; s < EM3_MAX_SYMBOLS; s++) {
+        char w[4] = {'U', (char)('0' + s), 0};
+        if (is_word(p, w)) return s;
+    }
+    return -1;
+}
+
 /* "[a, b, ...]" of at most EM3_MAX_RANK entries: dimensions (a positive size, B or B*k) when
  * `dims`, else any 64-bit integers. */
 static bool parse_list(parser *p, bool dims, int64_t *out, int *n, const char *what) {
@@ -405,13 +415,17 @@ static bool parse_list(parser *p, bool dims, int64_t *out, int *n, const char *w
         bool ok;
         if (!dims) {
             ok = parse_int(p, INT64_MIN, INT64_MAX, &v, "an integer", "integer");
-        } else if (is_word(p, "B")) {
+        } else if (symbol_word(p) >= 0) {
+            int sym = symbol_word(p);
+            char name[4] = {'B'}, after[48], noun[24];
+            if (sym > 0) name[0] = 'U', name[1] = (char)('0' + sym);
+            snprintf(after, sizeof after, "a multiple of %s after '%s*'", name, name);
+            snprintf(noun, sizeof noun, "multiple of %s", name);
             next(p);
-            ok = !accept_punct(p, '*') ||
-                 parse_int(p, 1, MAX_DIM, &k, "a multiple of B after 'B*'", "multiple of B");
-            v = -k; /* k·B, see EM3_DIM_BATCH */
+            ok = !accept_punct(p, '*') || parse_int(p, 1, MAX_DIM, &k, after, noun);
+            v = em3_dim_make(sym, k); /* k·B or k·Us, see EM3_DIM_BATCH */
         } else {
-            ok = parse_int(p, 1, MAX_DIM, &v, "a dimension (a size, B or B*k)", "dimension");
+            ok = parse_int(p, 1, MAX_DIM, &v, "a dimension (a size, B, B*k, U1 or U1*k)", "dimension");
         }
         if (!ok) return false;
         out[(*n)++] = v;

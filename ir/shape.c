@@ -233,18 +233,17 @@ bool shape_layer_norm(const em3_func *f, const em3_node *n, const em3_type *in, 
     return true;
 }
 
-/* The element count of a shape is static_numel · B^nb, where a dimension k·B adds k to the
- * static part and one to nb. Returns nb, or -1 when the static count overflows int64 (a shape
- * written in hostile IR text can ask for that). */
-static int count_batch(const int64_t *d, int r, int64_t *static_numel) {
-    int nb = 0;
+/* The element count of a shape is static_numel · B^pow[0] · U1^pow[1] ⋯, where a dimension
+ * k·S adds k to the static part and one to S's power. Returns false when the static count
+ * overflows int64 (a shape written in hostile IR text can ask for that). */
+static bool count_symbols(const int64_t *d, int r, int64_t *static_numel, int pow[EM3_MAX_SYMBOLS]) {
+    memset(pow, 0, sizeof(int) * EM3_MAX_SYMBOLS);
     *static_numel = 1;
     for (int i = 0; i < r; i++) {
-        nb += em3_dim_has_batch(d[i]);
-        if (__builtin_mul_overflow(*static_numel, d[i] < 0 ? -d[i] : d[i], static_numel))
-            return -1;
+        if (d[i] < 0) pow[em3_dim_sym(d[i])]++;
+        if (__builtin_mul_overflow(*static_numel, em3_dim_coef(d[i]), static_numel)) return false;
     }
-    return nb;
+    return true;
 }
 
 bool shape_reshape(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out,
@@ -256,13 +255,14 @@ bool shape_reshape(const em3_func *f, const em3_node *n, const em3_type *in, em3
     em3_type t = em3_type_make(in[0].dtype, s->n, s->list);
     if (!dims_ok(&t, err, el)) return false;
     int64_t na, nb;
-    int ba = count_batch(in[0].dim, in[0].rank, &na), bb = count_batch(t.dim, t.rank, &nb);
-    if (ba < 0 || bb < 0)
+    int pa[EM3_MAX_SYMBOLS], pb[EM3_MAX_SYMBOLS];
+    if (!count_symbols(in[0].dim, in[0].rank, &na, pa) || !count_symbols(t.dim, t.rank, &nb, pb))
         return fail(err, el, "cannot reshape %s to %s: too many elements", TS(&in[0], b0),
                     TS(&t, b1));
-    if (ba != bb || na != nb)
+    bool same = !memcmp(pa, pb, sizeof pa);
+    if (!same || na != nb)
         return fail(err, el, "cannot reshape %s to %s: element counts differ%s", TS(&in[0], b0),
-                    TS(&t, b1), ba != bb ? " (the batch dimension B must stay a dimension)" : "");
+                    TS(&t, b1), same ? "" : " (each of B, U1, … must stay a dimension)");
     *out = t;
     return true;
 }
@@ -304,10 +304,15 @@ bool shape_concat(const em3_func *f, const em3_node *n, const em3_type *in, em3_
             return fail(err, el,
                         "concat along axis %lld: operand %d is %s, which does not fit %s",
                         (long long)axis, k, TS(u, b1), TS(&in[0], b0));
-        /* k·B joined with m·B is (k+m)·B; a batch dimension never joins a static one */
-        if (em3_dim_has_batch(u->dim[axis]) != em3_dim_has_batch(t.dim[axis]))
-            return fail(err, el, "concat cannot join a batch dimension with a fixed one");
-        t.dim[axis] += u->dim[axis];
+        /* k·B joined with m·B is (k+m)·B; a batch dimension never joins a static one, nor
+           multiples of B those of some Us */
+        if (em3_dim_sym(u->dim[axis]) != em3_dim_sym(t.dim[axis]))
+            return fail(err, el, "concat cannot join %s", em3_dim_has_batch(t.dim[axis]) && em3_dim_has_batch(u->dim[axis])
+                                                               ? "dimensions of different symbols"
+                                                               : "a batch dimension with a fixed one");
+        int64_t d = t.dim[axis];
+        t.dim[axis] = d < 0 ? em3_dim_make(em3_dim_sym(d), em3_dim_coef(d) + em3_dim_coef(u->dim[axis]))
+                            : d + u->dim[axis];
     }
     *out = t;
     return true;
@@ -377,8 +382,10 @@ bool shape_gather(const em3_func *f, const em3_node *n, const em3_type *in, em3_
     (void)f, (void)n;
     char b0[EM3_TYPE_STR_MAX], b1[EM3_TYPE_STR_MAX];
     const em3_type *t = &in[0], *ids = &in[1];
-    if (t->rank < 1 || em3_dim_has_batch(t->dim[0]))
-        return fail(err, el, "gather needs a table with a fixed number of rows, got %s",
+    /* rows of B would differ from call to call; rows of Us are a batch's distinct items */
+    bool rows_ok = t->rank >= 1 && (t->dim[0] > 0 || (em3_dim_sym(t->dim[0]) > 0 && em3_dim_coef(t->dim[0]) == 1));
+    if (!rows_ok)
+        return fail(err, el, "gather needs a table with a fixed number of rows (or U rows), got %s",
                     TS(t, b0));
     if (ids->dtype != EM3_DTYPE_I32)
         return fail(err, el, "gather needs i32 ids, got %s", TS(ids, b1));
@@ -387,6 +394,33 @@ bool shape_gather(const em3_func *f, const em3_node *n, const em3_type *in, em3_
     o.dtype = t->dtype;
     for (int i = 1; i < t->rank; i++) o.dim[o.rank++] = t->dim[i];
     *out = o;
+    return true;
+}
+
+/* unique(ids [k·B]) → i32[Us], s the attribute sym */
+bool shape_unique(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out,
+                  char *err, size_t el) {
+    (void)f;
+    char b[EM3_TYPE_STR_MAX];
+    int64_t s = n->attr[0].i;
+    if (s < 1 || s >= EM3_MAX_SYMBOLS)
+        return fail(err, el, "unique's symbol must be in 1..%d, not %lld", EM3_MAX_SYMBOLS - 1, (long long)s);
+    if (in[0].dtype != EM3_DTYPE_I32 || in[0].rank != 1 || em3_dim_sym(in[0].dim[0]) != 0)
+        return fail(err, el, "unique needs ids i32[B*k], got %s", TS(&in[0], b));
+    *out = em3_type_make(EM3_DTYPE_I32, 1, (int64_t[]){em3_dim_make((int)s, 1)});
+    return true;
+}
+
+/* index_of(ids, u [Us]) → i32 of the ids' shape */
+bool shape_index_of(const em3_func *f, const em3_node *n, const em3_type *in, em3_type *out,
+                    char *err, size_t el) {
+    (void)f, (void)n;
+    char b0[EM3_TYPE_STR_MAX], b1[EM3_TYPE_STR_MAX];
+    if (in[0].dtype != EM3_DTYPE_I32 || in[1].dtype != EM3_DTYPE_I32 || in[1].rank != 1 ||
+        em3_dim_sym(in[1].dim[0]) < 1 || em3_dim_coef(in[1].dim[0]) != 1)
+        return fail(err, el, "index_of needs i32 ids and the i32[U] result of unique, got %s and %s",
+                    TS(&in[0], b0), TS(&in[1], b1));
+    *out = in[0];
     return true;
 }
 

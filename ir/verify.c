@@ -49,6 +49,19 @@ static bool verify_node(const em3_func *f, int id, char *err, size_t el) {
                 return bad(err, el, "%%%d: input @%s is declared twice", id, n->attr[0].s);
         if (n->attr[1].i < 0) return bad(err, el, "%%%d: input vocab must be >= 0", id);
     }
+    for (int d = 0; d < n->type.rank; d++) { /* each Us is the count of an earlier unique */
+        int sym = em3_dim_sym(n->type.dim[d]);
+        if (sym <= 0) continue;
+        if (n->op == EM3_OP_INPUT) return bad(err, el, "%%%d: an input cannot have a dimension in U%d", id, sym);
+        bool defined = false;
+        for (int j = 0; j <= id && !defined; j++)
+            defined = f->node[j].op == EM3_OP_UNIQUE && f->node[j].attr[0].i == sym;
+        if (!defined) return bad(err, el, "%%%d: U%d is used before a unique defines it", id, sym);
+    }
+    if (n->op == EM3_OP_UNIQUE)
+        for (int j = 0; j < id; j++)
+            if (f->node[j].op == EM3_OP_UNIQUE && f->node[j].attr[0].i == n->attr[0].i)
+                return bad(err, el, "%%%d: U%lld is defined twice", id, (long long)n->attr[0].i);
     em3_type t;
     char why[256];
     if (!em3_op_shape_rule(n->op)(f, n, in, &t, why, sizeof why))
@@ -70,6 +83,8 @@ bool em3_func_verify(const em3_func *f, char *err, size_t el) {
         if (f->out[i].value < 0 || f->out[i].value >= f->n_node)
             return bad(err, el, "in @%s: output %s refers to an undefined value", f->name,
                        f->out[i].name);
+        if (em3_type_has_uniq(&f->node[f->out[i].value].type)) /* callers size outputs by B */
+            return bad(err, el, "in @%s: output %s has a dimension in some U", f->name, f->out[i].name);
         for (int j = 0; j < i; j++)
             if (!strcmp(f->out[i].name, f->out[j].name))
                 return bad(err, el, "in @%s: output %s is returned twice", f->name,

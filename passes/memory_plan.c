@@ -16,10 +16,10 @@
 static int64_t align(int64_t x) { return (x + EM3_ARENA_ALIGN - 1) / EM3_ARENA_ALIGN * EM3_ARENA_ALIGN; }
 
 /* Workspace a node needs while it runs: lora_matmul keeps x·a ([rows, rank], small) there. */
-static int64_t scratch_bytes(const em3_func *f, const em3_node *n, int64_t max_batch) {
+static int64_t scratch_bytes(const em3_func *f, const em3_node *n, const int64_t *sym) {
     if (n->op != EM3_OP_LORA_MATMUL) return 0;
     const em3_type *x = &f->node[n->in[0]].type, *a = &f->node[n->in[2]].type;
-    return em3_type_numel(x, max_batch) / x->dim[x->rank - 1] * a->dim[1] * 4;
+    return em3_type_numel_at(x, sym) / x->dim[x->rank - 1] * a->dim[1] * 4;
 }
 
 static bool external(const em3_node *n) { return n->op == EM3_OP_INPUT || n->op == EM3_OP_PARAM; }
@@ -63,9 +63,11 @@ em3_mem_plan *em3_mem_plan_create(const em3_func *f, int64_t max_batch, bool reu
     }
     for (int i = 0; i < f->n_out; i++) last[f->out[i].value] = n;
 
+    int64_t sym[EM3_MAX_SYMBOLS]; /* every Us at its bound */
+    em3_func_symbols(f, max_batch, sym);
     for (int i = 0; i < n; i++) {
         const em3_node *nd = &f->node[i];
-        p->bytes[i] = em3_type_numel(&nd->type, max_batch) * 4; /* f32 and i32 */
+        p->bytes[i] = em3_type_numel_at(&nd->type, sym) * 4; /* f32 and i32 */
         p->storage[i] = i;
         group_end[i] = last[i];
         bool alias = nd->op == EM3_OP_RESHAPE || (em3_op_flags(nd->op) & EM3_OPF_SIDE_EFFECT);
@@ -75,7 +77,7 @@ em3_mem_plan *em3_mem_plan_create(const em3_func *f, int64_t max_batch, bool reu
             p->storage[i] = s;
             if (last[i] > group_end[s]) group_end[s] = last[i];
         }
-        p->scratch_bytes[i] = scratch_bytes(f, nd, max_batch);
+        p->scratch_bytes[i] = scratch_bytes(f, nd, sym);
     }
 
     /* one region per arena group and per scratch */

@@ -76,14 +76,8 @@ static bool is_zero_const(const em3_func *f, int v) {
  * dimension among the ids' dimensions). */
 static bool flatten_pair(opt_state *s, int *ids, int *rows) {
     const em3_type *it = em3_b_type(&s->b, *ids), *rt = em3_b_type(&s->b, *rows);
-    int64_t n = 1;
-    int nb = 0;
-    for (int i = 0; i < it->rank; i++) {
-        nb += em3_dim_has_batch(it->dim[i]);
-        n *= it->dim[i] < 0 ? -it->dim[i] : it->dim[i];
-    }
-    if (nb > 1) return false;
-    int64_t d1[1] = {nb ? -n : n}, dr[EM3_MAX_RANK];
+    int64_t d1[1], dr[EM3_MAX_RANK];
+    if (!em3_dims_product(it->dim, it->rank, &d1[0])) return false;
     dr[0] = d1[0];
     int r = 1;
     for (int i = it->rank; i < rt->rank; i++) dr[r++] = rt->dim[i];
@@ -108,13 +102,14 @@ static bool sparse_pair(opt_state *s, int g, int *ids, int *rows) {
         t = prow[i];
         prow[i] = prow[n - 1 - i], prow[n - 1 - i] = t;
     }
-    bool batch = false;
+    int sym = -1;
     for (int i = 0; i < n; i++) {
         if (!flatten_pair(s, &pid[i], &prow[i])) return false;
-        bool b = em3_dim_has_batch(em3_b_type(&s->b, pid[i])->dim[0]);
-        if (i && b != batch) return false; /* [B*k] and [n] cannot be joined */
-        batch = b;
+        int si = em3_dim_sym(em3_b_type(&s->b, pid[i])->dim[0]);
+        if (i && si != sym) return false; /* [B*k], [U1*k] and [n] cannot be joined */
+        sym = si;
     }
+    if (sym > 0 && s->cfg->separate_update) return false; /* @train's outputs are sized by B */
     *ids = em3_b_concat(&s->b, pid, n, 0);
     *rows = em3_b_concat(&s->b, prow, n, 0);
     return true;

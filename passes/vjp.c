@@ -223,17 +223,11 @@ void vjp_slice(em3_vjp *v) {
 void vjp_broadcast(em3_vjp *v) { to_operand(v, 0, v->dy); }
 
 /* [..., m, k] viewed as [M, k] with M the product of the leading dimensions, when that is
- * expressible (at most one of them holds B); -1 otherwise. */
+ * expressible (at most one of them symbolic); -1 otherwise. */
 static int flatten_rows(em3_vjp *v, int x) {
     const em3_type *t = T(x);
-    int64_t m = 1;
-    int nb = 0;
-    for (int i = 0; i < t->rank - 1; i++) {
-        nb += em3_dim_has_batch(t->dim[i]);
-        m *= t->dim[i] < 0 ? -t->dim[i] : t->dim[i];
-    }
-    if (nb > 1) return -1;
-    int64_t dims[2] = {nb ? -m : m, t->dim[t->rank - 1]};
+    int64_t dims[2] = {0, t->dim[t->rank - 1]};
+    if (!em3_dims_product(t->dim, t->rank - 1, &dims[0])) return -1;
     return em3_b_reshape(B, x, dims, 2);
 }
 

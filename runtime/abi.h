@@ -85,6 +85,12 @@ typedef struct {
 /* y = G x (transpose: Gᵀ x) for x with `width` floats per row; y is overwritten. */
 void em3_rt_spmm(const em3_rt_graph *g, int32_t transpose, const float *x, int64_t width, float *y);
 
+/* unique: the distinct values of ids[0..n), ascending, into out (room for n); returns their
+ * count. index_of: out[i] = the position of ids[i] in the ascending u[0..nu); returns -1, or
+ * the first i whose id u lacks. */
+int64_t em3_rt_unique(const int32_t *ids, int64_t n, int32_t *out);
+int64_t em3_rt_index_of(const int32_t *ids, int64_t n, const int32_t *u, int64_t nu, int32_t *out);
+
 typedef struct {
     const char *name;
     void *addr;

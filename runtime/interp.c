@@ -21,7 +21,7 @@ struct em3_interp {
     const em3_graph **graph; /* per module global: the bound graph of a graph global */
     /* the last successful run; func is NULL when there is none */
     const em3_func *func;
-    int64_t batch;
+    int64_t sym[EM3_MAX_SYMBOLS]; /* B, then each Us: its bound until its unique has run */
     double **val; /* per node of func */
 };
 
@@ -42,9 +42,9 @@ typedef struct {
     int64_t dim[EM3_MAX_RANK];
 } dims;
 
-static dims resolve(const em3_type *t, int64_t batch) {
+static dims resolve(const em3_type *t, const int64_t *sym) {
     dims d = {.rank = t->rank};
-    for (int i = 0; i < t->rank; i++) d.dim[i] = em3_dim_size(t->dim[i], batch);
+    for (int i = 0; i < t->rank; i++) d.dim[i] = em3_dim_eval(t->dim[i], sym);
     return d;
 }
 
@@ -106,7 +106,7 @@ static void walk_next(walk *w) {
 static const em3_node *node_of(const em3_run *r, int id) { return &r->f->node[id]; }
 static double *out_of(const em3_run *r, int id) { return r->it->val[id]; }
 static dims dims_of(const em3_run *r, int id) {
-    return resolve(&r->f->node[id].type, r->it->batch);
+    return resolve(&r->f->node[id].type, r->it->sym);
 }
 /* Operand k of node `id`: its values and its resolved shape. */
 static const double *arg(const em3_run *r, int id, int k) {
@@ -146,7 +146,7 @@ static ref_kernel *const kernels[EM3_OP_COUNT] = {
 static bool ref_input(em3_run *r, int id) {
     const em3_node *n = node_of(r, id);
     const char *name = n->attr[0].s;
-    int64_t vocab = n->attr[1].i, count = em3_type_numel(&n->type, r->it->batch);
+    int64_t vocab = n->attr[1].i, count = em3_type_numel(&n->type, r->it->sym[0]);
     const em3_interp_input *given = NULL;
     for (int i = 0; i < r->n_in && !given; i++)
         if (!strcmp(r->in[i].name, name)) given = &r->in[i];
@@ -176,7 +176,7 @@ static bool ref_param(em3_run *r, int id) {
     int g = em3_module_find_global(r->it->mod, n->attr[0].s);
     EM3_ASSERT(g >= 0, "param @%s has no global", n->attr[0].s);
     memcpy(out_of(r, id), r->it->global[g],
-           sizeof(double) * (size_t)em3_type_numel(&n->type, r->it->batch));
+           sizeof(double) * (size_t)em3_type_numel(&n->type, r->it->sym[0]));
     return true;
 }
 
@@ -657,6 +657,44 @@ static bool ref_gather(em3_run *r, int id) {
     return true;
 }
 
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* the distinct ids, ascending; from here on the node's symbol has their count */
+static bool ref_unique(em3_run *r, int id) {
+    const double *ids = arg(r, id, 0);
+    double *out = out_of(r, id);
+    dims d = arg_dims(r, id, 0);
+    int64_t n = numel(&d), u = 0;
+    memcpy(out, ids, sizeof(double) * (size_t)n);
+    qsort(out, (size_t)n, sizeof(double), cmp_double);
+    for (int64_t i = 0; i < n; i++)
+        if (u == 0 || out[i] != out[u - 1]) out[u++] = out[i];
+    r->it->sym[node_of(r, id)->attr[0].i] = u;
+    return true;
+}
+
+static bool ref_index_of(em3_run *r, int id) {
+    const double *ids = arg(r, id, 0), *u = arg(r, id, 1);
+    double *out = out_of(r, id);
+    dims d = arg_dims(r, id, 0), du = arg_dims(r, id, 1);
+    for (int64_t i = 0, n = numel(&d); i < n; i++) {
+        int64_t lo = 0, hi = du.dim[0];
+        while (lo < hi) {
+            int64_t mid = lo + (hi - lo) / 2;
+            if (u[mid] < ids[i]) lo = mid + 1;
+            else hi = mid;
+        }
+        if (lo == du.dim[0] || u[lo] != ids[i])
+            return user_error(r, "index_of %%%d: id %.15g is not among the %lld distinct ids", id, ids[i],
+                              (long long)du.dim[0]);
+        out[i] = (double)lo;
+    }
+    return true;
+}
+
 /* y = G x (or Gᵀ x) with the graph's current matrix, rows of x of any width */
 static bool ref_spmm(em3_run *r, int id) {
     const em3_node *n = node_of(r, id);
@@ -947,19 +985,19 @@ bool em3_interp_run(em3_interp *it, const char *func, int64_t batch, const em3_i
         return false;
     }
     it->func = f;
-    it->batch = batch;
+    em3_func_symbols(f, batch, it->sym);
     it->val = em3_xcalloc((size_t)(f->n_node ? f->n_node : 1), sizeof(double *));
     em3_run r = {it, f, in, n_in, err, errlen};
     for (int id = 0; id < f->n_node; id++) {
         const em3_node *n = &f->node[id];
-        int64_t count = em3_type_numel(&n->type, batch);
-        it->val[id] = em3_xmalloc(sizeof(double) * (size_t)count);
+        int64_t count = em3_type_numel_at(&n->type, it->sym);
+        it->val[id] = em3_xmalloc(sizeof(double) * (size_t)(count ? count : 1));
         if (!kernels[n->op](&r, id)) {
             release_run(it);
             return false;
         }
         if (it->prec == EM3_PREC_F32 && n->type.dtype == EM3_DTYPE_F32)
-            round_to_float(it->val[id], count);
+            round_to_float(it->val[id], em3_type_numel_at(&n->type, it->sym));
     }
     return true;
 }

@@ -1,6 +1,7 @@
 /* runtime/rt_helpers.c — helpers that compiled code calls for what is not worth emitting as
  * LLVM IR: merging repeated ids of sparse gradients (lazy optimizer updates, sparse norms),
- * and the table of every external symbol compiled code may use. */
+ * a batch's distinct ids (unique, index_of), and the table of every external symbol compiled
+ * code may use. */
 #include <cblas.h>
 #include <math.h>
 #include <stdbool.h>
@@ -113,6 +114,36 @@ float em3_rt_sparse_sqnorm(const int32_t *ids, const float *grad_rows, int64_t n
     return (float)c[0];
 }
 
+static int cmp_i32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+int64_t em3_rt_unique(const int32_t *ids, int64_t n, int32_t *out) {
+    memcpy(out, ids, sizeof(int32_t) * (size_t)n);
+    qsort(out, (size_t)n, sizeof(int32_t), cmp_i32);
+    int64_t u = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (u == 0 || out[i] != out[u - 1]) out[u++] = out[i];
+    return u;
+}
+
+int64_t em3_rt_index_of(const int32_t *ids, int64_t n, const int32_t *u, int64_t nu, int32_t *out) {
+    for (int64_t i = 0; i < n; i++) {
+        int64_t lo = 0, hi = nu;
+        while (lo < hi) {
+            int64_t mid = lo + (hi - lo) / 2;
+            if (u[mid] < ids[i])
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo == nu || u[lo] != ids[i]) return i;
+        out[i] = (int32_t)lo;
+    }
+    return -1;
+}
+
 const em3_rt_symbol em3_rt_symbols[] = {
     {"cblas_sgemm", (void *)cblas_sgemm},
     {"em3_rt_sparse_update", (void *)em3_rt_sparse_update},
@@ -120,6 +151,8 @@ const em3_rt_symbol em3_rt_symbols[] = {
     {"em3_rt_attention_fwd", (void *)em3_rt_attention_fwd},
     {"em3_rt_attention_bwd", (void *)em3_rt_attention_bwd},
     {"em3_rt_spmm", (void *)em3_rt_spmm},
+    {"em3_rt_unique", (void *)em3_rt_unique},
+    {"em3_rt_index_of", (void *)em3_rt_index_of},
     {"memcpy", (void *)memcpy},
     {"memset", (void *)memset},
     {"memmove", (void *)memmove},

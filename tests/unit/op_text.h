@@ -1,5 +1,5 @@
 /* tests/unit/op_text.h — the text notation the table-driven op tests (test_shape_rules.c,
- * test_gradcheck.c) write their rows in: types "f32[B,3]" (B*k for k·B) and attributes
+ * test_gradcheck.c) write their rows in: types "f32[B,3]" (B*k for k·B, U1*k for k·U1) and attributes
  * "axes=[0,2] keepdims=1 name=@x to=i32". Include after cmocka.h. */
 #ifndef EM3_TEST_OP_TEXT_H
 #define EM3_TEST_OP_TEXT_H
@@ -9,13 +9,14 @@
 
 #include "ir/ir.h"
 
-/* "64", "B" or "B*k" at *p. */
+/* "64", "B", "B*k", "U1" or "U1*k" at *p. */
 static int64_t op_text_dim(const char **p) {
-    if (**p == 'B') {
+    if (**p == 'B' || **p == 'U') {
+        int sym = **p == 'U' ? (*++*p) - '0' : 0;
         (*p)++;
-        if (**p != '*') return EM3_DIM_BATCH;
+        if (**p != '*') return em3_dim_make(sym, 1);
         (*p)++;
-        return -op_text_dim(p);
+        return em3_dim_make(sym, op_text_dim(p));
     }
     char *end;
     int64_t v = strtoll(*p, &end, 10);

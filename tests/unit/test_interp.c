@@ -603,6 +603,43 @@ static void expect_error(const bld *b, int64_t batch, const em3_interp_input *in
     em3_interp_free(it);
 }
 
+/* unique, index_of and a gather back: rows computed once per distinct id (a [U1, 2] table,
+ * scaled, with U1 = 3 of the 6 ids) and given to every occurrence. */
+static void test_distinct_ids(void **state) {
+    (void)state;
+    static const double table[] = {0, 1, 10, 11, 20, 21, 30, 31, 40, 41}, ids[] = {4, 0, 4, 2, 2, 4};
+    em3_interp_input in[] = {{"t", table}, {"ids", ids}};
+    bld b = bld_new();
+    int t = input(&b, "t", ty(F32, 2, 5, 2), 0), i = input(&b, "ids", ty(I32, 2, B, 3), 5);
+    int flat = op_list(&b, EM3_OP_RESHAPE, "shape", (int64_t[]){-3}, 1, i);
+    em3_node un = proto(EM3_OP_UNIQUE);
+    em3_node_set_i(&un, "sym", 1);
+    int u = add(&b, un, (int[]){flat}, 1);
+    int pos = op2(&b, EM3_OP_INDEX_OF, flat, u);
+    int rows = op2(&b, EM3_OP_GATHER, t, u);
+    int two = constant(&b, 2, ty(F32, 0));
+    int y = op2(&b, EM3_OP_GATHER, op2(&b, EM3_OP_MUL, rows, two), pos);
+    em3_func_add_output(b.f, "y", y);
+    em3_interp *it = interp_new(&b, EM3_PREC_F64);
+    run_ok(&b, it, 2, in, 2);
+    const double *uv = em3_interp_value(it, u), *pv = em3_interp_value(it, pos);
+    expect_close(uv, (double[]){0, 2, 4}, 3, 0, 0);
+    expect_close(pv, (double[]){2, 0, 2, 1, 1, 2}, 6, 0, 0);
+    expect_close(em3_interp_output(it, "y", NULL), (double[]){80, 82, 0, 2, 80, 82, 40, 42, 40, 42, 80, 82}, 12, 0, 0);
+    em3_interp_free(it);
+    em3_module_free(b.m);
+
+    /* index_of of an id unique did not see */
+    b = bld_new();
+    i = input(&b, "ids", ty(I32, 1, B), 5);
+    int j = input(&b, "other", ty(I32, 1, B), 5);
+    u = add(&b, un, (int[]){i}, 1);
+    em3_func_add_output(b.f, "y", op2(&b, EM3_OP_INDEX_OF, j, u));
+    expect_error(&b, 2, (em3_interp_input[]){{"ids", ids}, {"other", (double[]){4, 3}}}, 2,
+                 "index_of %3: id 3 is not among the 2 distinct ids");
+    em3_module_free(b.m);
+}
+
 static void test_data_errors(void **state) {
     (void)state;
     bld b = bld_new();
@@ -1390,6 +1427,7 @@ int main(void) {
         cmocka_unit_test(test_data_movement),
         cmocka_unit_test(test_matmul),
         cmocka_unit_test(test_gather),
+        cmocka_unit_test(test_distinct_ids),
         cmocka_unit_test(test_spmm),
         cmocka_unit_test(test_data_errors),
         cmocka_unit_test(test_scatter_add),

@@ -134,7 +134,7 @@ static const shape_case cases[] = {
     {EM3_OP_RESHAPE, "f32[B,2,3]", "shape=[B,6]", "f32[B,6]"},
     {EM3_OP_RESHAPE, "f32[B,6]", "shape=[3,B,2]", "f32[3,B,2]"},
     {EM3_OP_RESHAPE, "f32[B,2,3]", "shape=[B,5]", ERR("element counts differ")},
-    {EM3_OP_RESHAPE, "f32[B,2]", "shape=[4]", ERR("the batch dimension B must stay")},
+    {EM3_OP_RESHAPE, "f32[B,2]", "shape=[4]", ERR("each of B, U1, … must stay a dimension")},
     {EM3_OP_TRANSPOSE, "f32[B,2,3]", "perm=[2,0,1]", "f32[3,B,2]"},
     {EM3_OP_TRANSPOSE, "f32[2,3]", "perm=[0,0]", ERR("not a permutation")},
     {EM3_OP_TRANSPOSE, "f32[2,3]", "perm=[1]", ERR("permutation of 2 axes")},
@@ -176,6 +176,26 @@ static const shape_case cases[] = {
     {EM3_OP_GATHER, "f32[10] i32[B]", "", "f32[B]"},
     {EM3_OP_GATHER, "f32[10,4] f32[B]", "", ERR("gather needs i32 ids")},
     {EM3_OP_GATHER, "f32[B,4] i32[3]", "", ERR("fixed number of rows")},
+    {EM3_OP_GATHER, "f32[U1,4] i32[B,3]", "", "f32[B,3,4]"}, /* back from a batch's distinct items */
+    {EM3_OP_GATHER, "f32[U1*2,4] i32[B]", "", ERR("fixed number of rows")},
+    /* unique and index_of: the distinct ids of a batch as a dimension of their own */
+    {EM3_OP_UNIQUE, "i32[B*50]", "sym=1", "i32[U1]"},
+    {EM3_OP_UNIQUE, "i32[B]", "sym=7", "i32[U7]"},
+    {EM3_OP_UNIQUE, "i32[B,50]", "sym=1", ERR("unique needs ids i32[B*k]")},
+    {EM3_OP_UNIQUE, "i32[50]", "sym=1", ERR("unique needs ids i32[B*k]")},
+    {EM3_OP_UNIQUE, "f32[B]", "sym=1", ERR("unique needs ids i32[B*k]")},
+    {EM3_OP_UNIQUE, "i32[B]", "sym=0", ERR("symbol must be in 1..7")},
+    {EM3_OP_UNIQUE, "i32[B]", "sym=8", ERR("symbol must be in 1..7")},
+    {EM3_OP_INDEX_OF, "i32[B,50] i32[U2]", "", "i32[B,50]"},
+    {EM3_OP_INDEX_OF, "i32[B] i32[B]", "", ERR("the i32[U] result of unique")},
+    {EM3_OP_INDEX_OF, "i32[B] i32[U1*2]", "", ERR("the i32[U] result of unique")},
+    {EM3_OP_INDEX_OF, "f32[B] i32[U1]", "", ERR("the i32[U] result of unique")},
+    /* symbols never mix */
+    {EM3_OP_RESHAPE, "f32[U1,8,4]", "shape=[U1*8,4]", "f32[U1*8,4]"},
+    {EM3_OP_RESHAPE, "f32[U1,8]", "shape=[B*8]", ERR("each of B, U1, … must stay a dimension")},
+    {EM3_OP_CONCAT, "f32[U1,4] f32[U1*2,4]", "axis=0", "f32[U1*3,4]"},
+    {EM3_OP_CONCAT, "f32[U1,4] f32[B,4]", "axis=0", ERR("dimensions of different symbols")},
+    {EM3_OP_MATMUL, "f32[U1,8] f32[8,4]", "", "f32[U1,4]"},
 
     /* spmm by the graph global g, f32[6, 10]: rows of x are its columns (its rows, transposed) */
     {EM3_OP_SPMM, "f32[10,4]", "graph=@g", "f32[6,4]"},
