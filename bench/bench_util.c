@@ -96,7 +96,7 @@ static void make_inputs(em3_bench_step *r, em3_rng *rng) {
 }
 
 em3_bench_step *em3_bench_step_prepare(const char *model, const em3_const_override *ov, int n_ov,
-                                       int64_t batch, uint64_t seed) {
+                                       const char *disable_passes, int64_t batch, uint64_t seed) {
     em3_bench_step *r = calloc(1, sizeof *r);
     r->batch = batch;
     struct timespec t0;
@@ -106,6 +106,7 @@ em3_bench_step *em3_bench_step_prepare(const char *model, const em3_const_overri
     if (!(r->m = em3_frontend_compile(model, &fe, d))) exit(1);
     em3_pipeline *pl = em3_pipeline_create();
     em3_pipeline_add_default(pl, 2);
+    if (disable_passes && !em3_pipeline_disable(pl, disable_passes, d)) exit(2);
     em3_pass_options po = {.quiet = true}; /* optim NULL: em3 train's default, Adam */
     if (!em3_pipeline_run(pl, r->m, &po, d)) exit(1);
     em3_pipeline_free(pl);
@@ -144,6 +145,7 @@ bool em3_bench_parse_args(int argc, char **argv, const char *flag, em3_bench_arg
         else if (!strcmp(o, "--threads")) a->threads = atoi(argv[++i]);
         else if (!strcmp(o, "--steps")) a->steps = atoi(argv[++i]);
         else if (!strcmp(o, "--warmup")) a->warmup = atoi(argv[++i]);
+        else if (!strcmp(o, "--disable-passes")) a->disable_passes = argv[++i];
         else if (!strcmp(o, "--set") && strchr(v, '=') && a->n_ov < EM3_BENCH_MAX_SETS) {
             char *eq = strchr(argv[++i], '=');
             *eq = 0;

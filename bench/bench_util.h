@@ -46,15 +46,17 @@ typedef struct {
  * (ids ≥ 1, so no padding; 20% positive labels; lr 1e-3, step 1; all from `seed`) and fills
  * the cache tables. Exits with a message on any error: a benchmark has no one to recover. */
 em3_bench_step *em3_bench_step_prepare(const char *model, const em3_const_override *ov, int n_ov,
-                                       int64_t batch, uint64_t seed);
+                                       const char *disable_passes, int64_t batch, uint64_t seed);
 /* The command line of a training-step benchmark: MODEL.em3 [--set NAME=VALUE]... [--batch N]
- * [--threads T] [--steps N] [--warmup N] [FLAG], FLAG a program's own switch (or NULL). */
+ * [--threads T] [--steps N] [--warmup N] [--disable-passes LIST] [FLAG], FLAG a program's own
+ * switch (or NULL). */
 enum { EM3_BENCH_MAX_SETS = 16 };
 typedef struct {
     const char *model;
     int64_t batch;
     int threads, steps, warmup;
     bool flag;
+    const char *disable_passes; /* -O2 passes left out, or NULL */
     em3_const_override ov[EM3_BENCH_MAX_SETS];
     int n_ov;
 } em3_bench_args;

@@ -140,7 +140,7 @@ int main(int argc, char **argv) {
     int64_t batch = a.batch;
     int threads = a.threads, steps = a.steps;
     openblas_set_num_threads(threads);
-    em3_bench_step *r = em3_bench_step_prepare(a.model, a.ov, a.n_ov, batch, 1);
+    em3_bench_step *r = em3_bench_step_prepare(a.model, a.ov, a.n_ov, a.disable_passes, batch, 1);
     for (int k = 0; k < a.warmup; k++) em3_bench_step_run(r);
     double step = 0;
     G.recording = true;

@@ -23,7 +23,7 @@ static em3_bench_step *prepare(const char *model, const char *mode, int L, int64
     char seq[16];
     snprintf(seq, sizeof seq, "%d", L);
     const em3_const_override ov[] = {{"seq", seq, false}, {"history", mode, false}};
-    return em3_bench_step_prepare(model, ov, 2, batch, 5);
+    return em3_bench_step_prepare(model, ov, 2, NULL, batch, 5);
 }
 
 int main(int argc, char **argv) {

@@ -5,7 +5,8 @@
  * warm-up and its samples/s, and this process's peak RSS. bench/torch/step.py is its PyTorch
  * twin; run each in a fresh process so that the peak RSS is the configuration's own.
  *
- *   bench_step MODEL.em3 [--set NAME=VALUE]... [--batch N] [--threads T] [--steps N] [--warmup N] */
+ *   bench_step MODEL.em3 [--set NAME=VALUE]... [--batch N] [--threads T] [--steps N] [--warmup N]
+ *              [--disable-passes LIST] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +17,7 @@
 
 static _Noreturn void usage(void) {
     fprintf(stderr, "usage: bench_step MODEL.em3 [--set NAME=VALUE]... [--batch N] [--threads T] "
-                    "[--steps N] [--warmup N]  (run from the source folder)\n");
+                    "[--steps N] [--warmup N] [--disable-passes LIST]  (run from the source folder)\n");
     exit(2);
 }
 
@@ -26,7 +27,7 @@ int main(int argc, char **argv) {
     int64_t batch = a.batch;
     int steps = a.steps, threads = a.threads;
     openblas_set_num_threads(threads);
-    em3_bench_step *r = em3_bench_step_prepare(a.model, a.ov, a.n_ov, batch, 1);
+    em3_bench_step *r = em3_bench_step_prepare(a.model, a.ov, a.n_ov, a.disable_passes, batch, 1);
     for (int k = 0; k < a.warmup; k++) em3_bench_step_run(r);
     double *t = malloc(sizeof *t * (size_t)steps);
     for (int k = 0; k < steps; k++) t[k] = em3_bench_step_run(r);

@@ -71,6 +71,24 @@ void em3_pipeline_add_default(em3_pipeline *pl, int opt_level) {
         if (pass_info[i].level >= 0 && pass_info[i].level <= opt_level) em3_pipeline_add(pl, (em3_pass_id)i);
 }
 
+bool em3_pipeline_disable(em3_pipeline *pl, const char *list, em3_diag *d) {
+    em3_pipeline *off = em3_pipeline_create();
+    bool ok = em3_pipeline_parse(off, list, d);
+    for (int k = 0; k < off->n; k++) {
+        if (pass_info[off->pass[k]].level != 2) {
+            ok = em3_diag_error(d, (em3_loc){0}, "pass '%s' is not an optimisation (-O2) and cannot be disabled",
+                                em3_pass_name(off->pass[k]));
+            continue;
+        }
+        int n = 0;
+        for (int i = 0; i < pl->n; i++)
+            if (pl->pass[i] != off->pass[k]) pl->pass[n++] = pl->pass[i];
+        pl->n = n;
+    }
+    em3_pipeline_free(off);
+    return ok;
+}
+
 static bool in_list(const char *list, const char *name) {
     if (!list) return false;
     size_t n = strlen(name);
@@ -137,4 +155,15 @@ int em3_pass_verify(em3_module *m, const em3_pass_ctx *ctx) {
 int em3_pass_print(em3_module *m, const em3_pass_ctx *ctx) {
     em3_module_print(m, ctx->opt->out ? ctx->opt->out : stdout, ctx->opt->print_flags);
     return 0;
+}
+
+void em3_pass_rederive_predict(em3_module *m, em3_func *forward) {
+    em3_func *old = em3_module_find_func(m, "predict");
+    if (!old) return;
+    const char **names = em3_xmalloc(sizeof(char *) * (size_t)(old->n_out ? old->n_out : 1));
+    int k = 0;
+    for (int i = 0; i < old->n_out; i++) names[k++] = old->out[i].name;
+    em3_module_remove_func(m, old);
+    em3_func_slice(forward, "predict", names, k);
+    free(names);
 }

@@ -74,6 +74,9 @@ typedef struct {
  * ctx->diag). Internal errors are assertions. */
 typedef int em3_pass_fn(em3_module *m, const em3_pass_ctx *ctx);
 
+/* @predict made anew from a rewritten @forward: the same outputs (all but the loss). */
+void em3_pass_rederive_predict(em3_module *m, em3_func *forward);
+
 const char *em3_pass_name(em3_pass_id p);
 const char *em3_pass_description(em3_pass_id p);
 bool em3_pass_parse(const char *name, em3_pass_id *out);
@@ -93,6 +96,9 @@ bool em3_pipeline_parse(em3_pipeline *pl, const char *list, em3_diag *d);
 /* The default pipeline for -O0 (what training needs) or -O2 (also every optimisation). */
 void em3_pipeline_add_default(em3_pipeline *pl, int opt_level);
 /* Runs the passes; false when one reported a user error. */
+/* Removes the -O2 passes named in the comma-separated list (e.g. "dedup-rows"); an unknown
+ * name or a pass training needs is an error. */
+bool em3_pipeline_disable(em3_pipeline *pl, const char *list, em3_diag *d);
 bool em3_pipeline_run(em3_pipeline *pl, em3_module *m, const em3_pass_options *opt, em3_diag *d);
 
 /* The passes themselves (declared from passes.def). */

@@ -55,7 +55,7 @@ int em3_cmd_check(int argc, char **argv) {
     return status;
 }
 
-enum { OPT_PASSES = 256, OPT_PAA, OPT_PA, OPT_PC, OPT_DUMP, OPT_LOC, OPT_FUNC, OPT_EMIT, OPT_MAX_BATCH, OPT_STATS };
+enum { OPT_PASSES = 256, OPT_DISABLE, OPT_PAA, OPT_PA, OPT_PC, OPT_DUMP, OPT_LOC, OPT_FUNC, OPT_EMIT, OPT_MAX_BATCH, OPT_STATS };
 
 /* Commits an output opened with em3_afile (NULL: standard output, nothing to do); the exit
  * status. */
@@ -183,6 +183,7 @@ int em3_cmd_ir(int argc, char **argv) {
     static const struct option longopts[] = {
         EM3_SOURCE_OPTIONS,
         {"passes", required_argument, 0, OPT_PASSES},
+        {"disable-passes", required_argument, 0, OPT_DISABLE},
         {"print-after-all", no_argument, 0, OPT_PAA},
         {"print-after", required_argument, 0, OPT_PA},
         {"print-changed", no_argument, 0, OPT_PC},
@@ -198,7 +199,7 @@ int em3_cmd_ir(int argc, char **argv) {
     bool emit = false, dot = false, stats = false;
     em3_source_opts so = {0};
     em3_pass_options po = {.verify_each = true};
-    const char *passes = NULL, *out_path = NULL, *func = NULL;
+    const char *passes = NULL, *disable = NULL, *out_path = NULL, *func = NULL;
     int level = 2, c;
     bool ok = true;
     optind = 1;
@@ -211,6 +212,7 @@ int em3_cmd_ir(int argc, char **argv) {
             break;
         case 'o': out_path = optarg; break;
         case OPT_PASSES: passes = optarg; break;
+        case OPT_DISABLE: disable = optarg; break;
         case OPT_PAA: po.print_after_all = true; break;
         case OPT_PA: po.print_after = optarg; break;
         case OPT_PC: po.print_changed = true; break;
@@ -243,6 +245,7 @@ int em3_cmd_ir(int argc, char **argv) {
     if (m) {
         em3_pipeline *pl = em3_pipeline_create();
         bool built = passes ? em3_pipeline_parse(pl, passes, d) : (em3_pipeline_add_default(pl, level), true);
+        if (built && disable) built = em3_pipeline_disable(pl, disable, d);
         if (built && em3_pipeline_run(pl, m, &po, d))
             status = dot ? write_dot(m, func, out_path)
                    : emit ? write_emitted(m, &co, kind, out_path, d)

@@ -104,10 +104,15 @@ static em3_module *compile_model(em3_run_config *rc, const em3_source_opts *so, 
     free(consts);
     if (!m) return NULL;
     em3_pipeline *pl = em3_pipeline_create();
-    if (train) em3_pipeline_add_default(pl, (int)rc->opt_level);
-    else em3_pipeline_add(pl, EM3_PASS_DCE);
+    bool ok = true;
+    if (train) {
+        em3_pipeline_add_default(pl, (int)rc->opt_level);
+        if (*rc->disable_passes) ok = em3_pipeline_disable(pl, rc->disable_passes, d);
+    } else {
+        em3_pipeline_add(pl, EM3_PASS_DCE);
+    }
     em3_pass_options po = {.optim = &rc->optim, .quiet = true, .loss_only = true};
-    bool ok = em3_pipeline_run(pl, m, &po, d);
+    ok = ok && em3_pipeline_run(pl, m, &po, d);
     em3_pipeline_free(pl);
     if (!ok) {
         em3_module_free(m);

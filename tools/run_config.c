@@ -54,6 +54,7 @@ static const option options[] = {
     {"score", K_STR, T(score), "the output of @predict the metrics score"},
     {"max_batch", K_INT, R(max_batch), "rows the compiled code is planned for (0: the larger batch size)", "[0, inf)"},
     {"opt_level", K_INT, R(opt_level), "compiler optimisation level, 0 or 2"},
+    {"disable_passes", K_STR, R(disable_passes), "leave these -O2 passes out, comma-separated (e.g. dedup-rows)"},
     {"no_mem_reuse", K_BOOL, R(no_mem_reuse), "give every value its own memory (debugging)"},
     {"perf_map", K_BOOL, R(perf_map), "write /tmp/perf-PID.map: `perf report` then names the compiled kernels"},
     {"init", K_STR, R(init), "start the parameters from these weights (a checkpoint or safetensors file)"},
@@ -73,7 +74,7 @@ void em3_run_config_init(em3_run_config *rc) {
     rc->train = em3_train_defaults();
     rc->optim = em3_optim_defaults();
     rc->opt_level = 2;
-    rc->init = rc->init_map = "";
+    rc->init = rc->init_map = rc->disable_passes = "";
     rc->items_valid = 0.1;
 }
 

@@ -17,6 +17,7 @@ typedef struct {
     em3_param_group groups[EM3_MAX_GROUPS]; /* optimizer groups (group.NAME=pattern) */
     int64_t max_batch;  /* the compiled arena's capacity; 0: the larger batch size */
     int64_t opt_level;  /* 0 or 2 */
+    const char *disable_passes; /* -O2 passes left out, comma-separated ("": none) */
     bool no_mem_reuse;
     bool perf_map;
     const char *init;     /* weights to start from ("" none), renamed by init_map */

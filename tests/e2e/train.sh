@@ -86,6 +86,13 @@ if "$EM3" train "$SRC/models/din.em3" --data "$W/data" --out "$W/thr" $SET --set
        >"$W/out.txt" 2>&1; then fail "threads=2 ran with one shard"; fi
 grep -q "threads=2 needs at least 2 shards per rank, not 1" "$W/out.txt" || fail "no message for threads without shards"
 
+# only -O2 passes can be left out, and only known ones; the run then makes no folder
+if "$EM3" train "$SRC/models/din.em3" --data "$W/data" --out "$W/nopass" $SET --set disable_passes=autodiff \
+       >"$W/out.txt" 2>&1; then fail "trained without autodiff"; fi
+grep -q "pass 'autodiff' is not an optimisation (-O2) and cannot be disabled" "$W/out.txt" \
+    || fail "no message for disabling autodiff"
+[ ! -e "$W/nopass" ] || fail "disabling autodiff left a run folder"
+
 # a vocabulary smaller than the data's ids is found before the run folder is made
 if "$EM3" train "$SRC/models/din.em3" --data "$W/data" --out "$W/vocab" $SET --set items=10 >"$W/out.txt" 2>&1; then
     fail "trained with a vocabulary smaller than the data's"

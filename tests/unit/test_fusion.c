@@ -2,7 +2,8 @@
  * from models/lib/attention.em3 and nn.em3's LoRALinear are compiled twice, with fuse-attention
  * and fuse-lora before autodiff and without them; the loss and every gradient of @train must
  * agree, in the F64 interpreter and through the JIT in F32. Each model holds many cases (heads,
- * lengths, masks, ranks), so that each variant is compiled once. */
+ * lengths, masks, ranks), so that each variant is compiled once. Also dedup-rows against no
+ * dedup: the same comparison, with EM3's content encoder run once per distinct item. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -137,7 +138,9 @@ static values make_values(const em3_module *m, int64_t batch, uint64_t seed) {
         int64_t n = em3_type_numel(&gl->type, 1);
         double *x = values_add(v.glob, &v.n_glob, gl->name, n);
         memcpy(x, em3_interp_global(it, gl->name), sizeof(double) * (size_t)n);
-        for (int64_t k = 0; k < n; k++) x[k] = (double)(float)(x[k] + 0.3 * em3_rng_normal(&r));
+        for (int64_t k = 0; k < n; k++) /* an i32 table holds ids (word ids below 4) */
+            x[k] = gl->type.dtype == EM3_DTYPE_I32 ? (double)em3_rng_below(&r, 4)
+                                                   : (double)(float)(x[k] + 0.3 * em3_rng_normal(&r));
     }
     em3_interp_free(it);
     return v;
@@ -272,6 +275,14 @@ static void compare_jit(const char *label, em3_module *fused, em3_module *plain,
     jh_free(p[1]);
 }
 
+/* The loss and every gradient of @train from two compilations of a model, on the same values. */
+static void compare_compilations(const char *label, em3_module *a, em3_module *b, int64_t batch) {
+    values v = make_values(b, batch, 2024);
+    compare_interp(label, a, b, &v);
+    compare_jit(label, a, b, &v);
+    values_free(&v);
+}
+
 /* Compiles `src` both ways, checks that the fused @forward has `attention` attention and `lora`
  * lora_matmul nodes (the unfused none), and compares the two at `batch`; `check` (optional)
  * looks at both modules first. */
@@ -286,10 +297,7 @@ static void fused_vs_unfused(const char *label, const char *src, int64_t batch, 
     assert_int_equal(count_op(pf, EM3_OP_ATTENTION) + count_op(pf, EM3_OP_LORA_MATMUL), 0);
     assert_int_equal(count_op(em3_module_find_func(fused, "train"), EM3_OP_ATTENTION_GRAD), attention);
     if (check) check(fused, plain);
-    values v = make_values(plain, batch, 2024);
-    compare_interp(label, fused, plain, &v);
-    compare_jit(label, fused, plain, &v);
-    values_free(&v);
+    compare_compilations(label, fused, plain, batch);
 }
 
 /* ---- attention ------------------------------------------------------------------------------- */
@@ -407,12 +415,60 @@ static void test_lora(void **state) {
     fused_vs_unfused("LoRA, ranks 1, 4, 8, 16", lora_src, 3, 0, 5, frozen_costs_nothing);
 }
 
+/* ---- distinct ids ------------------------------------------------------------------------------ */
+
+/* EM3 on a small DIN-like head: target items and histories through the content encoder, with
+ * and without dedup-rows. The ids (1..6 and padding 0, see padding_ids) repeat within a batch
+ * and within a history, so the distinct rows are far fewer than the occurrences; the loss and
+ * every gradient must not notice. Each history mode puts a different region on the distinct
+ * rows: "top" the LoRA'd projection over the cached encoder, "all" the whole LoRA'd encoder,
+ * "full" the trainable encoder itself, whose weights get gradients through both regions. */
+static void test_dedup_rows(void **state) {
+    (void)state;
+    static const char *const modes[] = {"top", "all", "full"};
+    for (size_t i = 0; i < sizeof modes / sizeof *modes; i++) {
+        char *src = NULL, label[64];
+        size_t len = 0;
+        FILE *f = open_memstream(&src, &len);
+        fprintf(f,
+                "import \"lib/em3.em3\"\nimport \"lib/ranking.em3\"\n"
+                "model dedup {\n"
+                "    const d = 16, items = 8\n"
+                "    input item : i32[B] vocab items\n"
+                "    input hist : i32[B, 5] vocab items pad 0\n"
+                "    label y : f32[B]\n"
+                "    data image : f32[items, 3, 8]\n"
+                "    data text : i32[items, 4]\n"
+                "    item_id = Embedding(items, d)\n"
+                "    em3 = EM3(d, image, text, 6, 2, 2, 1, history = \"%s\", lora = 4)\n"
+                "    head = Linear(3 * d, 1)\n"
+                "    fn forward() {\n"
+                "        e = item_id(item)\n"
+                "        content = em3(item, hist, cast(hist != 0, f32))\n"
+                "        logit = squeeze(head(concat([e] + content)), -1)\n"
+                "        output p = sigmoid(logit)\n"
+                "        loss = bce_with_logits(logit, y) + 0.1 * em3.contrastive(content[0], e)\n"
+                "    }\n"
+                "}\n",
+                modes[i]);
+        fclose(f);
+        snprintf(label, sizeof label, "dedup-rows, history = %s", modes[i]);
+        em3_module *a = compile(label, src, "fuse-attention,fuse-lora,cache-frozen,dedup-rows,autodiff,dce");
+        em3_module *b = compile(label, src, "fuse-attention,fuse-lora,cache-frozen,autodiff,dce");
+        int uniques = count_op(em3_module_find_func(a, "train"), EM3_OP_UNIQUE);
+        assert_int_equal(uniques, 2); /* the target items and the histories */
+        compare_compilations(label, a, b, 7);
+        free(src);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_attention_long),
         cmocka_unit_test(test_attention_widths),
         cmocka_unit_test(test_lora),
+        cmocka_unit_test(test_dedup_rows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
