@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """bench/batch_unique.py — how many distinct items a training batch holds, targets and behaviour
 sequences together, against how many occurrences it encodes: the saving that encoding each item
-once per batch (not once per occurrence) would bring. Reads a dataset folder in the layout
+once per batch (not once per occurrence; pass dedup-rows) brings. Reads a dataset folder in the layout
 `em3 data gen` writes (train/item.npy, train/hist.npy; id 0 pads).
 
 usage: bench/batch_unique.py DATA_DIR [--batches N] [--seed S]"""

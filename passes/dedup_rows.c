@@ -23,9 +23,22 @@
 typedef struct {
     em3_builder b;
     const em3_rowwise *a;
-    int src, r, sym, u; /* the id input, its rank, the symbol of its distinct ids, unique(X) */
-    int *map;           /* per original value: its computation over u, or -1 */
+    int r, sym; /* the id input's rank, the symbol of its distinct ids */
+    int *map;   /* per original value: its computation over the distinct ids, or -1 */
 } dedup;
+
+/* Whether the region of id input x gathers from a trainable table: its gradient is then a
+ * sparse (ids, rows) pair over the distinct ids. */
+static bool gathers_trainable(const em3_rowwise *a, int x) {
+    const em3_func *f = a->f;
+    for (int v = x + 1; v < f->n_node; v++) {
+        const em3_node *n = &f->node[v];
+        if (n->op != EM3_OP_GATHER || a->src[v] != x || f->node[n->in[0]].op != EM3_OP_PARAM) continue;
+        int g = em3_module_find_global(f->mod, f->node[n->in[0]].attr[0].s);
+        if (f->mod->global[g].kind == EM3_GLOBAL_PARAM) return true;
+    }
+    return false;
+}
 
 /* dims [d0 .. d(r-1), rest...] → [Us, rest...] */
 static int retype_dims(const dedup *d, const int64_t *dims, int n, int64_t *out) {
@@ -95,7 +108,11 @@ static int over_distinct(dedup *d, int v) {
 }
 
 int em3_pass_dedup_rows(em3_module *m, const em3_pass_ctx *ctx) {
-    (void)ctx;
+    /* Data-parallel training returns sparse gradients from @train, sized by B: a pair over
+       distinct ids (Us rows) could only leave it as a dense gradient, which would make a lazy
+       optimizer's table update dense. Such regions stay per occurrence there. */
+    const em3_optim_config *oc = ctx && ctx->opt ? ctx->opt->optim : NULL;
+    bool keep_sparse = oc && oc->separate_update && oc->lazy;
     em3_func *f = em3_module_find_func(m, "forward");
     if (!f || em3_module_find_func(m, "train")) return 0; /* before autodiff only */
     em3_rowwise a;
@@ -110,14 +127,15 @@ int em3_pass_dedup_rows(em3_module *m, const em3_pass_ctx *ctx) {
         int64_t flat_dim;
         const em3_type xt = f->node[x].type;
         if (!any || !em3_dims_product(xt.dim, xt.rank, &flat_dim) || em3_dim_sym(flat_dim) != 0) continue;
-        dedup d = {{f, f->node[x].loc}, &a, x, xt.rank, ++sym, -1, map};
+        if (keep_sparse && gathers_trainable(&a, x)) continue;
+        dedup d = {{f, f->node[x].loc}, &a, xt.rank, ++sym, map};
         for (int v = 0; v < n_orig; v++) map[v] = -1;
         int ids = em3_b_reshape(&d.b, x, &flat_dim, 1);
         em3_node un = em3_node_proto(EM3_OP_UNIQUE, d.b.loc);
         em3_node_set_i(&un, "sym", sym);
-        map[x] = d.u = em3_b_node(&d.b, &un, &ids, 1);
+        map[x] = em3_b_node(&d.b, &un, &ids, 1);
         em3_node io = em3_node_proto(EM3_OP_INDEX_OF, d.b.loc);
-        int pos = em3_b_node(&d.b, &io, (int[]){ids, d.u}, 2);
+        int pos = em3_b_node(&d.b, &io, (int[]){ids, map[x]}, 2);
         for (int v = x + 1; v < n_orig; v++) {
             if (a.src[v] != x || !em3_rowwise_frontier(&a, v)) continue;
             d.b.loc = f->node[v].loc;

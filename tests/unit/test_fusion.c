@@ -37,14 +37,14 @@
 
 /* ---- compiling a model both ways ---------------------------------------------------------- */
 
-static em3_module *compile(const char *name, const char *src, const char *passes) {
+static em3_module *compile_with(const char *name, const char *src, const char *passes, const em3_optim_config *oc) {
     char *log = NULL;
     size_t len = 0;
     FILE *out = open_memstream(&log, &len);
     em3_diag *d = em3_diag_create(out); /* warnings (unused base weights) would only clutter */
     em3_module *m = em3_frontend_compile_source(name, src, strlen(src), NULL, d);
     em3_pipeline *pl = em3_pipeline_create();
-    em3_pass_options opt = {.verify_each = true, .quiet = true};
+    em3_pass_options opt = {.verify_each = true, .quiet = true, .optim = oc};
     bool ok = m && em3_pipeline_parse(pl, passes, d) && em3_pipeline_run(pl, m, &opt, d);
     em3_pipeline_free(pl);
     em3_diag_free(d);
@@ -52,6 +52,10 @@ static em3_module *compile(const char *name, const char *src, const char *passes
     if (!ok) fail_msg("%s with %s:\n%s", name, passes, log);
     free(log);
     return m;
+}
+
+static em3_module *compile(const char *name, const char *src, const char *passes) {
+    return compile_with(name, src, passes, NULL);
 }
 
 #define FUSED "fuse-attention,fuse-lora,autodiff,dce"
@@ -458,6 +462,15 @@ static void test_dedup_rows(void **state) {
         int uniques = count_op(em3_module_find_func(a, "train"), EM3_OP_UNIQUE);
         assert_int_equal(uniques, 2); /* the target items and the histories */
         compare_compilations(label, a, b, 7);
+        /* data-parallel training keeps a trainable table's gradient sparse: the target items'
+           region gathers trainable word embeddings, so it stays per occurrence there; the
+           history's region reads the cache ("top") or frozen embeddings ("all"), but the
+           trainable ones in "full" */
+        em3_optim_config oc = em3_optim_defaults();
+        oc.separate_update = true;
+        em3_module *dp = compile_with(label, src, "fuse-attention,fuse-lora,cache-frozen,dedup-rows,autodiff,optimizer,dce", &oc);
+        assert_int_equal(count_op(em3_module_find_func(dp, "train"), EM3_OP_UNIQUE), i < 2 ? 1 : 0);
+        em3_module_free(dp);
         free(src);
     }
 }
