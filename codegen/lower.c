@@ -21,6 +21,18 @@ LLVMValueRef cg_i64(em3_cg *cg, int64_t v) { return LLVMConstInt(cg->i64, (unsig
 LLVMValueRef cg_f32(em3_cg *cg, double v) { return LLVMConstReal(cg->f32, v); }
 LLVMTypeRef cg_elem(em3_cg *cg, em3_dtype dt) { return dt == EM3_DTYPE_I32 ? cg->i32 : cg->f32; }
 
+/* Puts the builder at the top of fn's entry block; returns the block to come back to. */
+static LLVMBasicBlockRef enter_entry(em3_cg *cg, LLVMValueRef fn) {
+    LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b);
+    LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(fn);
+    LLVMValueRef first = LLVMGetFirstInstruction(entry);
+    if (first)
+        LLVMPositionBuilderBefore(cg->b, first);
+    else
+        LLVMPositionBuilderAtEnd(cg->b, entry);
+    return here;
+}
+
 LLVMValueRef cg_sym_slot(em3_cg *cg, int s) {
     EM3_ASSERT(cg->kfn, "symbols are read inside kernels");
     LLVMValueRef idx = cg_i64(cg, s);
@@ -31,13 +43,7 @@ LLVMValueRef cg_sym_slot(em3_cg *cg, int s) {
  * that calls `unique` reads no symbol after setting it. */
 LLVMValueRef cg_sym(em3_cg *cg, int s) {
     if (cg->ksym[s]) return cg->ksym[s];
-    LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b);
-    LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(cg->kfn);
-    LLVMValueRef first = LLVMGetFirstInstruction(entry);
-    if (first)
-        LLVMPositionBuilderBefore(cg->b, first);
-    else
-        LLVMPositionBuilderAtEnd(cg->b, entry);
+    LLVMBasicBlockRef here = enter_entry(cg, cg->kfn);
     char name[8] = "B";
     if (s) snprintf(name, sizeof name, "U%d", s);
     cg->ksym[s] = LLVMBuildLoad2(cg->b, cg->i64, cg_sym_slot(cg, s), name);
@@ -83,13 +89,7 @@ LLVMValueRef cg_call(em3_cg *cg, const char *name, LLVMTypeRef ret, LLVMTypeRef 
 }
 
 LLVMValueRef cg_alloca(em3_cg *cg, LLVMTypeRef t) {
-    LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b);
-    LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(cg->kfn ? cg->kfn : cg->fn);
-    LLVMValueRef first = LLVMGetFirstInstruction(entry);
-    if (first)
-        LLVMPositionBuilderBefore(cg->b, first);
-    else
-        LLVMPositionBuilderAtEnd(cg->b, entry);
+    LLVMBasicBlockRef here = enter_entry(cg, cg->kfn ? cg->kfn : cg->fn);
     LLVMValueRef a = LLVMBuildAlloca(cg->b, t, "");
     LLVMPositionBuilderAtEnd(cg->b, here);
     return a;

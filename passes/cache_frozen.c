@@ -62,21 +62,7 @@ int em3_pass_cache_frozen(em3_module *m, const em3_pass_ctx *ctx) {
         redirect[v] = em3_b_gather(&b, em3_b_param(&b, gname), a.src[v]);
         cached++;
     }
-    if (cached) {
-        for (int i = 0; i < n_orig; i++) { /* readers of a cached value read the table instead */
-            em3_node *nd = &f->node[i];
-            bool change = false;
-            for (int k = 0; k < nd->n_in; k++) change |= redirect[nd->in[k]] != nd->in[k];
-            if (!change) continue;
-            int *in = em3_arena_alloc(m->arena, sizeof(int) * (size_t)nd->n_in);
-            for (int k = 0; k < nd->n_in; k++) in[k] = redirect[nd->in[k]];
-            nd->in = in;
-        }
-        for (int i = 0; i < f->n_out; i++)
-            if (f->out[i].value < n_orig) f->out[i].value = redirect[f->out[i].value];
-        em3_func_toposort(f);
-        em3_pass_rederive_predict(m, f);
-    }
+    if (cached) em3_rowwise_redirect(m, f, redirect, n_orig);
     free(redirect);
     em3_rowwise_free(&a);
     return cached > 0;

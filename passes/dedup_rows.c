@@ -144,20 +144,7 @@ int em3_pass_dedup_rows(em3_module *m, const em3_pass_ctx *ctx) {
             redirect[v] = em3_b_reshape(&d.b, rows, vt.dim, vt.rank);
         }
     }
-    if (sym) {
-        for (int i = 0; i < n_orig; i++) { /* readers of a value read its rows instead */
-            em3_node *nd = &f->node[i];
-            bool change = false;
-            for (int k = 0; k < nd->n_in; k++) change |= redirect[nd->in[k]] != nd->in[k];
-            if (!change) continue;
-            int *in = em3_arena_alloc(m->arena, sizeof(int) * (size_t)nd->n_in);
-            for (int k = 0; k < nd->n_in; k++) in[k] = redirect[nd->in[k]];
-            nd->in = in;
-        }
-        for (int i = 0; i < f->n_out; i++) f->out[i].value = redirect[f->out[i].value];
-        em3_func_toposort(f);
-        em3_pass_rederive_predict(m, f);
-    }
+    if (sym) em3_rowwise_redirect(m, f, redirect, n_orig);
     free(redirect);
     free(map);
     em3_rowwise_free(&a);

@@ -156,14 +156,3 @@ int em3_pass_print(em3_module *m, const em3_pass_ctx *ctx) {
     em3_module_print(m, ctx->opt->out ? ctx->opt->out : stdout, ctx->opt->print_flags);
     return 0;
 }
-
-void em3_pass_rederive_predict(em3_module *m, em3_func *forward) {
-    em3_func *old = em3_module_find_func(m, "predict");
-    if (!old) return;
-    const char **names = em3_xmalloc(sizeof(char *) * (size_t)(old->n_out ? old->n_out : 1));
-    int k = 0;
-    for (int i = 0; i < old->n_out; i++) names[k++] = old->out[i].name;
-    em3_module_remove_func(m, old);
-    em3_func_slice(forward, "predict", names, k);
-    free(names);
-}

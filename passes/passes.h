@@ -74,9 +74,6 @@ typedef struct {
  * ctx->diag). Internal errors are assertions. */
 typedef int em3_pass_fn(em3_module *m, const em3_pass_ctx *ctx);
 
-/* @predict made anew from a rewritten @forward: the same outputs (all but the loss). */
-void em3_pass_rederive_predict(em3_module *m, em3_func *forward);
-
 const char *em3_pass_name(em3_pass_id p);
 const char *em3_pass_description(em3_pass_id p);
 bool em3_pass_parse(const char *name, em3_pass_id *out);

@@ -181,3 +181,31 @@ void em3_rowwise_free(em3_rowwise *a) {
 bool em3_rowwise_frontier(const em3_rowwise *a, int v) {
     return a->k[v] == EM3_ROW_OF && a->expensive[v] && a->leaves[v] && N(a, v)->type.dtype == EM3_DTYPE_F32;
 }
+
+/* @predict made anew from the rewritten @forward: the same outputs (all but the loss). */
+static void rederive_predict(em3_module *m, em3_func *forward) {
+    em3_func *old = em3_module_find_func(m, "predict");
+    if (!old) return;
+    const char **names = em3_xmalloc(sizeof(char *) * (size_t)(old->n_out ? old->n_out : 1));
+    int k = 0;
+    for (int i = 0; i < old->n_out; i++) names[k++] = old->out[i].name;
+    em3_module_remove_func(m, old);
+    em3_func_slice(forward, "predict", names, k);
+    free(names);
+}
+
+void em3_rowwise_redirect(em3_module *m, em3_func *f, const int *redirect, int n_orig) {
+    for (int i = 0; i < n_orig; i++) {
+        em3_node *nd = &f->node[i];
+        bool change = false;
+        for (int k = 0; k < nd->n_in; k++) change |= redirect[nd->in[k]] != nd->in[k];
+        if (!change) continue;
+        int *in = em3_arena_alloc(m->arena, sizeof(int) * (size_t)nd->n_in);
+        for (int k = 0; k < nd->n_in; k++) in[k] = redirect[nd->in[k]];
+        nd->in = in;
+    }
+    for (int i = 0; i < f->n_out; i++)
+        if (f->out[i].value < n_orig) f->out[i].value = redirect[f->out[i].value];
+    em3_func_toposort(f);
+    rederive_predict(m, f);
+}

@@ -42,5 +42,9 @@ bool em3_rowwise_const_ok(const em3_rowwise *a, const em3_node *n, int k, int r)
 /* A row-wise f32 value worth keeping per item (its computation includes a GEMM, attention or
  * layer norm) whose result leaves the row-wise region. */
 bool em3_rowwise_frontier(const em3_rowwise *a, int v);
+/* After a rewrite of @forward f that appended nodes: every reader of an original value v
+ * (nodes before n_orig, and outputs) reads redirect[v] instead; the nodes are re-sorted and
+ * @predict is made anew from f. */
+void em3_rowwise_redirect(em3_module *m, em3_func *f, const int *redirect, int n_orig);
 
 #endif

@@ -119,27 +119,67 @@ static int cmp_i32(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* Ids are table rows, so they span a range not much wider than their count: then one pass
+ * marks them in a table over the range (no sort, no search); qsort and binary search are the
+ * fallback for sparse ranges. Returns the span hi − lo + 1 when it is dense enough, else 0. */
+static uint64_t dense_span(const int32_t *ids, int64_t n, int32_t *lo) {
+    if (n == 0) return 0;
+    int32_t a = ids[0], b = ids[0];
+    for (int64_t i = 1; i < n; i++) {
+        if (ids[i] < a) a = ids[i];
+        if (ids[i] > b) b = ids[i];
+    }
+    uint64_t span = (uint64_t)((int64_t)b - a) + 1;
+    *lo = a;
+    return span <= 4 * (uint64_t)n + 65536 ? span : 0;
+}
+
 int64_t em3_rt_unique(const int32_t *ids, int64_t n, int32_t *out) {
+    int32_t lo;
+    uint64_t span = dense_span(ids, n, &lo);
+    int64_t u = 0;
+    if (span) {
+        uint8_t *seen = em3_xcalloc(span, 1);
+        for (int64_t i = 0; i < n; i++) seen[ids[i] - lo] = 1;
+        for (uint64_t k = 0; k < span; k++)
+            if (seen[k]) out[u++] = (int32_t)((int64_t)lo + (int64_t)k);
+        free(seen);
+        return u;
+    }
     memcpy(out, ids, sizeof(int32_t) * (size_t)n);
     qsort(out, (size_t)n, sizeof(int32_t), cmp_i32);
-    int64_t u = 0;
     for (int64_t i = 0; i < n; i++)
         if (u == 0 || out[i] != out[u - 1]) out[u++] = out[i];
     return u;
 }
 
 int64_t em3_rt_index_of(const int32_t *ids, int64_t n, const int32_t *u, int64_t nu, int32_t *out) {
-    for (int64_t i = 0; i < n; i++) {
-        int64_t lo = 0, hi = nu;
-        while (lo < hi) {
-            int64_t mid = lo + (hi - lo) / 2;
-            if (u[mid] < ids[i])
-                lo = mid + 1;
-            else
-                hi = mid;
+    int32_t lo;
+    uint64_t span = dense_span(u, nu, &lo);
+    if (span && span <= 4 * (uint64_t)n + 65536) { /* a position table over u's range */
+        int32_t *pos = em3_xmalloc(sizeof(int32_t) * span);
+        memset(pos, 0xff, sizeof(int32_t) * span);
+        for (int64_t k = 0; k < nu; k++) pos[u[k] - lo] = (int32_t)k;
+        int64_t bad = -1;
+        for (int64_t i = 0; i < n && bad < 0; i++) {
+            int64_t at = (int64_t)ids[i] - lo;
+            if (at < 0 || (uint64_t)at >= span || pos[at] < 0) bad = i;
+            else out[i] = pos[at];
         }
-        if (lo == nu || u[lo] != ids[i]) return i;
-        out[i] = (int32_t)lo;
+        free(pos);
+        return bad;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        int64_t a = 0, b = nu;
+        while (a < b) {
+            int64_t mid = a + (b - a) / 2;
+            if (u[mid] < ids[i])
+                a = mid + 1;
+            else
+                b = mid;
+        }
+        if (a == nu || u[a] != ids[i]) return i;
+        out[i] = (int32_t)a;
     }
     return -1;
 }

@@ -660,7 +660,8 @@ static void test_every_op_has_a_row(void **state) {
 /* unique and index_of have results in U1, which no function returns, so they have no row:
  * here a [B, 3] batch of repeated ids is made distinct, each distinct row goes through a GEMM,
  * tanh and a sum over the distinct rows, and is gathered back to every occurrence — the JIT
- * against the interpreter at batches 1, 3 and 64, then an id that the distinct ids lack. */
+ * against the interpreter at batches 1, 3 and 64; then an id that the distinct ids lack, and
+ * ids too far apart for the runtime's table over their range. */
 static void test_distinct_ids(void **state) {
     (void)state;
     em3_module *m = em3_module_create("distinct");
@@ -708,6 +709,14 @@ static void test_distinct_ids(void **state) {
     assert_int_equal(jh_run_jit(p, "missing", 2, in, 2), 1);
     assert_int_equal(p->frame.err_index, 4);
     assert_int_equal(p->frame.err_value, 9);
+    /* ids spread over the whole i32 range (the runtime sorts instead of marking a table) */
+    static const double wide[6] = {2000000000, -7, 2000000000, 3, -2000000000, 3};
+    em3_interp_input win[2] = {{"ids", wide}, {"other", wide}};
+    jh_run(p, "missing", 2, win, 2);
+    jh_compare_outputs(p, EXACT);
+    const int32_t *got = p->out[0];
+    static const int32_t want[6] = {3, 1, 3, 2, 0, 2};
+    for (int i = 0; i < 6; i++) assert_int_equal(got[i], want[i]);
     jh_free(p);
 }
 
