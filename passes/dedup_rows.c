@@ -31,7 +31,7 @@ typedef struct {
  * sparse (ids, rows) pair over the distinct ids. */
 static bool gathers_trainable(const em3_rowwise *a, int x) {
     const em3_func *f = a->f;
-    for (int v = x + 1; v < f->n_node; v++) {
+    for (int v = x + 1; v < a->n; v++) {
         const em3_node *n = &f->node[v];
         if (n->op != EM3_OP_GATHER || a->src[v] != x || f->node[n->in[0]].op != EM3_OP_PARAM) continue;
         int g = em3_module_find_global(f->mod, f->node[n->in[0]].attr[0].s);

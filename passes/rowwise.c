@@ -150,6 +150,7 @@ static void classify(em3_rowwise *a, bool every_param) {
 void em3_rowwise_analyse(em3_rowwise *a, const em3_func *f, bool every_param) {
     int n = f->n_node ? f->n_node : 1;
     a->f = f;
+    a->n = f->n_node;
     a->k = em3_xmalloc(sizeof(em3_row_class) * (size_t)n);
     a->src = em3_xmalloc(sizeof(int) * (size_t)n);
     a->expensive = em3_xmalloc(sizeof(bool) * (size_t)n);

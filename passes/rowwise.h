@@ -15,6 +15,7 @@ typedef enum {
 
 typedef struct {
     const em3_func *f;
+    int n;           /* the values analysed: f's nodes at the time (a rewrite appends more) */
     em3_row_class *k;
     int *src;        /* EM3_ROW_OF: the id input */
     bool *expensive; /* the computation includes a GEMM, attention or layer norm */

@@ -473,6 +473,29 @@ static void test_dedup_rows(void **state) {
         em3_module_free(dp);
         free(src);
     }
+    /* two id inputs whose regions gather no trainable table, in data-parallel training: both
+       are deduplicated, the second after the first's rewrite has grown the function (the
+       pass once read past its analysis there: ASan) */
+    static const char two[] = "import \"lib/nn.em3\"\n"
+                               "model two {\n"
+                               "    input a : i32[B] vocab 8\n"
+                               "    input b : i32[B, 2] vocab 8\n"
+                               "    label y : f32[B]\n"
+                               "    data feat : f32[8, 4]\n"
+                               "    lin = Linear(4, 4)\n"
+                               "    head = Linear(4, 1)\n"
+                               "    fn forward() {\n"
+                               "        h = lin(feat[a]) + sum(lin(feat[b]), axis = 1)\n"
+                               "        logit = squeeze(head(h), -1)\n"
+                               "        output p = sigmoid(logit)\n"
+                               "        loss = bce_with_logits(logit, y)\n"
+                               "    }\n"
+                               "}\n";
+    em3_optim_config oc = em3_optim_defaults();
+    oc.separate_update = true;
+    em3_module *m = compile_with("two id inputs", two, "dedup-rows,autodiff,optimizer,dce", &oc);
+    assert_int_equal(count_op(em3_module_find_func(m, "train"), EM3_OP_UNIQUE), 2);
+    em3_module_free(m);
 }
 
 int main(void) {
