@@ -285,14 +285,9 @@ static LLVMValueRef value_ptr(em3_cg *cg, int v) {
     int s = cg->plan->storage[v];
     if (cg->ptr[s]) return cg->ptr[s];
     const em3_node *n = &cg->f->node[s];
-    LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b);
-    /* materialise at the top of the body so that every later use is dominated */
-    LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(cg->fn);
-    LLVMValueRef term = LLVMGetBasicBlockTerminator(entry);
-    if (term)
-        LLVMPositionBuilderBefore(cg->b, term);
-    else
-        LLVMPositionBuilderAtEnd(cg->b, entry);
+    /* materialise at the top of the body so that every later use is dominated (it reads the
+       frame alone) */
+    LLVMBasicBlockRef here = enter_entry(cg, cg->fn);
     LLVMValueRef p;
     if (n->op == EM3_OP_INPUT || n->op == EM3_OP_PARAM) {
         bool in = n->op == EM3_OP_INPUT;
