@@ -44,9 +44,8 @@ LLVMValueRef cg_sym_slot(em3_cg *cg, int s) {
 LLVMValueRef cg_sym(em3_cg *cg, int s) {
     if (cg->ksym[s]) return cg->ksym[s];
     LLVMBasicBlockRef here = enter_entry(cg, cg->kfn);
-    char name[8] = "B";
-    if (s) snprintf(name, sizeof name, "U%d", s);
-    cg->ksym[s] = LLVMBuildLoad2(cg->b, cg->i64, cg_sym_slot(cg, s), name);
+    char name[4];
+    cg->ksym[s] = LLVMBuildLoad2(cg->b, cg->i64, cg_sym_slot(cg, s), em3_sym_name(s, name));
     LLVMPositionBuilderAtEnd(cg->b, here);
     return cg->ksym[s];
 }

@@ -84,8 +84,8 @@ int64_t em3_type_numel_at(const em3_type *t, const int64_t *sym) {
 char *em3_dim_str(int64_t d, char *buf, size_t n) {
     int s = em3_dim_sym(d);
     int64_t k = em3_dim_coef(d);
-    char sym[4] = {'B'};
-    if (s > 0) sym[0] = 'U', sym[1] = (char)('0' + s);
+    char sym[4];
+    em3_sym_name(s < 0 ? 0 : s, sym);
     if (d >= 0)
         snprintf(buf, n, "%lld", (long long)d);
     else if (k == 1)

@@ -38,6 +38,13 @@ static inline int64_t em3_dim_coef(int64_t d) {
 static inline int64_t em3_dim_make(int sym, int64_t k) {
     return -(((int64_t)sym << EM3_DIM_SYM_SHIFT) + k);
 }
+/* The name of symbol s: "B" for 0, "U1" … "U7"; returns name. */
+static inline const char *em3_sym_name(int s, char name[4]) {
+    name[0] = s ? 'U' : 'B';
+    name[1] = s ? (char)('0' + s) : 0;
+    name[2] = 0;
+    return name;
+}
 /* The size of d with the symbols' values sym[0] = B, sym[s] = Us. */
 static inline int64_t em3_dim_eval(int64_t d, const int64_t *sym) {
     return d < 0 ? em3_dim_coef(d) * sym[em3_dim_sym(d)] : d;

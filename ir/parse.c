@@ -394,11 +394,9 @@ static bool parse_dtype(parser *p, em3_dtype *out, const char *what) {
 
 /* The symbol the current word names: 0 for "B", s for "U1" … "U7"; -1 otherwise. */
 static int symbol_word(const parser *p) {
-    if (is_word(p, "B")) return 0;
-    for (int s = 1; s < EM3_MAX_SYMBOLS; s++) {
-        char w[4] = {'U', (char)('0' + s), 0};
-        if (is_word(p, w)) return s;
-    }
+    char w[4];
+    for (int s = 0; s < EM3_MAX_SYMBOLS; s++)
+        if (is_word(p, em3_sym_name(s, w))) return s;
     return -1;
 }
 
@@ -417,8 +415,8 @@ static bool parse_list(parser *p, bool dims, int64_t *out, int *n, const char *w
             ok = parse_int(p, INT64_MIN, INT64_MAX, &v, "an integer", "integer");
         } else if (symbol_word(p) >= 0) {
             int sym = symbol_word(p);
-            char name[4] = {'B'}, after[48], noun[24];
-            if (sym > 0) name[0] = 'U', name[1] = (char)('0' + sym);
+            char name[4], after[48], noun[24];
+            em3_sym_name(sym, name);
             snprintf(after, sizeof after, "a multiple of %s after '%s*'", name, name);
             snprintf(noun, sizeof noun, "multiple of %s", name);
             next(p);
